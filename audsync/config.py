@@ -1,0 +1,396 @@
+"""TOML + environment -> frozen settings (DESIGN.md section 3).
+
+Parsed once, at the edge. Unknown keys, wrong types and bad values are ConfigErrors that name the
+file and the dotted key. Only this module reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+from .keys import KEY_PATTERN, snake_case
+
+QUERY_PARAM_SIDES = ("user_properties", "event_properties")
+AUDIENCE_KINDS = ("audience", "computed_trait")
+_EVERY = re.compile(r"^every\s+(\d+)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    url: str = "sqlite:///audsync.db"
+    lock_wait_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class AmplitudeSettings:
+    api_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+    endpoint: str = "us"
+    send_to_batch_endpoint: bool = False
+    track_named_pages: bool = True
+    track_categorized_pages: bool = True
+    track_all_pages: bool = False
+    track_all_screens: bool = False
+    prefer_anonymous_id_for_device_id: bool = False
+    traits_to_increment: tuple[str, ...] = ()
+    traits_to_set_once: tuple[str, ...] = ()
+    traits_to_append: tuple[str, ...] = ()
+    traits_to_prepend: tuple[str, ...] = ()
+    group_type_trait: str = ""
+    group_value_trait: str = ""
+    enable_alias: bool = False
+    track_revenue_per_product: bool = False
+    track_products_once: bool = False
+    use_log_revenue_v2: bool = True
+    track_utm_properties: bool = True
+    track_referrer: bool = True
+    track_gclid: bool = False
+    map_query_params: Mapping[str, str] = field(default_factory=dict)
+    append_fields_to_event_properties: Mapping[str, str] = field(default_factory=dict)
+    version_name: str = ""
+    send_custom_language_and_country: bool = False
+    min_id_length: int = 5
+
+    @property
+    def destination_id(self) -> str:
+        """Stable name of (endpoint, API key) for the state database; never reveals the key."""
+        digest = hashlib.sha256(f"{self.endpoint}\0{self.api_key}".encode()).hexdigest()
+        return digest[:16]
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    concurrency: int = 4
+    timeout_s: float = 30.0
+    max_attempts: int = 8
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    throttle_pause_s: float = 30.0
+    deadline_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    default_schedule: str = "every 1h"
+    misfire_grace_s: float = 300.0
+    lease_ttl_s: float = 60.0
+    stop_timeout_s: float = 25.0
+
+
+@dataclass(frozen=True)
+class SqlSource:
+    url: str
+    query: str
+    type: str = "sql"
+
+
+@dataclass(frozen=True)
+class FileSource:
+    path: Path
+    type: str = "file"
+
+
+@dataclass(frozen=True)
+class AudienceConfig:
+    name: str
+    key: str
+    kind: str
+    schedule: str | None
+    send_track_events: bool
+    source: SqlSource | FileSource
+
+    @property
+    def schedule_seconds(self) -> int | None:
+        """The interval of an "every N{s,m,h,d}" schedule, None for a cron expression."""
+        return every_seconds(self.schedule) if self.schedule else None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    state: StateSettings = field(default_factory=StateSettings)
+    amplitude: AmplitudeSettings = field(default_factory=AmplitudeSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    audiences: tuple[AudienceConfig, ...] = ()
+
+    def audience(self, name: str) -> AudienceConfig:
+        for audience in self.audiences:
+            if name in (audience.name, audience.key):
+                return audience
+        known = ", ".join(a.name for a in self.audiences) or "none configured"
+        raise ConfigError(f"{self.path}: no audience named {name!r} (known: {known})")
+
+
+def every_seconds(schedule: str) -> int | None:
+    match = _EVERY.match(schedule.strip())
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
+
+
+class _Reader:
+    """Reads one TOML table into a dataclass, naming file and dotted key in every error."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: {message}")
+
+    def table(self, data: Any, key: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(key, f"must be a table, not {_type_name(data)}")
+        return data
+
+    def check_keys(self, data: dict[str, Any], allowed: list[str], prefix: str) -> None:
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise self.fail(f"{prefix}{key}", f"unknown setting{hint}")
+
+    def value(self, data: dict[str, Any], name: str, default: Any, prefix: str) -> Any:
+        if name not in data:
+            return default
+        raw = data[name]
+        dotted = f"{prefix}{name}"
+        if isinstance(default, bool):
+            if not isinstance(raw, bool):
+                raise self.fail(dotted, f"must be true or false, not {_show(raw)}")
+            return raw
+        if isinstance(default, int):
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                raise self.fail(dotted, f"must be a whole number, not {_show(raw)}")
+            return raw
+        if isinstance(default, float):
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+                raise self.fail(dotted, f"must be a number, not {_show(raw)}")
+            return float(raw)
+        if isinstance(default, str):
+            if not isinstance(raw, str):
+                raise self.fail(dotted, f"must be a string, not {_show(raw)}")
+            return raw
+        if isinstance(default, tuple):
+            if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+                raise self.fail(dotted, f"must be a list of strings, not {_show(raw)}")
+            return tuple(raw)
+        if isinstance(default, dict):
+            if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+                raise self.fail(dotted, f"must be a table of strings, not {_show(raw)}")
+            return dict(raw)
+        raise AssertionError(f"no reader for {name}")  # a setting without a typed default is a bug
+
+    def settings(self, cls: type, data: Any, section: str, **extra: Any) -> Any:
+        data = self.table(data, section)
+        defaults = cls()
+        names = [f.name for f in dataclasses.fields(cls)]
+        self.check_keys(data, names, f"{section}.")
+        values = {
+            name: self.value(data, name, _default_of(defaults, name), f"{section}.")
+            for name in names
+        }
+        values.update(extra)
+        return cls(**values)
+
+
+def _default_of(defaults: Any, name: str) -> Any:
+    value = getattr(defaults, name)
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, (str, bool, int, float)) else _type_name(value)
+    return text.replace("True", "true").replace("False", "false") if isinstance(value, bool) else text
+
+
+def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read a config file into frozen settings; every problem is a ConfigError."""
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read the config file ({exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return parse(data, path, environ)
+
+
+def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
+    reader = _Reader(str(path))
+    base = path.resolve().parent
+    reader.check_keys(data, ["state", "amplitude", "delivery", "daemon", "audiences"], "")
+
+    state = reader.settings(StateSettings, data.get("state", {}), "state")
+    state = dataclasses.replace(state, url=_resolve_sqlite_url(state.url, base))
+    if not state.url.strip():
+        raise reader.fail("state.url", "must not be empty")
+    if state.lock_wait_s < 0:
+        raise reader.fail("state.lock_wait_s", "must not be negative")
+
+    amplitude = reader.settings(AmplitudeSettings, data.get("amplitude", {}), "amplitude")
+    amplitude = _check_amplitude(amplitude, reader, base, environ)
+
+    delivery = reader.settings(DeliverySettings, data.get("delivery", {}), "delivery")
+    if delivery.concurrency < 1:
+        raise reader.fail("delivery.concurrency", "must be at least 1")
+    if delivery.max_attempts < 1:
+        raise reader.fail("delivery.max_attempts", "must be at least 1")
+    for name in ("timeout_s", "backoff_initial_s", "backoff_max_s", "throttle_pause_s", "deadline_s"):
+        if getattr(delivery, name) < 0:
+            raise reader.fail(f"delivery.{name}", "must not be negative")
+    if delivery.timeout_s == 0:
+        raise reader.fail("delivery.timeout_s", "must be more than 0")
+
+    daemon = reader.settings(DaemonSettings, data.get("daemon", {}), "daemon")
+    _check_schedule(daemon.default_schedule, reader, "daemon.default_schedule")
+    for name in ("misfire_grace_s", "lease_ttl_s", "stop_timeout_s"):
+        if getattr(daemon, name) <= 0:
+            raise reader.fail(f"daemon.{name}", "must be more than 0")
+
+    raw_audiences = data.get("audiences", [])
+    if not isinstance(raw_audiences, list):
+        raise reader.fail("audiences", "must be an array of tables ([[audiences]])")
+    audiences = tuple(_audience(raw, i, reader, base) for i, raw in enumerate(raw_audiences))
+    seen: dict[str, int] = {}
+    names: dict[str, int] = {}
+    for i, audience in enumerate(audiences):
+        if audience.key in seen:
+            raise reader.fail(
+                f"audiences[{i}].key",
+                f"key {audience.key!r} is already used by audiences[{seen[audience.key]}]; "
+                "give one of them an explicit key",
+            )
+        if audience.name in names:
+            raise reader.fail(f"audiences[{i}].name",
+                              f"name {audience.name!r} is already used by audiences[{names[audience.name]}]")
+        seen[audience.key] = i
+        names[audience.name] = i
+    return Config(path=path, state=state, amplitude=amplitude, delivery=delivery, daemon=daemon,
+                  audiences=audiences)
+
+
+def _resolve_sqlite_url(url: str, base: Path) -> str:
+    """sqlite:///relative.db is relative to the config file, like every other path in it."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        rest = url[len(prefix):]
+        if rest and not rest.startswith(":memory:") and not Path(rest).is_absolute():
+            return prefix + str(base / rest)
+    return url
+
+
+def _check_amplitude(amplitude: AmplitudeSettings, reader: _Reader, base: Path,
+                     environ: Mapping[str, str]) -> AmplitudeSettings:
+    endpoint = amplitude.endpoint.strip()
+    if endpoint.startswith("file:"):
+        target = endpoint[len("file:"):]
+        if not target:
+            raise reader.fail("amplitude.endpoint", "file: needs a path, as in \"file:requests.jsonl\"")
+        endpoint = "file:" + str(base / target)
+    elif endpoint.startswith(("http://", "https://")):
+        if not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", endpoint):
+            raise reader.fail("amplitude.endpoint", f"{endpoint!r} is not a valid base URL")
+        endpoint = endpoint.rstrip("/")
+    elif endpoint not in ("us", "eu"):
+        raise reader.fail(
+            "amplitude.endpoint",
+            f"{amplitude.endpoint!r} is not one of \"us\", \"eu\", an http(s) base URL or \"file:PATH\"",
+        )
+    for name, side in amplitude.map_query_params.items():
+        if side not in QUERY_PARAM_SIDES:
+            raise reader.fail(f"amplitude.map_query_params.{name}",
+                              f"{side!r} must be \"user_properties\" or \"event_properties\"")
+    for path, name in amplitude.append_fields_to_event_properties.items():
+        if not path.strip() or not name.strip():
+            raise reader.fail("amplitude.append_fields_to_event_properties",
+                              "message paths and property names must not be empty")
+    if amplitude.min_id_length < 0:
+        raise reader.fail("amplitude.min_id_length", f"must not be negative, not {amplitude.min_id_length}")
+    return dataclasses.replace(
+        amplitude,
+        endpoint=endpoint,
+        api_key=amplitude.api_key or environ.get("AMPLITUDE_API_KEY", ""),
+        secret_key=amplitude.secret_key or environ.get("AMPLITUDE_SECRET_KEY", ""),
+    )
+
+
+def _check_schedule(schedule: str, reader: _Reader, key: str) -> None:
+    if every_seconds(schedule) is not None:
+        if every_seconds(schedule) == 0:
+            raise reader.fail(key, "an interval must be more than 0")
+        return
+    if len(schedule.split()) != 5:
+        raise reader.fail(key, f"{schedule!r} is neither \"every N{{s,m,h,d}}\" nor a 5-field cron expression")
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(schedule, timezone="UTC")
+    except ValueError as exc:
+        raise reader.fail(key, f"{schedule!r} is not a valid cron expression ({exc})") from None
+
+
+def _audience(raw: Any, index: int, reader: _Reader, base: Path) -> AudienceConfig:
+    prefix = f"audiences[{index}]."
+    data = reader.table(raw, f"audiences[{index}]")
+    allowed = ["name", "key", "kind", "schedule", "send_track_events", "source"]
+    reader.check_keys(data, allowed, prefix)
+    name = reader.value(data, "name", "", prefix)
+    if not name.strip():
+        raise reader.fail(prefix + "name", "every audience needs a name")
+    key = reader.value(data, "key", "", prefix) or snake_case(name)
+    if not KEY_PATTERN.fullmatch(key):
+        what = "the snake_case of the name is empty" if not key else f"{key!r} has characters outside [a-z0-9_]"
+        raise reader.fail(prefix + "key", f"{what}; set key explicitly")
+    kind = reader.value(data, "kind", "audience", prefix)
+    if kind not in AUDIENCE_KINDS:
+        raise reader.fail(prefix + "kind", f"{kind!r} must be \"audience\" or \"computed_trait\"")
+    schedule = reader.value(data, "schedule", "", prefix) or None
+    if schedule is not None:
+        _check_schedule(schedule, reader, prefix + "schedule")
+    send_track_events = reader.value(data, "send_track_events", False, prefix)
+    if "source" not in data:
+        raise reader.fail(prefix + "source", "every audience needs a source (type \"sql\" or \"file\")")
+    source_data = reader.table(data["source"], prefix + "source")
+    source_type = source_data.get("type")
+    sp = prefix + "source."
+    if source_type == "sql":
+        reader.check_keys(source_data, ["type", "url", "query"], sp)
+        url = reader.value(source_data, "url", "", sp)
+        query = reader.value(source_data, "query", "", sp)
+        if not url.strip():
+            raise reader.fail(sp + "url", "a sql source needs a SQLAlchemy URL")
+        if not query.strip():
+            raise reader.fail(sp + "query", "a sql source needs a query")
+        source: SqlSource | FileSource = SqlSource(url=_resolve_sqlite_url(url, base), query=query)
+    elif source_type == "file":
+        reader.check_keys(source_data, ["type", "path"], sp)
+        file_path = reader.value(source_data, "path", "", sp)
+        if not file_path.strip():
+            raise reader.fail(sp + "path", "a file source needs a path")
+        if Path(file_path).suffix.lower() not in (".csv", ".parquet", ".jsonl"):
+            raise reader.fail(sp + "path", f"{file_path!r}: only .csv, .parquet and .jsonl files are read")
+        source = FileSource(path=base / file_path)
+    else:
+        raise reader.fail(sp + "type", f"{source_type!r} must be \"sql\" or \"file\"")
+    return AudienceConfig(name=name, key=key, kind=kind, schedule=schedule,
+                          send_track_events=send_track_events, source=source)
