@@ -1,0 +1,167 @@
+"""Entered / exited / changed between the current members and the synced state. Pure.
+
+The diff runs inside the state database, never in Python sets: at ten million members, both
+sides in Python would take gigabytes. This module holds the rules as SQL text (no SQLAlchemy
+import, no clock); audsync.state.store runs them. Both sides are keyed by identity, compared byte
+for byte, so the source's collation, order and duplicates do not matter.
+
+Vocabulary
+- identity: "u" + user_id, or "a" + anonymous_id for a profile without a user id.
+- current (temporary table `cur`): one row per identity from this run's source, with a
+  canonical JSON value (`true` for an audience member) and `conflict` = 1 when the source gave
+  one user several values (a computed trait); such a user is neither sent nor treated as gone.
+- planned state P: the outbox row's value when the user has one (pending or rejected), else
+  the acknowledged value in `members`, else absent. Diffing against P rather than against the
+  acknowledged state means an undelivered change is not planned twice, and a rejected value is
+  not resent until the source changes it again.
+
+Changes
+- enter: current, P absent -> `true` (computed trait: its value)
+- change: current, P present and different (computed trait) -> the new value
+- exit: not current, P present -> `false` (computed trait: `unset`, sent as `$unset`)
+- resend: current and P equal; planned only by a backfill.
+"""
+
+from __future__ import annotations
+
+ENTER = "enter"
+CHANGE = "change"
+EXIT = "exit"
+UNSET = "unset"
+RESEND = "resend"
+CHANGES = (ENTER, CHANGE, EXIT, UNSET, RESEND)
+
+AUDIENCE = "audience"
+COMPUTED_TRAIT = "computed_trait"
+
+TRUE = "true"  # the value of an audience member, as canonical JSON
+
+# A user is a user id when there is one, else a device (anonymous id); the prefix keeps a user
+# id and an anonymous id with the same text apart.
+IDENTITY_SQL = "coalesce('u' || {user_id}, 'a' || {anonymous_id})"
+
+
+def identity_sql(user_id: str = "user_id", anonymous_id: str = "anonymous_id") -> str:
+    return IDENTITY_SQL.format(user_id=user_id, anonymous_id=anonymous_id)
+
+
+def gone_change(kind: str) -> str:
+    """What leaving the audience (or losing the trait's value) means for this kind."""
+    return EXIT if kind == AUDIENCE else UNSET
+
+
+def _distinct(dialect: str, left: str, right: str) -> str:
+    # NULL-safe inequality; SQLite before 3.39 knows only IS NOT.
+    return f"{left} IS NOT {right}" if dialect == "sqlite" else f"{left} IS DISTINCT FROM {right}"
+
+
+def current_view_sql(dialect: str, source: str = "stage") -> str:
+    """One row per identity of the staged source rows (identity, user_id, anonymous_id, value,
+    n, conflict).
+
+    Duplicates with one value collapse into one row (the smallest ids win, deterministically);
+    different values for one identity set `conflict`. Audience rows carry no value: a member's
+    value is `true`.
+    """
+    conflict = _distinct(dialect, "min(value)", "max(value)")
+    return (
+        f"SELECT identity, min(user_id) AS user_id, min(anonymous_id) AS anonymous_id, "
+        f"coalesce(min(value), '{TRUE}') AS value, count(*) AS n, "
+        f"CASE WHEN {conflict} THEN 1 ELSE 0 END AS conflict FROM {source} GROUP BY identity"
+    )
+
+
+def current_changes_sql(dialect: str, *, with_outbox: bool, backfill: bool) -> str:
+    """Rows of `cur` that need an operation: identity, user_id, anonymous_id, value, change.
+
+    Walks `cur` in key order, probing members (and the outbox) by primary key; `with_outbox`
+    False skips the outbox probe when the audience has no open outbox rows (the usual case).
+    """
+    planned = "CASE WHEN o.identity IS NOT NULL THEN o.value ELSE m.value END" if with_outbox else "m.value"
+    outbox_join = (
+        "LEFT JOIN outbox o ON o.audience_id = :aid AND o.identity = c.identity " if with_outbox else ""
+    )
+    differs = _distinct(dialect, planned, "c.value")
+    change = (
+        f"CASE WHEN {planned} IS NULL THEN '{ENTER}' WHEN {differs} THEN '{CHANGE}' ELSE '{RESEND}' END"
+    )
+    where = "c.conflict = 0" if backfill else f"c.conflict = 0 AND {differs}"
+    return (
+        f"SELECT c.identity AS identity, c.user_id AS user_id, c.anonymous_id AS anonymous_id, "
+        f"c.value AS value, {change} AS change "
+        "FROM cur c LEFT JOIN members m ON m.audience_id = :aid AND m.identity = c.identity "
+        f"{outbox_join}WHERE {where}"
+    )
+
+
+def staged_changes_sql(*, with_outbox: bool, backfill: bool, skip_conflicts: bool) -> str:
+    """SQLite's form of current_changes_sql, reading the staged rows through their covering
+    index instead of the folded `cur`: rows are filtered against the planned state first and
+    only the survivors are folded, which is three times faster than folding every row. All rows
+    of one identity and value pass or fail together, so the fold sees each changed user whole;
+    users with conflicting values (listed in `conflicts`) are left out.
+    """
+    planned = "CASE WHEN o.identity IS NOT NULL THEN o.value ELSE m.value END" if with_outbox else "m.value"
+    outbox_join = (
+        "LEFT JOIN outbox o ON o.audience_id = :aid AND o.identity = s.identity " if with_outbox else ""
+    )
+    value = f"coalesce(s.value, '{TRUE}')"
+    differs = _distinct("sqlite", planned, value)
+    conditions = [] if backfill else [differs]
+    if skip_conflicts:
+        conditions.append("s.identity NOT IN (SELECT identity FROM conflicts)")
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    # `planned` and `value` are the same on every row of a group: SQLite takes them as they are.
+    change = f"CASE WHEN {planned} IS NULL THEN '{ENTER}' WHEN {differs} THEN '{CHANGE}' ELSE '{RESEND}' END"
+    return (
+        "SELECT s.identity AS identity, min(s.user_id) AS user_id, min(s.anonymous_id) AS anonymous_id, "
+        f"{value} AS value, {change} AS change "
+        "FROM stage s LEFT JOIN members m ON m.audience_id = :aid AND m.identity = s.identity "
+        f"{outbox_join}{where}GROUP BY s.identity"
+    )
+
+
+def gone_members_sql(kind: str, probe: str = "cur") -> str:
+    """Acknowledged members (without an open outbox row) that are no longer current.
+
+    `probe` is the relation checked for current identities: `cur`, or on SQLite the staged rows
+    themselves (their covering index answers the probe; a conflicting user is still current).
+    """
+    return (
+        f"SELECT m.identity AS identity, m.user_id AS user_id, m.anonymous_id AS anonymous_id, "
+        f"NULL AS value, '{gone_change(kind)}' AS change FROM members m "
+        "WHERE m.audience_id = :aid "
+        "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.audience_id = :aid AND o.identity = m.identity) "
+        f"AND NOT EXISTS (SELECT 1 FROM {probe} c WHERE c.identity = m.identity)"
+    )
+
+
+def gone_planned_sql(kind: str, probe: str = "cur") -> str:
+    """Users whose open plan gives them a value (pending or rejected) and who are no longer current."""
+    return (
+        f"SELECT o.identity AS identity, o.user_id AS user_id, o.anonymous_id AS anonymous_id, "
+        f"NULL AS value, '{gone_change(kind)}' AS change FROM outbox o "
+        "WHERE o.audience_id = :aid AND o.value IS NOT NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {probe} c WHERE c.identity = o.identity)"
+    )
+
+
+def plan_sql(select: str, *, upsert: bool) -> str:
+    """Write the changes a SELECT above yields into the outbox for run :run_id.
+
+    With open outbox rows, a newer plan replaces the older one for that user (upsert): only the
+    newest value is ever sent after it, never an older one.
+    """
+    insert = (
+        "INSERT INTO outbox (audience_id, identity, user_id, anonymous_id, value, change, run_id, status) "
+        f"SELECT :aid, d.identity, d.user_id, d.anonymous_id, d.value, d.change, :run_id, 'pending' "
+        f"FROM ({select}) d"
+    )
+    if not upsert:
+        return insert
+    # "WHERE true" settles SQLite's parsing ambiguity between a join's ON and the upsert's ON.
+    return (
+        f"{insert} WHERE true ON CONFLICT (audience_id, identity) DO UPDATE SET "
+        "user_id = excluded.user_id, anonymous_id = excluded.anonymous_id, value = excluded.value, "
+        "change = excluded.change, run_id = excluded.run_id, status = 'pending'"
+    )

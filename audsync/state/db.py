@@ -1,0 +1,81 @@
+"""Engines for the state database: SQLite files and PostgreSQL (psycopg 3).
+
+SQLite runs in WAL mode with a busy timeout, so that several processes can share one file.
+pysqlite's own transaction handling is switched off: audsync emits BEGIN itself, DEFERRED for
+work that writes only temporary tables and IMMEDIATE for writes to the state (a deferred
+transaction that later writes can fail at once with SQLITE_BUSY in WAL mode, whatever the
+busy timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.url import make_url
+
+from ..errors import StateError
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be shown to a user: without the password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL holds nothing worth hiding beyond its text
+        return "<invalid URL>"
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise StateError(f"state.url: {safe_url(url)!r} is not a database URL ({exc})") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _sqlite_events(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    raise StateError(f"state.url: {safe_url(url)!r}: the state database must be SQLite or PostgreSQL")
+
+
+def _sqlite_events(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last ones.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA cache_size = -65536")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextlib.contextmanager
+def transaction(conn: Connection, *, write: bool = True, exclusive: bool = False) -> Iterator[Connection]:
+    """One transaction on `conn`; `write=False` for work that touches only temporary tables or
+    only reads (SQLite then does not take the database's write lock)."""
+    if conn.dialect.name == "sqlite":
+        conn.execution_options(sqlite_begin="EXCLUSIVE" if exclusive else "IMMEDIATE" if write else "DEFERRED")
+    with conn.begin():
+        yield conn
+
+
+def translate_db_error(exc: BaseException, url: str) -> StateError:
+    """Foreign database errors become one StateError at the edge, naming the database."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StateError(f"state database {safe_url(url)}: {text}")

@@ -1,0 +1,611 @@
+"""The state store: audiences per destination, the synced members, the outbox, rejections, run
+history and leases, on SQLite or PostgreSQL.
+
+Heavy work is set-based SQL (see audsync.diff): the source is bulk-loaded into a temporary table
+(SQLite executemany straight from the source's tuples; PostgreSQL COPY), folded into one row per
+user, then diffed against the state by primary key. Python touches each source row once, on the
+way in, and afterwards only the changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .. import diff
+from ..errors import StateError
+from .db import make_engine, safe_url, transaction, translate_db_error
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"a value of type {type(value).__name__} cannot be sent to Amplitude")
+
+
+def canonical_json(value: Any) -> str:
+    """One text per value (sorted keys), so that equal values compare equal in SQL."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=_json_default).decode()
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    name: str
+    holder: str
+    host: str
+    pid: int
+    acquired_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AudienceRow:
+    id: int
+    destination: str
+    key: str
+    name: str
+    kind: str
+    first_synced_at: float | None
+
+
+@dataclass(frozen=True)
+class PendingRow:
+    identity: str
+    user_id: str | None
+    anonymous_id: str | None
+    value: str | None  # canonical JSON; None: exit / $unset
+    change: str
+    run_id: int
+
+
+@dataclass(frozen=True)
+class CurrentCounts:
+    """The source after folding duplicates: users kept, and rows skipped with a reason."""
+
+    users: int
+    duplicate_rows: int
+    conflicting_rows: int
+    conflicting_users: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    identity: str
+    api: str
+    reason: str
+
+
+_RUN_COUNTS = ("rows_read", "entered", "exited", "changed", "unset", "resent", "delivered", "rejected", "pending")
+
+
+class StateStore:
+    """One state database. Thread-safe: every method takes its own pooled connection."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "StateStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StateStore({safe_url(self.url)!r})"
+
+    @contextlib.contextmanager
+    def _conn(self, *, write: bool = True) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                with transaction(conn, write=write):
+                    yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate_db_error(exc, self.url) from None
+
+    def check_schema(self) -> None:
+        """Fail with a clear message when migrations were never applied."""
+        from . import migrate
+
+        if migrate.current(self.url) != migrate.head():
+            raise StateError(f"state database {safe_url(self.url)} is not at the current schema; "
+                             "run `audsync db upgrade`")
+
+    # ---------------------------------------------------------------- leases (database clock)
+
+    @property
+    def _now(self) -> str:
+        if self.dialect == "sqlite":
+            return "((julianday('now') - 2440587.5) * 86400.0)"
+        return "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take the lease when nobody holds it, it expired, or `holder` already holds it."""
+        sql = sa.text(
+            "INSERT INTO leases (name, holder, host, pid, acquired_at, expires_at) "
+            f"VALUES (:name, :holder, :host, :pid, {self._now}, {self._now} + :ttl) "
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, "
+            "pid = excluded.pid, expires_at = excluded.expires_at, acquired_at = CASE "
+            "WHEN leases.holder = excluded.holder THEN leases.acquired_at ELSE excluded.acquired_at END "
+            "WHERE leases.expires_at < excluded.acquired_at OR leases.holder = excluded.holder "
+            "RETURNING holder"
+        )
+        params = {"name": name, "holder": holder, "host": socket.gethostname(), "pid": os.getpid(),
+                  "ttl": float(ttl_s)}
+        with self._conn() as conn:
+            return conn.execute(sql, params).first() is not None
+
+    def renew_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Extend a lease `holder` still holds; False when it was lost (expired and taken)."""
+        sql = sa.text(f"UPDATE leases SET expires_at = {self._now} + :ttl WHERE name = :name AND holder = :holder")
+        with self._conn() as conn:
+            return conn.execute(sql, {"name": name, "holder": holder, "ttl": float(ttl_s)}).rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._conn() as conn:
+            conn.execute(sa.text("DELETE FROM leases WHERE name = :name AND holder = :holder"),
+                         {"name": name, "holder": holder})
+
+    def lease_info(self, name: str) -> LeaseInfo | None:
+        with self._conn(write=False) as conn:
+            row = conn.execute(sa.text(
+                "SELECT name, holder, host, pid, acquired_at, expires_at FROM leases WHERE name = :name"),
+                {"name": name}).first()
+        return LeaseInfo(*row) if row else None
+
+    # ---------------------------------------------------------------- audiences and runs
+
+    def find_audience(self, destination: str, key: str) -> AudienceRow | None:
+        with self._conn(write=False) as conn:
+            row = conn.execute(sa.text(
+                "SELECT id, destination, key, name, kind, first_synced_at FROM audiences "
+                "WHERE destination = :d AND key = :k"), {"d": destination, "k": key}).first()
+        return AudienceRow(*row) if row else None
+
+    def ensure_audience(self, destination: str, key: str, name: str, kind: str) -> AudienceRow:
+        with self._conn() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO audiences (destination, key, name, kind, created_at) "
+                "VALUES (:d, :k, :n, :kind, :now) ON CONFLICT (destination, key) DO UPDATE "
+                "SET name = excluded.name, kind = excluded.kind"),
+                {"d": destination, "k": key, "n": name, "kind": kind, "now": time.time()})
+        found = self.find_audience(destination, key)
+        assert found is not None
+        return found
+
+    def start_run(self, audience_id: int, mode: str) -> int:
+        """A new run row; runs still marked running for this audience died (we hold its lease)."""
+        with self._conn() as conn:
+            conn.execute(sa.text("UPDATE runs SET status = 'interrupted' WHERE audience_id = :a AND status = 'running'"),
+                         {"a": audience_id})
+            row = conn.execute(sa.text(
+                "INSERT INTO runs (audience_id, mode, status, started_at, rows_read, skipped, entered, exited, "
+                "changed, unset, resent, delivered, rejected, pending) "
+                "VALUES (:a, :mode, 'running', :now, 0, '{}', 0, 0, 0, 0, 0, 0, 0, 0) RETURNING id"),
+                {"a": audience_id, "mode": mode, "now": time.time()}).first()
+        assert row is not None
+        return int(row[0])
+
+    def finish_run(self, run_id: int, status: str, *, skipped: dict[str, int] | None = None,
+                   error: str | None = None, **counts: int) -> None:
+        unknown = set(counts) - set(_RUN_COUNTS)
+        assert not unknown, unknown
+        sets = ", ".join(f"{name} = :{name}" for name in counts)
+        params: dict[str, Any] = dict(counts, id=run_id, status=status, now=time.time(),
+                                      skipped=canonical_json(dict(skipped or {})), error=error)
+        with self._conn() as conn:
+            conn.execute(sa.text(
+                f"UPDATE runs SET status = :status, finished_at = :now, skipped = :skipped, error = :error"
+                f"{', ' + sets if sets else ''} WHERE id = :id"), params)
+
+    def last_runs(self, audience_id: int, limit: int = 5) -> list[dict[str, Any]]:
+        with self._conn(write=False) as conn:
+            rows = conn.execute(sa.text(
+                "SELECT id, mode, status, started_at, finished_at, skipped, error, "
+                + ", ".join(_RUN_COUNTS) +
+                " FROM runs WHERE audience_id = :a ORDER BY started_at DESC, id DESC LIMIT :n"),
+                {"a": audience_id, "n": limit}).mappings().all()
+        result = []
+        for row in rows:
+            entry = dict(row)
+            entry["skipped"] = orjson.loads(entry["skipped"] or "{}")
+            result.append(entry)
+        return result
+
+    # ---------------------------------------------------------------- the outbox
+
+    def pending_count(self, audience_id: int) -> int:
+        with self._conn(write=False) as conn:
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM outbox WHERE audience_id = :a AND status = 'pending'"),
+                {"a": audience_id}).scalar_one())
+
+    def pending_run_ids(self, audience_id: int) -> list[int]:
+        with self._conn(write=False) as conn:
+            return [int(r) for r in conn.execute(sa.text(
+                "SELECT DISTINCT run_id FROM outbox WHERE audience_id = :a AND status = 'pending' ORDER BY run_id"),
+                {"a": audience_id}).scalars()]
+
+    def pending_pages(self, audience_id: int, *, run_id: int | None = None, before_run: int | None = None,
+                      page_rows: int = 5000) -> Iterator[list[PendingRow]]:
+        """Pending outbox rows in pages, walking the primary key (keyset pagination), each page
+        read in its own short transaction so outcomes can be committed between pages."""
+        cond = ""
+        params: dict[str, Any] = {"a": audience_id, "n": page_rows}
+        if run_id is not None:
+            cond += " AND run_id = :run"
+            params["run"] = run_id
+        if before_run is not None:
+            cond += " AND run_id < :before"
+            params["before"] = before_run
+        sql = sa.text(
+            "SELECT identity, user_id, anonymous_id, value, change, run_id FROM outbox "
+            f"WHERE audience_id = :a AND status = 'pending'{cond} AND identity > :after "
+            "ORDER BY identity LIMIT :n")
+        after = ""
+        while True:
+            with self._conn(write=False) as conn:
+                rows = conn.execute(sql, dict(params, after=after)).all()
+            if not rows:
+                return
+            yield [PendingRow(*row) for row in rows]
+            if len(rows) < page_rows:
+                return
+            after = rows[-1][0]
+
+    def _ids(self, column: str, ids: Sequence[str]) -> tuple[str, Any]:
+        if self.dialect == "sqlite":
+            return f"{column} IN (SELECT value FROM json_each(:ids))", orjson.dumps(list(ids)).decode()
+        return f"{column} = ANY(CAST(:ids AS text[]))", list(ids)
+
+    def settle(self, audience_id: int, run_id: int, delivered: Sequence[str], rejected: Sequence[Rejected]) -> None:
+        """Record Amplitude's answers in one transaction: acknowledged users advance their synced
+        state and leave the outbox; rejected ones are recorded with the reason and their outbox
+        row is closed as "rejected" (it stays the planned state, see audsync.diff)."""
+        if not delivered and not rejected:
+            return
+        with self._conn() as conn:
+            if delivered:
+                in_ids, ids = self._ids("o.identity", delivered)
+                params = {"a": audience_id, "ids": ids}
+                conn.execute(sa.text(
+                    "INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
+                    "SELECT o.audience_id, o.identity, o.user_id, o.anonymous_id, o.value FROM outbox o "
+                    f"WHERE o.audience_id = :a AND {in_ids} AND o.value IS NOT NULL "
+                    "ON CONFLICT (audience_id, identity) DO UPDATE SET user_id = excluded.user_id, "
+                    "anonymous_id = excluded.anonymous_id, value = excluded.value"), params)
+                conn.execute(sa.text(
+                    "DELETE FROM members WHERE audience_id = :a AND identity IN (SELECT o.identity FROM outbox o "
+                    f"WHERE o.audience_id = :a AND {in_ids} AND o.value IS NULL)"), params)
+                plain_in, _ = self._ids("identity", delivered)
+                conn.execute(sa.text(f"DELETE FROM rejections WHERE audience_id = :a AND {plain_in}"), params)
+                conn.execute(sa.text(f"DELETE FROM outbox WHERE audience_id = :a AND {plain_in}"), params)
+            if rejected:
+                now = time.time()
+                params_list = [{"a": audience_id, "i": r.identity, "api": r.api, "reason": r.reason[:2000],
+                                "run": run_id, "now": now} for r in rejected]
+                conn.execute(sa.text(
+                    "INSERT INTO rejections (audience_id, identity, user_id, anonymous_id, value, change, api, "
+                    "reason, run_id, rejected_at) SELECT o.audience_id, o.identity, o.user_id, o.anonymous_id, "
+                    "o.value, o.change, :api, :reason, :run, :now FROM outbox o "
+                    "WHERE o.audience_id = :a AND o.identity = :i "
+                    "ON CONFLICT (audience_id, identity) DO UPDATE SET user_id = excluded.user_id, "
+                    "anonymous_id = excluded.anonymous_id, value = excluded.value, change = excluded.change, "
+                    "api = excluded.api, reason = excluded.reason, run_id = excluded.run_id, "
+                    "rejected_at = excluded.rejected_at"), params_list)
+                conn.execute(sa.text(
+                    "UPDATE outbox SET status = 'rejected' WHERE audience_id = :a AND identity = :i"), params_list)
+
+    # ---------------------------------------------------------------- status
+
+    def audience_counts(self, audience_id: int) -> dict[str, int]:
+        with self._conn(write=False) as conn:
+            members = conn.execute(sa.text("SELECT count(*) FROM members WHERE audience_id = :a"),
+                                   {"a": audience_id}).scalar_one()
+            by_status = dict(conn.execute(sa.text(
+                "SELECT status, count(*) FROM outbox WHERE audience_id = :a GROUP BY status"),
+                {"a": audience_id}).all())
+        return {"members": int(members), "pending": int(by_status.get("pending", 0)),
+                "rejected": int(by_status.get("rejected", 0))}
+
+    def top_rejection_reasons(self, audience_id: int, limit: int = 5) -> list[tuple[str, int]]:
+        with self._conn(write=False) as conn:
+            rows = conn.execute(sa.text(
+                "SELECT reason, count(*) AS n FROM rejections WHERE audience_id = :a "
+                "GROUP BY reason ORDER BY n DESC, reason LIMIT :n"), {"a": audience_id, "n": limit}).all()
+        return [(str(reason), int(n)) for reason, n in rows]
+
+    def rejections(self, audience_id: int, limit: int = 100) -> list[dict[str, Any]]:
+        with self._conn(write=False) as conn:
+            return [dict(r) for r in conn.execute(sa.text(
+                "SELECT identity, user_id, anonymous_id, value, change, api, reason, run_id, rejected_at "
+                "FROM rejections WHERE audience_id = :a ORDER BY rejected_at DESC, identity LIMIT :n"),
+                {"a": audience_id, "n": limit}).mappings()]
+
+    def members(self, audience_id: int) -> dict[str, tuple[str | None, str | None, str]]:
+        """Every synced member (identity -> user_id, anonymous_id, value): for tests and tools on
+        small audiences only."""
+        with self._conn(write=False) as conn:
+            return {r[0]: (r[1], r[2], r[3]) for r in conn.execute(sa.text(
+                "SELECT identity, user_id, anonymous_id, value FROM members WHERE audience_id = :a"),
+                {"a": audience_id})}
+
+    # ---------------------------------------------------------------- one audience's diff
+
+    @contextlib.contextmanager
+    def work(self, audience_id: int | None) -> Iterator["AudienceWork"]:
+        """A connection holding this run's temporary tables (gone with the session, so a crash
+        leaves no staging garbage behind)."""
+        try:
+            with self.engine.connect() as conn:
+                work = AudienceWork(self, conn, audience_id)
+                try:
+                    work.reset()
+                    yield work
+                finally:
+                    with contextlib.suppress(sa.exc.SQLAlchemyError):
+                        work.reset()
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate_db_error(exc, self.url) from None
+
+
+class AudienceWork:
+    """Load the source, fold it, diff it and write the plan, on one connection."""
+
+    def __init__(self, store: StateStore, conn: Connection, audience_id: int | None):
+        self.store = store
+        self.conn = conn
+        self.dialect = store.dialect
+        # None: the audience has no state yet (a dry run never creates it); -1 matches nothing.
+        self.aid = audience_id if audience_id is not None else -1
+        self.loaded = 0
+
+    def reset(self) -> None:
+        with transaction(self.conn, write=False):
+            if self.dialect == "sqlite":
+                self.conn.exec_driver_sql("DROP VIEW IF EXISTS temp.cur")
+                self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp.conflicts")
+                self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp.stage")
+            else:
+                self.conn.exec_driver_sql("DROP TABLE IF EXISTS cur")
+                self.conn.exec_driver_sql("DROP TABLE IF EXISTS stage")
+
+    def load(self, chunks: Iterable[list[tuple]], *, computed: bool,
+             should_stop: Callable[[], bool] = lambda: False,
+             on_rows: Callable[[int], None] = lambda n: None) -> int:
+        """Stage every (user_id, anonymous_id, value) row; values as canonical JSON text."""
+        with transaction(self.conn, write=False):
+            if self.dialect == "sqlite":
+                self._load_sqlite(chunks, computed, should_stop, on_rows)
+            else:
+                self._load_postgresql(chunks, computed, should_stop, on_rows)
+        return self.loaded
+
+    def _load_sqlite(self, chunks, computed, should_stop, on_rows) -> None:  # noqa: ANN001
+        # One JSON document per chunk, unpacked by json_each inside SQLite: binding three
+        # parameters per row through executemany costs twice as much at ten million rows.
+        self.conn.exec_driver_sql(
+            "CREATE TEMP TABLE stage (identity TEXT, user_id TEXT, anonymous_id TEXT, value TEXT)")
+        raw = self.conn.connection.driver_connection
+        cursor = raw.cursor()
+        has_arrow = _sqlite_version() >= (3, 38, 0)
+        only_users = ("INSERT INTO stage (identity, user_id) SELECT 'u' || value, value FROM json_each(?)")
+        full = (f"INSERT INTO stage SELECT {diff.identity_sql('(value ->> 0)', '(value ->> 1)')}, "
+                f"value ->> 0, value ->> 1, {'value -> 2' if computed else 'NULL'} FROM json_each(?)")
+        for chunk in chunks:
+            if not has_arrow:
+                cursor.executemany(
+                    f"INSERT INTO stage VALUES ({diff.identity_sql('?1', '?2')}, ?1, ?2, ?3)",
+                    [(u, a, canonical_json(v)) for u, a, v in chunk] if computed else chunk)
+            elif not computed and all(row[1] is None for row in chunk):
+                cursor.execute(only_users, (orjson.dumps([row[0] for row in chunk]).decode(),))
+            else:
+                # SQLite renders the value (`-> 2`) from orjson's sorted-keys text: canonical.
+                text = orjson.dumps(chunk, option=orjson.OPT_SORT_KEYS, default=_json_default).decode()
+                cursor.execute(full, (text,))
+            self.loaded += len(chunk)
+            on_rows(len(chunk))
+            if should_stop():
+                break
+        cursor.close()
+
+    def _load_postgresql(self, chunks, computed, should_stop, on_rows) -> None:  # noqa: ANN001
+        self.conn.exec_driver_sql(
+            'CREATE TEMP TABLE stage (user_id text COLLATE "C", anonymous_id text COLLATE "C", value text)')
+        raw = self.conn.connection.driver_connection
+        with raw.cursor() as cursor:
+            with cursor.copy("COPY stage (user_id, anonymous_id, value) FROM STDIN") as copy:
+                for chunk in chunks:
+                    if computed:
+                        for u, a, v in chunk:
+                            copy.write_row((u, a, canonical_json(v)))
+                    else:
+                        for row in chunk:
+                            copy.write_row(row)
+                    self.loaded += len(chunk)
+                    on_rows(len(chunk))
+                    if should_stop():
+                        break
+
+    def build_current(self, *, computed: bool) -> CurrentCounts:
+        """Index the staged rows by identity (`cur`: one row per identity) and count duplicates
+        and conflicting values."""
+        with transaction(self.conn, write=False):
+            if self.dialect == "sqlite":
+                # Index after loading: building it once is far faster than keeping it sorted
+                # while inserting; it covers every column, so the diff never reads the table.
+                self.conn.exec_driver_sql("PRAGMA threads = 2")
+                self.conn.exec_driver_sql(
+                    "CREATE INDEX temp.stage_identity ON stage (identity, value, user_id, anonymous_id)")
+                self.conn.exec_driver_sql(f"CREATE TEMP VIEW cur AS {diff.current_view_sql('sqlite')}")
+                users = self.conn.exec_driver_sql(
+                    "SELECT count(*) FROM (SELECT 1 FROM stage GROUP BY identity)").scalar_one()
+                self.conn.exec_driver_sql(
+                    "CREATE TEMP TABLE conflicts (identity TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
+                if computed:
+                    self.conn.exec_driver_sql(
+                        "INSERT INTO conflicts SELECT identity, count(*) FROM stage GROUP BY identity "
+                        "HAVING min(value) IS NOT max(value)")
+            else:
+                self.conn.exec_driver_sql(
+                    'CREATE TEMP TABLE cur (identity text COLLATE "C" NOT NULL, user_id text, anonymous_id text, '
+                    "value text NOT NULL, n integer NOT NULL, conflict integer NOT NULL)")
+                staged = (f"(SELECT {diff.identity_sql()} AS identity, user_id, anonymous_id, value "
+                          "FROM stage) s")
+                users = self.conn.exec_driver_sql(
+                    f"INSERT INTO cur {diff.current_view_sql('postgresql', staged)}").rowcount
+                self.conn.exec_driver_sql("DROP TABLE stage")
+                # A bulk index build after the load is much faster than maintaining it row by row.
+                self.conn.exec_driver_sql("ALTER TABLE cur ADD PRIMARY KEY (identity)")
+                self.conn.exec_driver_sql("ANALYZE cur")
+            conflict_users = conflict_rows = 0
+            if computed:
+                conflicts = "conflicts" if self.dialect == "sqlite" else "cur WHERE conflict = 1"
+                conflict_users, conflict_rows = self.conn.exec_driver_sql(
+                    f"SELECT count(*), coalesce(sum(n), 0) FROM {conflicts}").one()
+        users = int(users)
+        conflict_users, conflict_rows = int(conflict_users), int(conflict_rows)
+        duplicates = self.loaded - users - conflict_rows + conflict_users
+        return CurrentCounts(users=users - conflict_users, duplicate_rows=duplicates,
+                             conflicting_rows=conflict_rows, conflicting_users=conflict_users)
+
+    def _has_outbox(self) -> bool:
+        return self.conn.execute(sa.text("SELECT 1 FROM outbox WHERE audience_id = :aid LIMIT 1"),
+                                 {"aid": self.aid}).first() is not None
+
+    def _change_selects(self, kind: str, backfill: bool, with_outbox: bool) -> list[str]:
+        if self.dialect == "sqlite":
+            probe = "stage"
+            current = diff.staged_changes_sql(with_outbox=with_outbox, backfill=backfill,
+                                              skip_conflicts=kind == diff.COMPUTED_TRAIT)
+        else:
+            probe = "cur"
+            current = diff.current_changes_sql(self.dialect, with_outbox=with_outbox, backfill=backfill)
+        selects = [current, diff.gone_members_sql(kind, probe)]
+        if with_outbox:
+            selects.append(diff.gone_planned_sql(kind, probe))
+        return selects
+
+    def plan(self, run_id: int, kind: str, *, backfill: bool = False) -> Counter[str]:
+        """Write this run's plan into the outbox, in one transaction (a crash leaves all or none)."""
+        with transaction(self.conn, write=True):
+            with_outbox = self._has_outbox()
+            params = {"aid": self.aid, "run_id": run_id}
+            for select in self._change_selects(kind, backfill, with_outbox):
+                self.conn.execute(sa.text(diff.plan_sql(select, upsert=with_outbox)), params)
+            counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
+                "SELECT change, count(*) FROM outbox WHERE audience_id = :aid AND run_id = :run_id "
+                "AND status = 'pending' GROUP BY change"), params)})
+            self.conn.execute(sa.text(
+                "UPDATE audiences SET first_synced_at = :now WHERE id = :aid AND first_synced_at IS NULL"),
+                {"aid": self.aid, "now": time.time()})
+        return counts
+
+    def preview(self, kind: str, *, backfill: bool = False, sample: int = 10) -> tuple[Counter[str], list[PendingRow]]:
+        """What plan() would write, without writing it (dry run)."""
+        with transaction(self.conn, write=False):
+            with_outbox = self._has_outbox()
+            union = " UNION ALL ".join(self._change_selects(kind, backfill, with_outbox))
+            params = {"aid": self.aid}
+            counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
+                f"SELECT d.change, count(*) FROM ({union}) d GROUP BY d.change"), params)})
+            rows = self.conn.execute(sa.text(
+                f"SELECT d.identity, d.user_id, d.anonymous_id, d.value, d.change FROM ({union}) d "
+                "ORDER BY d.identity LIMIT :n"), dict(params, n=sample)).all()
+        return counts, [PendingRow(*row, run_id=0) for row in rows]
+
+    def record_as_synced(self) -> int:
+        """--skip-backfill: the current members become the synced state without being sent."""
+        with transaction(self.conn, write=True):
+            n = self.conn.execute(sa.text(
+                "INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
+                "SELECT :aid, identity, user_id, anonymous_id, value FROM cur WHERE conflict = 0"),
+                {"aid": self.aid}).rowcount
+            self.conn.execute(sa.text(
+                "UPDATE audiences SET first_synced_at = :now WHERE id = :aid AND first_synced_at IS NULL"),
+                {"aid": self.aid, "now": time.time()})
+        return int(n)
+
+
+class LeaseKeeper:
+    """Holds a lease for the duration of a `with` block, renewing it from a background thread.
+
+    `lost` is set when a renewal finds the lease gone (it expired and someone else took it): the
+    holder must then stop taking new work.
+    """
+
+    def __init__(self, store: StateStore, name: str, ttl_s: float, *, wait_s: float = 0.0,
+                 what: str | None = None, poll_s: float = 0.5):
+        self.store = store
+        self.name = name
+        self.ttl_s = ttl_s
+        self.wait_s = wait_s
+        self.what = what or name
+        self.poll_s = poll_s
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "LeaseKeeper":
+        deadline = time.monotonic() + self.wait_s
+        while not self.store.acquire_lease(self.name, self.holder, self.ttl_s):
+            if time.monotonic() >= deadline:
+                raise StateError(self._busy_message())
+            time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+        self._thread = threading.Thread(target=self._renew, name=f"lease {self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _busy_message(self) -> str:
+        info = self.store.lease_info(self.name)
+        if info is None:
+            who = "another run"
+        else:
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.acquired_at))
+            who = f"another run (host {info.host}, pid {info.pid}, since {since})"
+        waited = f" after waiting {self.wait_s:g} s" if self.wait_s else ""
+        return f"{self.what}: {who} is already syncing it; not started{waited} (state.lock_wait_s)"
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.ttl_s / 3):
+            try:
+                if not self.store.renew_lease(self.name, self.holder, self.ttl_s):
+                    self.lost.set()
+                    return
+            except StateError:
+                continue  # a transient database error: try again before the lease runs out
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(StateError):
+            self.store.release_lease(self.name, self.holder)
+
+
+def _sqlite_version() -> tuple[int, ...]:
+    import sqlite3
+
+    return sqlite3.sqlite_version_info
+
+
+def open_store(url: str) -> StateStore:
+    return StateStore(url)
