@@ -1,0 +1,136 @@
+"""The diff as the store runs it (audsync.diff's SQL), on SQLite and PostgreSQL."""
+
+import random
+
+from audsync.state import Rejected
+
+
+def _sync(store, audience, rows, *, kind="audience", chunk=3):
+    run = store.start_run(audience.id, "run")
+    with store.work(audience.id) as work:
+        work.load((rows[i:i + chunk] for i in range(0, len(rows), chunk)), computed=kind == "computed_trait")
+        counts = work.build_current(computed=kind == "computed_trait")
+        plan = work.plan(run, kind)
+    pending = [row for page in store.pending_pages(audience.id) for row in page]
+    return run, counts, plan, pending
+
+
+def _ack_all(store, audience, run, pending):
+    store.settle(audience.id, run, [row.identity for row in pending], [])
+
+
+def test_duplicate_users_are_folded_into_one_and_counted(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    rows = [("u0001", None, None), ("u0001", None, None), ("u0002", "dev02", None), ("u0002", "dev01", None)]
+    _, counts, plan, pending = _sync(store, aud, rows)
+    assert counts.users == 2 and counts.duplicate_rows == 2
+    assert plan == {"enter": 2}
+    assert {(r.user_id, r.anonymous_id) for r in pending} == {("u0001", None), ("u0002", "dev01")}
+
+
+def test_conflicting_values_skip_the_user_and_keep_its_synced_state(store):
+    aud = store.ensure_audience("d", "k", "K", "computed_trait")
+    run, _, _, pending = _sync(store, aud, [("u0001", None, 1), ("u0002", None, 2)], kind="computed_trait")
+    _ack_all(store, aud, run, pending)
+    _, counts, plan, pending = _sync(store, aud, [("u0001", None, 5), ("u0001", None, 6), ("u0002", None, 2)],
+                                     kind="computed_trait")
+    assert counts.conflicting_users == 1 and counts.conflicting_rows == 2 and counts.duplicate_rows == 0
+    assert plan == {} and pending == []
+    assert store.members(aud.id)["uu0001"][2] == "1"
+
+
+def test_ids_differing_only_in_case_or_accents_are_different_users(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    rows = [("user-A", None, None), ("user-a", None, None), ("usér-a", None, None), ("user-a ", None, None)]
+    _, counts, plan, _ = _sync(store, aud, rows)
+    assert counts.users == 4 and plan == {"enter": 4}
+
+
+def test_the_diff_does_not_depend_on_source_order(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    ids = [f"user{i:04d}" for i in range(60)]
+    run, _, _, pending = _sync(store, aud, [(u, None, None) for u in ids])
+    _ack_all(store, aud, run, pending)
+    now = ids[10:] + [f"new{i:04d}" for i in range(7)]
+    random.Random(4).shuffle(now)
+    _, _, plan, pending = _sync(store, aud, [(u, None, None) for u in now], chunk=4)
+    assert plan == {"enter": 7, "exit": 10}
+    assert {r.user_id for r in pending if r.change == "exit"} == set(ids[:10])
+
+
+def test_a_user_id_and_an_anonymous_id_with_the_same_text_are_different_profiles(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    _, counts, plan, _ = _sync(store, aud, [("same1", None, None), (None, "same1", None)])
+    assert counts.users == 2 and plan == {"enter": 2}
+
+
+def test_a_newer_plan_replaces_an_undelivered_older_one(store):
+    aud = store.ensure_audience("d", "k", "K", "computed_trait")
+    _sync(store, aud, [("u0001", None, 1)], kind="computed_trait")  # never acknowledged
+    _, _, plan, pending = _sync(store, aud, [("u0001", None, 2)], kind="computed_trait")
+    assert plan == {"change": 1}
+    assert [(r.value, r.change) for r in pending] == [("2", "change")]
+
+
+def test_an_undelivered_plan_is_not_planned_again_when_nothing_changed(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    first, _, _, _ = _sync(store, aud, [("u0001", None, None)])
+    _, _, plan, pending = _sync(store, aud, [("u0001", None, None)])
+    assert plan == {}
+    assert [(r.change, r.run_id) for r in pending] == [("enter", first)]
+
+
+def test_a_rejected_value_is_not_resent_until_it_changes(store):
+    aud = store.ensure_audience("d", "k", "K", "computed_trait")
+    run, _, _, pending = _sync(store, aud, [("u0001", None, "x")], kind="computed_trait")
+    store.settle(aud.id, run, [], [Rejected("uu0001", "identify", "invalid user_properties")])
+    assert store.audience_counts(aud.id) == {"members": 0, "pending": 0, "rejected": 1}
+    _, _, plan, _ = _sync(store, aud, [("u0001", None, "x")], kind="computed_trait")
+    assert plan == {}
+    _, _, plan, pending = _sync(store, aud, [("u0001", None, "y")], kind="computed_trait")
+    assert plan == {"change": 1} and pending[0].value == '"y"'
+    assert store.top_rejection_reasons(aud.id) == [("invalid user_properties", 1)]
+
+
+def test_acknowledged_exits_leave_the_synced_state(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    run, _, _, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None)])
+    _ack_all(store, aud, run, pending)
+    run, _, plan, pending = _sync(store, aud, [("u0002", None, None)])
+    assert plan == {"exit": 1}
+    assert set(store.members(aud.id)) == {"uu0001", "uu0002"}  # not acknowledged yet
+    _ack_all(store, aud, run, pending)
+    assert set(store.members(aud.id)) == {"uu0002"}
+
+
+def test_computed_trait_values_compare_canonically(store):
+    aud = store.ensure_audience("d", "k", "K", "computed_trait")
+    values = [{"b": 1, "a": [1, 2]}, 1.5, "text é", True, 10**12]
+    rows = [(f"user{i}", None, v) for i, v in enumerate(values)]
+    run, _, _, pending = _sync(store, aud, rows, kind="computed_trait")
+    _ack_all(store, aud, run, pending)
+    reordered = [(f"user{i}", None, {"a": [1, 2], "b": 1} if i == 0 else v) for i, v in enumerate(values)]
+    _, _, plan, _ = _sync(store, aud, reordered, kind="computed_trait")
+    assert plan == {}
+
+
+def test_a_plan_is_all_or_nothing(store, monkeypatch):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    run = store.start_run(aud.id, "run")
+    with store.work(aud.id) as work:
+        work.load([[("u0001", None, None), ("u0002", None, None)]], computed=False)
+        work.build_current(computed=False)
+        original = work._change_selects
+
+        def broken(*args, **kwargs):
+            return original(*args, **kwargs) + ["SELECT no_such_column FROM members"]
+
+        monkeypatch.setattr(work, "_change_selects", broken)
+        try:
+            work.plan(run, "audience")
+        except Exception:
+            pass
+        else:
+            raise AssertionError("the broken plan should fail")
+    assert store.pending_count(aud.id) == 0
+    assert store.find_audience("d", "k").first_synced_at is None
