@@ -37,6 +37,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", nargs="?", default="-", help="JSON-lines file (default: stdin)")
     p.set_defaults(handler=_translate)
 
+    p = commands.add_parser("run", help="one sync pass over all (or the named) audiences")
+    _common(p)
+    p.add_argument("--audience", action="append", metavar="NAME", help="only this audience (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="show counts and a sample; send and change nothing")
+    p.add_argument("--skip-backfill", action="store_true",
+                   help="on a first sync, record the current members as synced without sending them")
+    p.set_defaults(handler=_run)
+
+    p = commands.add_parser("backfill", help="resend the current value to every current member")
+    _common(p)
+    p.add_argument("--audience", required=True, metavar="NAME")
+    p.add_argument("--dry-run", action="store_true", help="show counts and a sample; send and change nothing")
+    p.set_defaults(handler=_backfill)
+
+    p = commands.add_parser("status", help="members, last runs, pending and rejected users per audience")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.set_defaults(handler=_status)
+
+    p = commands.add_parser("db", help="state database maintenance")
+    db_commands = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    p = db_commands.add_parser("upgrade", help="apply pending migrations to the state database")
+    _common(p)
+    p.set_defaults(handler=_db_upgrade)
+
     return parser
 
 
@@ -45,6 +70,76 @@ def _translate(args: argparse.Namespace) -> int:
 
     cfg = config_module.load(args.config)
     return translate_stream(cfg.amplitude, args.input, sys.stdout, sys.stderr)
+
+
+def _say_migrations(applied: list[str]) -> None:
+    for revision in applied:
+        print(f"state database: applied migration {revision}", file=sys.stderr)
+
+
+def _progress():
+    """A progress bar on a terminal (stderr), nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from .progress import Progress
+
+    return Progress(sys.stderr)
+
+
+def _report_run(report, dry_run: bool) -> int:
+    import json
+
+    _say_migrations(report.migrations)
+    for audience in report.audiences:
+        print(audience.summary_line())
+        if dry_run and audience.sample:
+            for change in audience.sample:
+                print("  " + json.dumps(change, default=str, ensure_ascii=False))
+        for note in audience.notes:
+            print(f"  note: {note}")
+    return report.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .sync import run_once
+
+    cfg = config_module.load(args.config)
+    report = run_once(cfg, audiences=args.audience, dry_run=args.dry_run, skip_backfill=args.skip_backfill,
+                      progress=_progress())
+    return _report_run(report, args.dry_run)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from .sync import backfill
+
+    cfg = config_module.load(args.config)
+    report = backfill(cfg, args.audience, dry_run=args.dry_run, progress=_progress())
+    return _report_run(report, args.dry_run)
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from .sync import format_status, status
+
+    cfg = config_module.load(args.config)
+    entries = status(cfg)
+    if args.json:
+        print(json.dumps({"audiences": entries}, indent=2, default=str))
+    else:
+        print(format_status(entries))
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from .state import migrate
+
+    cfg = config_module.load(args.config)
+    applied = migrate.upgrade(cfg.state.url)
+    _say_migrations(applied)
+    if not applied:
+        print("state database: already up to date", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

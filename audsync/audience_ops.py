@@ -1,0 +1,187 @@
+"""Operations for one planned audience change, built through the mapping core. Pure.
+
+Every identify goes through `mapping.translate`, so every identify setting applies (set-once,
+device id preference, min_id_length, version name ...). Translating ten million messages one by
+one is too slow, so translate runs once per *shape* of message (which ids are present, the kind
+of value, the change) with sentinel strings in place of the ids, value and message id; the
+result is compiled into a template that copies only the parts holding a sentinel. The first
+users of every shape are also translated for real and compared: a shape whose template
+disagrees (a setting that transforms the value, say) falls back to translate for every user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+import orjson
+
+from .config import AmplitudeSettings, AudienceConfig
+from .diff import CHANGE, ENTER, EXIT, RESEND, UNSET
+from .errors import ValidationError
+
+ENTERED_EVENT = "Audience Entered"
+EXITED_EVENT = "Audience Exited"
+_VERIFY_PER_SHAPE = 3
+
+_S_USER = "audsyncsentinel0user7f3b"
+_S_ANON = "audsyncsentinel0anon91c4"
+_S_VALUE = "audsyncsentinel0value5e2d"
+_S_MID = "audsyncsentinel0mid0c88a"
+_S_TRACK_MID = "audsyncsentinel0tmid44e1"
+_SENTINELS = (_S_USER, _S_ANON, _S_VALUE, _S_MID, _S_TRACK_MID)
+
+Translate = Callable[[dict, AmplitudeSettings], list]
+
+
+def message_id(destination: str, audience_key: str, identity: str, what: str, run_id: int) -> str:
+    """Deterministic: a resend of the same planned change carries the same id (and insert_id),
+    so Amplitude drops the duplicate; a later change of the same user gets another one."""
+    text = "\x1f".join((destination, audience_key, identity, what, str(run_id)))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _compile(node: Any) -> Callable[[dict], Any] | None:
+    """A function rebuilding `node` with sentinels replaced, or None when it holds none (then
+    the node itself is shared between operations: nothing downstream mutates them)."""
+    if isinstance(node, dict):
+        parts = {k: _compile(v) for k, v in node.items()}
+        if all(p is None for p in parts.values()):
+            return None
+        items = [(k, parts[k], v) for k, v in node.items()]
+        return lambda vals: {k: (f(vals) if f else v) for k, f, v in items}
+    if isinstance(node, list):
+        parts_l = [_compile(v) for v in node]
+        if all(p is None for p in parts_l):
+            return None
+        pairs = list(zip(parts_l, node))
+        return lambda vals: [f(vals) if f else v for f, v in pairs]
+    if isinstance(node, str):
+        if node in _SENTINELS:
+            return lambda vals: vals[node]
+        if any(s in node for s in _SENTINELS):
+            def fill(vals: dict, text: str = node) -> str:
+                for s in _SENTINELS:
+                    if s in text:
+                        text = text.replace(s, str(vals[s]))
+                return text
+            return fill
+    return None
+
+
+class OperationBuilder:
+    """(identity, user_id, anonymous_id, value JSON, change, run_id) -> Amplitude operations."""
+
+    def __init__(self, audience: AudienceConfig, settings: AmplitudeSettings, destination: str,
+                 translate: Translate | None = None):
+        if translate is None:
+            from .mapping import translate as mapping_translate
+
+            translate = mapping_translate
+        self.audience = audience
+        self.settings = settings
+        self.destination = destination
+        self.translate = translate
+        self.track_events = audience.send_track_events and audience.kind == "audience"
+        self._templates: dict[tuple, Callable[[dict], Any] | str | None] = {}
+        self._verified: dict[tuple, int] = {}
+
+    # -- messages as Segment would send them
+
+    def value_of(self, value_json: str | None, change: str) -> Any:
+        if self.audience.kind == "audience":
+            return change != EXIT
+        return None if value_json is None else orjson.loads(value_json)
+
+    def identify_message(self, user_id: str | None, anonymous_id: str | None, value: Any, change: str,
+                         mid: str) -> dict:
+        traits = {} if change == UNSET else {self.audience.key: value}
+        message: dict[str, Any] = {"type": "identify", "traits": traits, "messageId": mid}
+        if user_id is not None:
+            message["userId"] = user_id
+        if anonymous_id is not None:
+            message["anonymousId"] = anonymous_id
+        return message
+
+    def track_message(self, user_id: str | None, anonymous_id: str | None, change: str, mid: str) -> dict:
+        message: dict[str, Any] = {
+            "type": "track", "event": ENTERED_EVENT if change == ENTER else EXITED_EVENT, "messageId": mid,
+            "properties": {"audience_key": self.audience.key, "audience_name": self.audience.name},
+        }
+        if user_id is not None:
+            message["userId"] = user_id
+        if anonymous_id is not None:
+            message["anonymousId"] = anonymous_id
+        return message
+
+    def _identify_ops(self, message: dict, change: str) -> list:
+        ops = self.translate(message, self.settings)
+        if change == UNSET:
+            # A Segment identify cannot remove a trait: its traits can only set values. Amplitude's
+            # $unset does, so the identify translated with no traits (every other setting applied)
+            # gets user_properties = {"$unset": {key: "-"}}, an absolute operation safe to resend.
+            for op in ops:
+                body = op.get("body", {})
+                if op.get("api") == "identify" or body.get("event_type") == "$identify":
+                    body["user_properties"] = {"$unset": {self.audience.key: "-"}}
+        return ops
+
+    def translated(self, identity: str, user_id: str | None, anonymous_id: str | None,
+                   value_json: str | None, change: str, run_id: int) -> list:
+        """The operations by translating every message (the reference the templates must match)."""
+        value = self.value_of(value_json, change)
+        mid = message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id)
+        ops = self._identify_ops(self.identify_message(user_id, anonymous_id, value, change, mid), change)
+        if self.track_events and change in (ENTER, EXIT):
+            mid = message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id)
+            ops = ops + self.translate(self.track_message(user_id, anonymous_id, change, mid), self.settings)
+        return ops
+
+    # -- templates
+
+    def _template(self, shape: tuple) -> Callable[[dict], Any] | str | None:
+        has_user, has_anon, vtype, change = shape
+        user = _S_USER if has_user else None
+        anon = _S_ANON if has_anon else None
+        if self.audience.kind == "audience":
+            value: Any = change != EXIT
+        else:
+            value = None if change == UNSET else _S_VALUE
+        try:
+            ops = self._identify_ops(self.identify_message(user, anon, value, change, _S_MID), change)
+            if self.track_events and change in (ENTER, EXIT):
+                ops = ops + self.translate(self.track_message(user, anon, change, _S_TRACK_MID), self.settings)
+        except ValidationError:
+            return "translate"  # this shape only works with real values: translate each user
+        compiled = _compile(ops)
+        return compiled if compiled is not None else (lambda vals: ops)
+
+    def build(self, identity: str, user_id: str | None, anonymous_id: str | None, value_json: str | None,
+              change: str, run_id: int) -> list:
+        """Operations for one planned change; raises ValidationError for a user the mapping refuses."""
+        value = self.value_of(value_json, change)
+        shape = (user_id is not None, anonymous_id is not None,
+                 type(value).__name__ if self.audience.kind != "audience" else None, change)
+        template = self._templates.get(shape)
+        if template is None and shape not in self._templates:
+            template = self._templates[shape] = self._template(shape)
+        if template == "translate":
+            return self.translated(identity, user_id, anonymous_id, value_json, change, run_id)
+        vals = {
+            _S_USER: user_id, _S_ANON: anonymous_id, _S_VALUE: value,
+            _S_MID: message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id),
+        }
+        if self.track_events and change in (ENTER, EXIT):
+            vals[_S_TRACK_MID] = message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id)
+        ops = template(vals)
+        seen = self._verified.get(shape, 0)
+        if seen < _VERIFY_PER_SHAPE:
+            self._verified[shape] = seen + 1
+            reference = self.translated(identity, user_id, anonymous_id, value_json, change, run_id)
+            if ops != reference:
+                self._templates[shape] = "translate"
+                return reference
+        return ops
+
+
+__all__ = ["OperationBuilder", "message_id", "ENTERED_EVENT", "EXITED_EVENT", "RESEND", "CHANGE"]

@@ -1,0 +1,503 @@
+"""run_once and backfill: the only wiring of the audience sync (DESIGN.md sections 1 and 4).
+
+Per audience, under its lease:
+  1. deliver what earlier runs left pending (they go first);
+  2. load the source into the state database and diff it there (audsync.diff);
+  3. write the plan to the outbox in one transaction, before anything is sent;
+  4. deliver it; each acknowledgement advances that user's synced state, in batches.
+A crash at any point leaves either no plan or a complete one; pending rows are delivered by the
+next run, and a resend of an absolute $set/$unset (or of an event with its deterministic
+insert_id) is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from . import diff
+from .audience_ops import OperationBuilder
+from .config import AudienceConfig, Config
+from .errors import AudsyncError, FatalDeliveryError, ValidationError
+from .state import LeaseKeeper, PendingRow, Rejected, StateStore
+
+log = logging.getLogger("audsync.sync")
+
+SAMPLE_SIZE = 10
+SETTLE_ROWS = 20_000     # acknowledgements committed together
+SETTLE_SECONDS = 1.0     # ... or at least this often
+SKIP_DUPLICATE = "duplicate user"
+SKIP_CONFLICT = "conflicting values"
+
+
+@dataclass
+class AudienceReport:
+    name: str
+    key: str
+    kind: str
+    mode: str  # run | backfill | dry-run
+    rows_read: int = 0
+    members_in_source: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    entered: int = 0
+    exited: int = 0
+    changed: int = 0
+    unset: int = 0
+    resent: int = 0
+    recorded: int = 0          # --skip-backfill: members recorded as synced without sending
+    earlier_pending: int = 0   # pending rows from earlier runs, delivered first
+    delivered: int = 0
+    rejected: int = 0
+    pending: int = 0
+    duration_s: float = 0.0
+    run_id: int | None = None
+    first_sync: bool = False
+    stopped: bool = False
+    error: str | None = None
+    error_exit_code: int = 0
+    notes: list[str] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_plan(self, counts: Counter) -> None:
+        self.entered += counts.get(diff.ENTER, 0)
+        self.exited += counts.get(diff.EXIT, 0)
+        self.changed += counts.get(diff.CHANGE, 0)
+        self.unset += counts.get(diff.UNSET, 0)
+        self.resent += counts.get(diff.RESEND, 0)
+
+    def summary_line(self) -> str:
+        if self.error:
+            return f"{self.key}: failed: {self.error}"
+        parts = [f"{self.rows_read:,} read", f"+{self.entered:,} entered", f"-{self.exited:,} exited",
+                 f"{self.changed:,} changed"]
+        if self.kind == diff.COMPUTED_TRAIT:
+            parts.append(f"{self.unset:,} unset")
+        if self.resent:
+            parts.append(f"{self.resent:,} resent")
+        line = f"{self.key}: " + ", ".join(parts)
+        if self.mode == "dry-run":
+            line += f"; dry run: nothing sent ({self.pending:,} pending from earlier runs)"
+        elif self.recorded:
+            line += f"; {self.recorded:,} recorded as synced without sending (--skip-backfill)"
+        else:
+            line += f"; {self.delivered:,} delivered, {self.rejected:,} rejected, {self.pending:,} pending"
+            if self.earlier_pending:
+                line += f" ({self.earlier_pending:,} left by earlier runs went first)"
+        if self.skipped:
+            line += "; skipped " + ", ".join(f"{n:,} {reason}" for reason, n in sorted(self.skipped.items()))
+        if self.stopped:
+            line += "; stopped early"
+        return f"{line} ({self.duration_s:.1f} s)"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items()}
+        data["skipped"] = dict(self.skipped)
+        return data
+
+
+@dataclass
+class RunReport:
+    audiences: list[AudienceReport] = field(default_factory=list)
+    migrations: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """DESIGN.md: 2 usage/config (a source, state or API-key problem), 1 some rejected or
+        left pending, 0 everything delivered."""
+        codes = [a.error_exit_code for a in self.audiences if a.error]
+        if codes:
+            return max(codes)
+        if any(a.rejected or a.pending for a in self.audiences if a.mode != "dry-run"):
+            return 1
+        return 0
+
+
+class _Stop:
+    """Why a run stops taking new work: the caller's stop_event, or a lost lease."""
+
+    def __init__(self, stop_event: threading.Event | None):
+        self.stop_event = stop_event
+        self.lease: LeaseKeeper | None = None
+
+    def __call__(self) -> bool:
+        return bool((self.stop_event and self.stop_event.is_set()) or (self.lease and self.lease.lost.is_set()))
+
+    @contextlib.contextmanager
+    def watch(self, on_stop: Callable[[], None]) -> Iterator[None]:
+        """Call on_stop (from a helper thread) as soon as a stop is asked for during the block."""
+        done = threading.Event()
+
+        def watcher() -> None:
+            while not done.wait(0.05):
+                if self():
+                    on_stop()
+                    return
+
+        thread = threading.Thread(target=watcher, name="stop-watcher", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+
+class _Phase:
+    """A progress phase on the optional reporter (audsync.progress); silent without one."""
+
+    def __init__(self, progress: Any, label: str, total: int | None = None):
+        self.bar = None
+        if progress is not None:
+            self.bar = progress.phase(label, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Settler:
+    """Turns delivery outcomes into committed state, in batches, in the caller's thread.
+
+    A user whose change needs several operations (identify + track event) is settled once all
+    of them are answered: undelivered if any is, else rejected if any is, else delivered.
+    """
+
+    _RANK = {"delivered": 0, "rejected": 1, "undelivered": 2}
+
+    def __init__(self, store: StateStore, audience_id: int, run_id: int, report: AudienceReport,
+                 phase: _Phase):
+        self.store = store
+        self.audience_id = audience_id
+        self.run_id = run_id
+        self.report = report
+        self.phase = phase
+        self.expected: dict[str, int] = {}
+        self.worst: dict[str, Any] = {}
+        self.delivered: list[str] = []
+        self.rejected: list[Rejected] = []
+        self.last_flush = time.monotonic()
+
+    def expect(self, identity: str, operations: int) -> None:
+        if operations > 1:
+            self.expected[identity] = operations
+
+    def settle_now(self, identity: str, status: str, api: str = "", reason: str = "") -> None:
+        if status == "delivered":
+            self.delivered.append(identity)
+            self.report.delivered += 1
+        elif status == "rejected":
+            self.rejected.append(Rejected(identity, api, reason))
+            self.report.rejected += 1
+        self.phase.advance(1)
+
+    def on_outcomes(self, outcomes: Iterable[Any]) -> None:
+        for outcome in outcomes:
+            ref = outcome.ref
+            remaining = self.expected.get(ref)
+            if remaining is None:
+                self.settle_now(ref, outcome.status, outcome.api, outcome.reason or "")
+                continue
+            worst = self.worst.get(ref)
+            if worst is None or self._RANK[outcome.status] > self._RANK[worst.status]:
+                self.worst[ref] = outcome
+            if remaining > 1:
+                self.expected[ref] = remaining - 1
+            else:
+                del self.expected[ref]
+                final = self.worst.pop(ref)
+                self.settle_now(ref, final.status, final.api, final.reason or "")
+        if (len(self.delivered) + len(self.rejected) >= SETTLE_ROWS
+                or time.monotonic() - self.last_flush >= SETTLE_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.delivered or self.rejected:
+            self.store.settle(self.audience_id, self.run_id, self.delivered, self.rejected)
+            self.delivered, self.rejected = [], []
+        self.last_flush = time.monotonic()
+
+
+def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
+             pages: Iterable[list[PendingRow]], report: AudienceReport, stop: _Stop, progress: Any,
+             label: str, total: int) -> None:
+    from .delivery import Deliverer
+
+    phase = _Phase(progress, label, total)
+    settler = _Settler(store, audience_id, run_id, report, phase)
+
+    def items() -> Iterator[tuple[str, dict]]:
+        for page in pages:
+            for row in page:
+                if stop():
+                    return
+                try:
+                    ops = builder.build(row.identity, row.user_id, row.anonymous_id, row.value, row.change,
+                                        row.run_id)
+                except ValidationError as exc:
+                    settler.settle_now(row.identity, "rejected", "identify", f"invalid: {exc}")
+                    continue
+                if not ops:  # the settings drop it: nothing to send, nothing left to do
+                    settler.settle_now(row.identity, "delivered")
+                    continue
+                settler.expect(row.identity, len(ops))
+                for op in ops:
+                    yield row.identity, op
+
+    try:
+        with Deliverer(config.amplitude, config.delivery) as deliverer:
+            with stop.watch(deliverer.request_stop):
+                deliverer.deliver(items(), settler.on_outcomes)
+    finally:
+        settler.flush()
+        phase.close()
+
+
+def _skipped(source_skipped: Counter, counts: Any) -> Counter:
+    skipped = Counter(source_skipped)
+    if counts.duplicate_rows:
+        skipped[SKIP_DUPLICATE] += counts.duplicate_rows
+    if counts.conflicting_rows:
+        skipped[SKIP_CONFLICT] += counts.conflicting_rows
+    return skipped
+
+
+def lease_name(config: Config, audience: AudienceConfig) -> str:
+    """The lease serialising runs of one audience's state (per destination)."""
+    return f"audience:{config.amplitude.destination_id}:{audience.key}"
+
+
+def _load(config: Config, audience: AudienceConfig, work: Any, report: AudienceReport, stop: _Stop,
+          progress: Any) -> Any:
+    from .sources import open_source
+
+    source = open_source(audience, min_id_length=config.amplitude.min_id_length)
+    phase = _Phase(progress, f"{audience.key}: loading")
+    try:
+        work.load(source.chunks(), computed=audience.kind == diff.COMPUTED_TRAIT, should_stop=stop,
+                  on_rows=phase.advance)
+    finally:
+        phase.close()
+    report.rows_read = source.rows_read
+    counts = work.build_current(computed=audience.kind == diff.COMPUTED_TRAIT)
+    report.members_in_source = counts.users
+    report.skipped = _skipped(Counter(source.skipped), counts)
+    return counts
+
+
+def _sample(builder: OperationBuilder, rows: list[PendingRow]) -> list[dict[str, Any]]:
+    sample = []
+    for row in rows:
+        entry: dict[str, Any] = {"change": row.change, "user_id": row.user_id, "anonymous_id": row.anonymous_id,
+                                 "value": builder.value_of(row.value, row.change)}
+        try:
+            entry["operations"] = builder.build(row.identity, row.user_id, row.anonymous_id, row.value,
+                                                row.change, row.run_id)
+        except ValidationError as exc:
+            entry["error"] = str(exc)
+        sample.append(entry)
+    return sample
+
+
+def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report: AudienceReport,
+             mode: str, skip_backfill: bool, progress: Any) -> None:
+    """Counts and a sample of what a run would send; writes nothing to the state."""
+    destination = config.amplitude.destination_id
+    row = store.find_audience(destination, audience.key)
+    report.first_sync = row is None or row.first_synced_at is None
+    report.pending = store.pending_count(row.id) if row else 0
+    builder = OperationBuilder(audience, config.amplitude, destination)
+    stop = _Stop(None)
+    with store.work(row.id if row else None) as work:
+        _load(config, audience, work, report, stop, progress)
+        if skip_backfill and report.first_sync:
+            report.notes.append(f"would record {report.members_in_source:,} members as synced without sending")
+            return
+        counts, rows = work.preview(audience.kind, backfill=mode == "backfill", sample=SAMPLE_SIZE)
+    report.add_plan(counts)
+    report.sample = _sample(builder, rows)
+
+
+def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, report: AudienceReport,
+                   mode: str, skip_backfill: bool, stop: _Stop, progress: Any) -> None:
+    destination = config.amplitude.destination_id
+    builder = OperationBuilder(audience, config.amplitude, destination)
+    with LeaseKeeper(store, lease_name(config, audience), config.daemon.lease_ttl_s,
+                     wait_s=config.state.lock_wait_s, what=f"audience {audience.name!r}") as lease:
+        stop.lease = lease
+        row = store.ensure_audience(destination, audience.key, audience.name, audience.kind)
+        report.first_sync = row.first_synced_at is None
+        run_id = report.run_id = store.start_run(row.id, mode)
+        status, error = "failed", None
+        try:
+            # 1. What earlier runs left pending goes first.
+            earlier = store.pending_count(row.id)
+            if earlier:
+                report.earlier_pending = earlier
+                _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, before_run=run_id),
+                         report, stop, progress, f"{audience.key}: delivering earlier pending", earlier)
+            if not stop():
+                # 2-3. Load, diff, plan (one transaction).
+                with store.work(row.id) as work:
+                    _load(config, audience, work, report, stop, progress)
+                    if not stop():
+                        if skip_backfill and report.first_sync:
+                            report.recorded = work.record_as_synced()
+                        else:
+                            if skip_backfill:
+                                report.notes.append("--skip-backfill ignored: this audience was synced before")
+                            report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill"))
+                # 4. Deliver this run's plan.
+                planned = report.entered + report.exited + report.changed + report.unset + report.resent
+                if planned and not stop():
+                    _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, run_id=run_id),
+                             report, stop, progress, f"{audience.key}: delivering", planned)
+            report.stopped = stop()
+            report.pending = store.pending_count(row.id)
+            status = "stopped" if report.stopped else "partial" if (report.pending or report.rejected) else "ok"
+        except AudsyncError as exc:
+            error = str(exc)
+            raise
+        finally:
+            with contextlib.suppress(AudsyncError):
+                if error is not None:
+                    report.pending = store.pending_count(row.id)
+                store.finish_run(
+                    run_id, status, skipped=dict(report.skipped), error=error, rows_read=report.rows_read,
+                    entered=report.entered, exited=report.exited, changed=report.changed, unset=report.unset,
+                    resent=report.resent, delivered=report.delivered, rejected=report.rejected,
+                    pending=report.pending)
+
+
+def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, skip_backfill: bool,
+         progress: Any, stop_event: threading.Event | None, apply_migrations: bool) -> RunReport:
+    from .state import migrate
+
+    selected = [config.audience(n) for n in names] if names else list(config.audiences)
+    report = RunReport()
+    if apply_migrations:
+        report.migrations = migrate.upgrade(config.state.url)
+    store = StateStore(config.state.url)
+    stop = _Stop(stop_event)
+    fatal: AudsyncError | None = None
+    try:
+        for audience in selected:
+            entry = AudienceReport(audience.name, audience.key, audience.kind, "dry-run" if dry_run else mode)
+            report.audiences.append(entry)
+            started = time.monotonic()
+            if fatal is not None:
+                entry.error, entry.error_exit_code = f"not run: {fatal}", fatal.exit_code
+                continue
+            if stop():
+                entry.stopped = True
+                entry.notes.append("not started: stop requested")
+                continue
+            try:
+                if dry_run:
+                    _dry_run(config, store, audience, entry, mode, skip_backfill, progress)
+                else:
+                    _sync_audience(config, store, audience, entry, mode, skip_backfill, stop, progress)
+            except FatalDeliveryError as exc:
+                entry.error, entry.error_exit_code = str(exc), exc.exit_code
+                fatal = exc  # an invalid API key fails every audience alike
+            except AudsyncError as exc:
+                entry.error, entry.error_exit_code = str(exc), exc.exit_code
+                log.error("%s", exc)
+            finally:
+                entry.duration_s = time.monotonic() - started
+                stop.lease = None
+            for note in entry.notes:
+                log.info("%s: %s", audience.key, note)
+    finally:
+        store.close()
+    return report
+
+
+def run_once(config: Config, *, audiences: list[str] | None = None, dry_run: bool = False,
+             skip_backfill: bool = False, progress: Any = None, stop_event: threading.Event | None = None,
+             apply_migrations: bool = True) -> RunReport:
+    """One sync pass over every configured audience (or the named ones)."""
+    return _run(config, audiences, "run", dry_run=dry_run, skip_backfill=skip_backfill, progress=progress,
+                stop_event=stop_event, apply_migrations=apply_migrations)
+
+
+def backfill(config: Config, audience_name: str, *, dry_run: bool = False, progress: Any = None,
+             stop_event: threading.Event | None = None, apply_migrations: bool = True) -> RunReport:
+    """Resend the current value to every current member of one audience (changes and exits are
+    planned as in a run)."""
+    return _run(config, [audience_name], "backfill", dry_run=dry_run, skip_backfill=False, progress=progress,
+                stop_event=stop_event, apply_migrations=apply_migrations)
+
+
+def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[dict[str, Any]]:
+    """Per configured audience: members, last runs with counts, next run, pending and rejected
+    users and the top rejection reasons. Shows no secret: the destination is a hash."""
+    from datetime import datetime, timezone
+
+    from .schedules import next_run
+    from .state import migrate
+
+    now = time.time() if now is None else now
+    destination = config.amplitude.destination_id
+    initialised = migrate.current(config.state.url) is not None
+    store = StateStore(config.state.url) if initialised else None
+    result = []
+    try:
+        for audience in config.audiences:
+            schedule = audience.schedule or config.daemon.default_schedule
+            fire = next_run(schedule, datetime.fromtimestamp(now, timezone.utc))
+            entry: dict[str, Any] = {
+                "name": audience.name, "key": audience.key, "kind": audience.kind, "destination": destination,
+                "schedule": schedule, "next_run": fire.timestamp(), "synced": False,
+                "members": 0, "pending": 0, "rejected": 0, "top_rejection_reasons": [], "last_runs": [],
+            }
+            row = store.find_audience(destination, audience.key) if store else None
+            if row is not None:
+                entry["synced"] = row.first_synced_at is not None
+                entry.update(store.audience_counts(row.id))
+                entry["top_rejection_reasons"] = [
+                    {"reason": reason, "users": n} for reason, n in store.top_rejection_reasons(row.id)]
+                entry["last_runs"] = [_run_entry(r) for r in store.last_runs(row.id, runs)]
+            result.append(entry)
+    finally:
+        if store is not None:
+            store.close()
+    return result
+
+
+def _run_entry(row: dict[str, Any]) -> dict[str, Any]:
+    entry = dict(row)
+    finished = row.get("finished_at")
+    entry["duration_s"] = None if finished is None else round(finished - row["started_at"], 3)
+    return entry
+
+
+def format_status(entries: list[dict[str, Any]]) -> str:
+    def when(ts: float | None) -> str:
+        return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+    lines = []
+    for e in entries:
+        lines.append(f"{e['name']} ({e['key']}, {e['kind']})")
+        lines.append(f"  members {e['members']:,}, pending {e['pending']:,}, rejected {e['rejected']:,}; "
+                     f"next run {when(e['next_run'])} ({e['schedule']})")
+        if not e["last_runs"]:
+            lines.append("  never run against this destination")
+        for r in e["last_runs"]:
+            duration = "running" if r["duration_s"] is None else f"{r['duration_s']:.1f} s"
+            lines.append(
+                f"  {when(r['started_at'])} {r['mode']} {r['status']} ({duration}): {r['rows_read']:,} read, "
+                f"+{r['entered']:,} -{r['exited']:,} ~{r['changed']:,} unset {r['unset']:,}; "
+                f"{r['delivered']:,} delivered, {r['rejected']:,} rejected, {r['pending']:,} pending"
+                + (f"; error: {r['error']}" if r["error"] else ""))
+        for reason in e["top_rejection_reasons"]:
+            lines.append(f"  rejected {reason['users']:,}: {reason['reason']}")
+    return "\n".join(lines)
