@@ -1,0 +1,334 @@
+"""The Deliverer: batches operations, sends them concurrently, carries out the response policy
+and reports one outcome per item to the caller's thread.
+
+Per-user order: an item is admitted only when no earlier item of the same user (user_id, else
+device_id; group for groupidentify) is unsettled; later ones wait in that user's lane. The
+window of items read ahead is bounded, so memory does not depend on the input's size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
+
+import orjson
+
+from ..config import AmplitudeSettings, DeliverySettings
+from ..errors import FatalDeliveryError
+from . import policy
+from .batching import Batcher, limit_for
+from .transport import Answer, Transport
+
+log = logging.getLogger("audsync.delivery")
+
+DELIVERED, REJECTED, UNDELIVERED = "delivered", "rejected", "undelivered"
+APIS = ("event", "identify", "groupidentify", "usermap")
+
+
+class Outcome(NamedTuple):
+    ref: Any
+    status: str
+    api: str
+    reason: str | None
+
+
+@dataclass
+class DeliveryStats:
+    delivered: Counter = field(default_factory=Counter)     # api -> items
+    rejected: Counter = field(default_factory=Counter)
+    undelivered: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)       # reason -> items (rejected and undelivered)
+    statuses: Counter = field(default_factory=Counter)      # HTTP status -> requests (0: no answer)
+    requests: int = 0
+
+    @property
+    def total_delivered(self) -> int:
+        return sum(self.delivered.values())
+
+
+class _Item:
+    __slots__ = ("ref", "api", "body", "data", "key", "attempts", "first_try", "due")
+
+    def __init__(self, ref: Any, api: str, body: dict, data: bytes, key: Any):
+        self.ref, self.api, self.body, self.data, self.key = ref, api, body, data, key
+        self.attempts = 0
+        self.first_try = 0.0
+        self.due = 0.0
+
+    def __lt__(self, other: "_Item") -> bool:  # heap order when due times tie
+        return id(self) < id(other)
+
+
+def lane_key(api: str, body: dict) -> Any:
+    if api == "groupidentify":
+        return ("g", body.get("group_type"), body.get("group_value"))
+    user = body.get("user_id")
+    if user is not None:
+        return user
+    return ("d", body.get("device_id"))
+
+
+class Deliverer:
+    def __init__(self, amplitude: AmplitudeSettings, delivery: DeliverySettings, *,
+                 on_response: Callable[[str, int, int], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random, transport: Transport | None = None):
+        self.amplitude = amplitude
+        self.delivery = delivery
+        self.on_response = on_response
+        self.clock = clock
+        self.rng = rng
+        self.transport = transport or Transport(amplitude, delivery)
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=delivery.concurrency, thread_name_prefix="amplitude")
+        batch = amplitude.send_to_batch_endpoint
+        self._limits = {api: limit_for(api, batch) for api in APIS}
+
+    def __enter__(self) -> "Deliverer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.transport.close()
+
+    def __repr__(self) -> str:
+        return f"Deliverer(endpoint={self.amplitude.endpoint!r})"
+
+    def request_stop(self) -> None:
+        """Stop taking new items; in-flight requests finish and are reported; `deliver` returns."""
+        self._stop.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def deliver(self, items: Iterable[tuple[Any, dict]], on_outcomes: Callable[[list[Outcome]], None]) -> DeliveryStats:
+        run = _Run(self, iter(items), on_outcomes)
+        return run.loop()
+
+
+class _Run:
+    """State of one `deliver` call; lives in the caller's thread only."""
+
+    def __init__(self, owner: Deliverer, source: Iterator[tuple[Any, dict]],
+                 on_outcomes: Callable[[list[Outcome]], None]):
+        self.o = owner
+        self.settings = owner.delivery
+        self.source = source
+        self.exhausted = False
+        self.on_outcomes = on_outcomes
+        self.stats = DeliveryStats()
+        self.batchers = {api: Batcher(limit) for api, limit in owner._limits.items()}
+        self.to_send: deque[tuple[str, list[_Item]]] = deque()
+        self.retry: list[tuple[float, _Item]] = []
+        self.held: set = set()
+        self.lanes: dict[Any, deque[_Item]] = {}
+        self.outstanding = 0
+        self.in_flight: dict[Future, tuple[str, list[_Item]]] = {}
+        self.window = max(10_000, owner.delivery.concurrency * 2 * 2_000 * 2)
+        self.fatal: str | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.fatal is not None or self.o._stop.is_set()
+
+    def loop(self) -> DeliveryStats:
+        while True:
+            if not self.stopping:
+                self.fill()
+                self.release_due()
+                self.submit()
+            if not self.in_flight:
+                if self.stopping or (self.exhausted and self.outstanding == 0):
+                    break
+                if not self.to_send and not self.any_partial():
+                    # only retries are left: sleep until the first is due (or a stop is asked)
+                    delay = max(0.0, self.retry[0][0] - self.o.clock()) if self.retry else 0.05
+                    self.o._stop.wait(min(delay, 0.25)) if delay > 0 else None
+                continue
+            timeout = None
+            if self.retry:
+                timeout = max(0.0, self.retry[0][0] - self.o.clock())
+            if self.stopping:
+                timeout = None
+            done, _ = wait(list(self.in_flight), timeout=min(timeout, 0.25) if timeout is not None else 0.25,
+                           return_when=FIRST_COMPLETED)
+            for future in done:
+                api, batch = self.in_flight.pop(future)
+                self.handle(api, batch, future.result())
+        if self.fatal is not None:
+            raise FatalDeliveryError(self.fatal)
+        return self.stats
+
+    def any_partial(self) -> bool:
+        return any(b.items for b in self.batchers.values())
+
+    def fill(self) -> None:
+        while not self.exhausted and self.outstanding < self.window:
+            try:
+                ref, operation = next(self.source)
+            except StopIteration:
+                self.exhausted = True
+                break
+            api = operation["api"]
+            body = operation["body"]
+            item = _Item(ref, api, body, orjson.dumps(body), lane_key(api, body))
+            self.outstanding += 1
+            if self.batchers[api].too_big_alone(len(item.data)):
+                self.settle([item], REJECTED, "the item is larger than Amplitude accepts in one request", release=False)
+                continue
+            key = item.key
+            if key in self.held:
+                lane = self.lanes.get(key)
+                if lane is None:
+                    self.lanes[key] = lane = deque()
+                lane.append(item)
+            else:
+                self.held.add(key)
+                self.queue(item)
+            if len(self.to_send) >= self.o.delivery.concurrency * 2:
+                break
+
+    def queue(self, item: _Item) -> None:
+        batcher = self.batchers[item.api]
+        size = len(item.data)
+        if not batcher.fits(size):
+            self.to_send.append((item.api, batcher.take()))
+        batcher.add(item, size)
+        if batcher.full:
+            self.to_send.append((item.api, batcher.take()))
+
+    def release_due(self) -> None:
+        now = self.o.clock()
+        while self.retry and self.retry[0][0] <= now:
+            _, item = heapq.heappop(self.retry)
+            self.queue(item)
+
+    def submit(self) -> None:
+        limit = self.o.delivery.concurrency
+        if not self.to_send and len(self.in_flight) < limit and (self.exhausted or self.outstanding >= self.window
+                                                                 or not self.in_flight):
+            for api, batcher in self.batchers.items():
+                if batcher.items:
+                    self.to_send.append((api, batcher.take()))
+        while self.to_send and len(self.in_flight) < limit:
+            api, batch = self.to_send.popleft()
+            now = self.o.clock()
+            for item in batch:
+                if item.attempts == 0 and item.first_try == 0.0:
+                    item.first_try = now
+            future = self.o._pool.submit(self.o.transport.send, api, [item.data for item in batch])
+            self.in_flight[future] = (api, batch)
+
+    # -- outcomes -----------------------------------------------------------------------------
+    def settle(self, items: list[_Item], status: str, reason: str | None, release: bool = True) -> None:
+        if not items:
+            return
+        api = items[0].api
+        counter = {DELIVERED: self.stats.delivered, REJECTED: self.stats.rejected,
+                   UNDELIVERED: self.stats.undelivered}[status]
+        counter[api] += len(items)
+        if reason:
+            self.stats.reasons[reason] += len(items)
+        self.outstanding -= len(items)
+        if release:
+            lanes, held = self.lanes, self.held
+            for item in items:
+                lane = lanes.get(item.key)
+                if lane:
+                    self.queue(lane.popleft())
+                    if not lane:
+                        del lanes[item.key]
+                else:
+                    held.discard(item.key)
+        self.on_outcomes([Outcome(item.ref, status, item.api, reason) for item in items])
+
+    def settle_each(self, pairs: list[tuple[_Item, str]], status: str) -> None:
+        by_reason: dict[str, list[_Item]] = {}
+        for item, reason in pairs:
+            by_reason.setdefault(reason, []).append(item)
+        for reason, items in by_reason.items():
+            self.settle(items, status, reason)
+
+    def later(self, item: _Item, delay: float, reason: str) -> bool:
+        """Schedules a resend; False (and the item ends undelivered) past the deadline."""
+        due = self.o.clock() + delay
+        if due - item.first_try > self.settings.deadline_s:
+            self.settle([item], UNDELIVERED, f"{reason}; gave up after {self.settings.deadline_s:g} s")
+            return False
+        item.due = due
+        heapq.heappush(self.retry, (due, item))
+        return True
+
+    def handle(self, api: str, batch: list[_Item], answer: Answer) -> None:
+        self.stats.requests += 1
+        self.stats.statuses[answer.status] += 1
+        if self.o.on_response is not None:
+            self.o.on_response(api, answer.status, len(batch))
+        if answer.status == 200:
+            self.settle(batch, DELIVERED, None)
+            return
+        bodies = [item.body for item in batch]
+        decision = policy.classify(api, answer.status, answer.body if answer.body is not None else answer.error,
+                                   answer.headers, bodies, self.settings.throttle_pause_s,
+                                   self.o.amplitude.send_to_batch_endpoint)
+        self._log(api, batch, answer, decision)
+        if decision.action == policy.FATAL:
+            self.fatal = decision.reason
+            return
+        if self.stopping:
+            return  # items not settled stay with the caller as not acknowledged
+        if decision.action == policy.REJECT:
+            rejected = [(batch[i], reason) for i, reason in decision.rejected.items()]
+            self.settle_each(rejected, REJECTED)
+            for i, item in enumerate(batch):
+                if i not in decision.rejected:
+                    self.queue(item)
+        elif decision.action == policy.SPLIT:
+            batcher = self.batchers[api]
+            half = max(1, len(batch) // 2)
+            batcher.cap = min(batcher.cap, half)
+            self.to_send.appendleft((api, batch[half:]))
+            self.to_send.appendleft((api, batch[:half]))
+        elif decision.action == policy.THROTTLE:
+            parked = [(batch[i], reason) for i, reason in decision.parked.items()]
+            self.settle_each(parked, UNDELIVERED)
+            paused = set(decision.paused)
+            for i, item in enumerate(batch):
+                if i in decision.parked:
+                    continue
+                if i in paused:
+                    self.later(item, decision.pause_s, f"throttled: {decision.reason}")
+                else:
+                    self.queue(item)
+        else:  # RETRY
+            for item in batch:
+                item.attempts += 1
+                if item.attempts >= self.settings.max_attempts:
+                    self.settle([item], UNDELIVERED, f"{decision.reason} (after {item.attempts} attempts)")
+                    continue
+                delay = max(decision.pause_s, policy.backoff(item.attempts, self.settings.backoff_initial_s,
+                                                             self.settings.backoff_max_s, self.o.rng()))
+                self.later(item, delay, decision.reason)
+
+    def _log(self, api: str, batch: list[_Item], answer: Answer, decision: policy.Decision) -> None:
+        body = answer.body if isinstance(answer.body, dict) else {}
+        fields = {k: body[k] for k in ("error", "missing_field", "events_with_invalid_fields",
+                                       "events_with_missing_fields", "events_with_invalid_id_lengths",
+                                       "eps_threshold", "throttled_users", "throttled_devices",
+                                       "throttled_events", "exceeded_daily_quota_users",
+                                       "exceeded_daily_quota_devices", "silenced_events") if k in body}
+        if not fields.get("error") and isinstance(answer.body, str):
+            fields["error"] = answer.body[:200]
+        if answer.error:
+            fields["error"] = answer.error
+        log.warning("amplitude answered %s on %s (%d items): %s", answer.status or "nothing", api, len(batch),
+                    decision.action, extra={"status": answer.status, "api": api, "batch_size": len(batch),
+                                            "action": decision.action, **fields})

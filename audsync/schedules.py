@@ -1,0 +1,39 @@
+"""Audience schedules -> APScheduler triggers, shared by the daemon and `status` (next run).
+
+"every N{s,m,h,d}" intervals are aligned to the Unix epoch so that every worker sharing one state
+database fires an audience at the same instants; the audience lease then picks one of them.
+Cron expressions have 5 fields and run in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .config import every_seconds
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def trigger_for(schedule: str) -> BaseTrigger:
+    seconds = every_seconds(schedule)
+    if seconds is not None:
+        return IntervalTrigger(seconds=seconds, start_date=EPOCH, timezone=timezone.utc)
+    return CronTrigger.from_crontab(schedule, timezone=timezone.utc)
+
+
+def next_run(schedule: str, now: datetime) -> datetime:
+    """The first fire time strictly after `now`."""
+    fire = trigger_for(schedule).get_next_fire_time(None, now + timedelta(microseconds=1))
+    assert fire is not None  # intervals and 5-field crons always fire again
+    return fire
+
+
+def current_slot(schedule: str, now: datetime, grace_s: float) -> datetime:
+    """The scheduled fire time a run starting at `now` belongs to (the latest one not after now,
+    looked for within the misfire grace period); `now` itself when none is that recent."""
+    fire = trigger_for(schedule).get_next_fire_time(None, now - timedelta(seconds=grace_s))
+    return fire if fire is not None and fire <= now else now
