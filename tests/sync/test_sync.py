@@ -7,11 +7,6 @@ import threading
 
 import pytest
 
-from .conftest import missing_parts
-
-if missing_parts():
-    pytest.skip(missing_parts(), allow_module_level=True)
-
 from audsync.state import LeaseKeeper, StateStore
 from audsync.sync import backfill, lease_name, run_once, status
 

@@ -1,0 +1,58 @@
+"""Progress on stderr: a redrawn bar on a terminal, a plain line every few seconds otherwise."""
+
+from __future__ import annotations
+
+import time
+from typing import IO, Callable
+
+
+class Phase:
+    def __init__(self, owner: "Progress", label: str, total: int | None):
+        self.owner = owner
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.started = owner.clock()
+        self.last_draw = 0.0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = self.owner.clock()
+        if now - self.last_draw >= self.owner.interval:
+            self.last_draw = now
+            self.owner.draw(self, final=False)
+
+    def close(self) -> None:
+        self.owner.draw(self, final=True)
+
+    def text(self) -> str:
+        elapsed = max(self.owner.clock() - self.started, 1e-9)
+        rate = self.done / elapsed
+        if self.total:
+            share = min(1.0, self.done / self.total)
+            width = 24
+            bar = "#" * int(share * width) + "-" * (width - int(share * width))
+            return f"{self.label} [{bar}] {self.done:,}/{self.total:,} ({rate:,.0f}/s)"
+        return f"{self.label}: {self.done:,} ({rate:,.0f}/s, {elapsed:.0f} s)"
+
+
+class Progress:
+    """`phase(label, total)` starts a phase; its `advance(n)` and `close()` report on `stream`."""
+
+    def __init__(self, stream: IO[str], tty: bool | None = None, interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.interval = interval if interval is not None else (0.2 if self.tty else 10.0)
+        self.clock = clock
+
+    def phase(self, label: str, total: int | None = None) -> Phase:
+        return Phase(self, label, total)
+
+    def draw(self, phase: Phase, final: bool) -> None:
+        text = phase.text()
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
+        elif not final:
+            self.stream.write(text + "\n")
+        self.stream.flush()
