@@ -13,7 +13,7 @@ from typing import Sequence
 
 from . import config as config_module
 from . import logs
-from .errors import AudsyncError
+from .errors import AudsyncError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("input", nargs="?", default="-", help="JSON-lines file (default: stdin)")
     p.set_defaults(handler=_translate)
+
+    p = commands.add_parser("send", help="translate and deliver Segment messages (JSON lines) to Amplitude")
+    _common(p)
+    p.add_argument("input", nargs="?", default="-", help="JSON-lines file (default: stdin)")
+    p.add_argument("--rejects", metavar="FILE",
+                   help="write rejected and undelivered messages here, with their reasons")
+    p.set_defaults(handler=_send)
+
+    p = commands.add_parser("delete-users", help="ask Amplitude to delete users (needs secret_key)")
+    _common(p)
+    p.add_argument("user_ids", nargs="*", metavar="USER_ID")
+    p.add_argument("--from-file", metavar="F", help="user ids, one per line")
+    p.set_defaults(handler=_delete_users)
 
     p = commands.add_parser("run", help="one sync pass over all (or the named) audiences")
     _common(p)
@@ -140,6 +153,46 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     if not applied:
         print("state database: already up to date", file=sys.stderr)
     return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .forward import send
+
+    cfg = config_module.load(args.config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    from .progress import Progress
+
+    rejects = None
+    if args.rejects:
+        try:
+            rejects = open(args.rejects, "wb")
+        except OSError as exc:
+            raise UsageError(f"{args.rejects}: cannot write the rejects file ({exc.strerror})") from None
+    try:
+        summary = send(cfg, args.input, rejects=rejects, progress=Progress(sys.stderr), stop_event=stop)
+    finally:
+        if rejects is not None:
+            rejects.close()
+    print(summary.render())
+    return summary.exit_code
+
+
+def _delete_users(args: argparse.Namespace) -> int:
+    from itertools import chain
+
+    from .deletion import delete_users, read_ids
+
+    if not args.user_ids and not args.from_file:
+        raise UsageError("delete-users needs USER_ID arguments or --from-file F")
+    cfg = config_module.load(args.config)
+    ids = chain(args.user_ids, read_ids(args.from_file) if args.from_file else ())
+    report = delete_users(cfg.amplitude, cfg.delivery, ids)
+    print(report.render())
+    return report.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
