@@ -74,6 +74,7 @@ class FakeAmplitude:
         self.drop_next = 0                      # close the connection without answering
         self.retry_after: str | None = None
         self.on_request = None                  # callback(path, items, status) after answering
+        self.on_receive = None                  # callback(path, raw body) before handling or answering
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,6 +91,8 @@ class FakeAmplitude:
                     self.close_connection = True
                     self.connection.close()
                     return
+                if outer.on_receive is not None:
+                    outer.on_receive(self.path, raw)
                 if outer.delay_s:
                     time.sleep(outer.delay_s)
                 status, body, items, headers = outer.handle(self.path.split("?")[0], dict(self.headers), raw)
@@ -104,6 +107,19 @@ class FakeAmplitude:
                 if outer.on_request is not None:
                     outer.on_request(self.path, items, status)
 
+            def do_GET(self) -> None:  # noqa: N802
+                # Not Amplitude's: lets a benchmark read the count from a fake in another process.
+                if self.path != "/stats":
+                    self.send_error(404)
+                    return
+                with outer.lock:
+                    data = orjson.dumps({"items_received": outer.items_received})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def log_message(self, *args: object) -> None:
                 return
 
@@ -114,7 +130,9 @@ class FakeAmplitude:
         self.server = Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-amplitude", daemon=True)
+        # a short poll keeps close() (shutdown) from costing half a second per test
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                       name="fake-amplitude", daemon=True)
         self.thread.start()
 
     # -- helpers for tests -------------------------------------------------------------------
