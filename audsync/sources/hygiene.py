@@ -61,10 +61,10 @@ class Hygiene:
         self.skipped: Counter[str] = Counter()
 
     def _refusal(self, text: str) -> str | None:
-        if len(text) < self.min_id_length:
-            return SHORT_ID
         if text.lower() in BLOCKED_IDS:
             return BLOCKED_ID
+        if len(text) < self.min_id_length:
+            return SHORT_ID
         return None
 
     def row(self, user_id: Any, anonymous_id: Any, value: Any, place: str, line: int) -> tuple | None:
