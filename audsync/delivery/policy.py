@@ -60,11 +60,15 @@ def classify(api: str, status: int, body: Any, headers: Mapping[str, str], items
         if error.lower().startswith("invalid api key") or data.get("missing_field") == "api_key":
             return Decision(FATAL, reason="Amplitude refused the API key (400 Invalid API key): check amplitude.api_key")
         rejected: dict[int, str] = {}
+        present = [name for name, _ in _INDEX_MAPS if data.get(name)]
+        # Amplitude's one `error` text describes one kind of problem: quoting it on items listed
+        # under another map would give them the wrong reason
+        detail = f" ({error})" if error and len(present) == 1 else ""
         for name, label in _INDEX_MAPS:
             for fld, indexes in (data.get(name) or {}).items():
                 for index in indexes if isinstance(indexes, list) else []:
                     if isinstance(index, int) and 0 <= index < len(items):
-                        rejected.setdefault(index, f"{label}: {fld}" + (f" ({error})" if error else ""))
+                        rejected.setdefault(index, f"{label}: {fld}{detail}")
         for index in data.get("silenced_events") or []:
             if isinstance(index, int) and 0 <= index < len(items):
                 rejected.setdefault(index, "device silenced by Amplitude")

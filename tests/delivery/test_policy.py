@@ -38,6 +38,13 @@ CASES = [
      dict(status=400, body={"error": "x", "events_with_invalid_fields": {"a": [0]},
                             "events_with_missing_fields": {"b": [1]}}),
      REJECT, {"rejected_keys": {0, 1}}),
+    ("400_one_error_text_not_quoted_on_items_of_another_map",
+     dict(status=400, body={"error": "Invalid id length for user_id or device_id",
+                            "events_with_invalid_id_lengths": {"user_id": [0]},
+                            "events_with_invalid_fields": {"user_properties": [1]}}),
+     REJECT, {"rejected_keys": {0, 1}, "reason_contains": {0: ["invalid id length: user_id"],
+                                                          1: ["invalid field: user_properties"]},
+              "rejected_lacks": {1: "Invalid id length"}}),
     ("400_silenced_events_rejected",
      dict(status=400, body={"error": "Events silenced for device_id", "silenced_events": [2]}),
      REJECT, {"rejected_keys": {2}, "reason_contains": {2: ["silenced"]}}),
@@ -119,6 +126,8 @@ def test_policy_table(rule, kwargs, action, checks):
     for index, parts in checks.get("reason_contains", {}).items():
         for part in parts:
             assert part in decision.rejected[index]
+    for index, part in checks.get("rejected_lacks", {}).items():
+        assert part not in decision.rejected[index]
     for part in checks.get("reason_contains_all", []):
         assert part in decision.reason
     if "reason_lacks" in checks:
