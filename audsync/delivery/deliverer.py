@@ -309,13 +309,16 @@ class _Run:
                 else:
                     self.queue(item)
         else:  # RETRY
+            # one jitter draw per answer keeps the batch together: per-item draws scattered it
+            # into many small requests
+            jitter = self.o.rng()
             for item in batch:
                 item.attempts += 1
                 if item.attempts >= self.settings.max_attempts:
                     self.settle([item], UNDELIVERED, f"{decision.reason} (after {item.attempts} attempts)")
                     continue
                 delay = max(decision.pause_s, policy.backoff(item.attempts, self.settings.backoff_initial_s,
-                                                             self.settings.backoff_max_s, self.o.rng()))
+                                                             self.settings.backoff_max_s, jitter))
                 self.later(item, delay, decision.reason)
 
     def _log(self, api: str, batch: list[_Item], answer: Answer, decision: policy.Decision) -> None:
@@ -329,6 +332,9 @@ class _Run:
             fields["error"] = answer.body[:200]
         if answer.error:
             fields["error"] = answer.error
+        key = self.o.amplitude.api_key
+        if key and key in str(fields.get("error", "")):  # Amplitude's "Invalid API key: <key>" echoes it
+            fields["error"] = str(fields["error"]).replace(key, "***")
         log.warning("amplitude answered %s on %s (%d items): %s", answer.status or "nothing", api, len(batch),
                     decision.action, extra={"status": answer.status, "api": api, "batch_size": len(batch),
                                             "action": decision.action, **fields})

@@ -59,7 +59,7 @@ class FakeAmplitude:
         self.events: list[dict] = []
         self.mappings: list[dict] = []
         self.deletions: list[dict] = []
-        self.requests: list[dict] = []        # {"path", "items", "status", "time"} per request
+        self.requests: list[dict] = []        # {"path", "items", "status", "start", "time"} per request (not lean)
         self.arrivals: dict[str, list] = defaultdict(list)  # who -> items in arrival order
         self.items_received = 0
         self.seen_insert_ids: set[tuple] = set()
@@ -70,6 +70,7 @@ class FakeAmplitude:
         self.quota_exceeded: set[str] = set()   # ids answered 429 exceeded_daily_quota_*
         self.fail_next: list[int] = []          # statuses to answer the next requests with
         self.max_items: int | None = None       # 413 above this many items
+        self.max_bytes: int | None = None       # 413 above this many body bytes
         self.delay_s = 0.0
         self.drop_next = 0                      # close the connection without answering
         self.retry_after: str | None = None
@@ -83,6 +84,7 @@ class FakeAmplitude:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                start = time.monotonic()
                 with outer.lock:
                     drop = outer.drop_next > 0
                     if drop:
@@ -96,6 +98,12 @@ class FakeAmplitude:
                 if outer.delay_s:
                     time.sleep(outer.delay_s)
                 status, body, items, headers = outer.handle(self.path.split("?")[0], dict(self.headers), raw)
+                if not outer.lean:
+                    # "time" is taken before the answer is written: a client that waits for the
+                    # answer cannot start its next request for the same user before it
+                    with outer.lock:
+                        outer.requests.append({"path": self.path.split("?")[0], "items": items, "status": status,
+                                               "start": start, "time": time.monotonic()})
                 data = body if isinstance(body, bytes) else orjson.dumps(body)
                 self.send_response(status)
                 for name, value in headers.items():
@@ -188,12 +196,15 @@ class FakeAmplitude:
         if not api_key:
             return 400, {"code": 400, "error": "Request missing required field", "missing_field": "api_key"}, [], {}
         if api_key not in self.api_keys:
-            return 400, {"code": 400, "error": "Invalid API key: " + str(api_key)[:4] + "..."}, [], {}
+            # echoes the key it got, the worst case for a client that logs error bodies
+            return 400, {"code": 400, "error": "Invalid API key: " + str(api_key)}, [], {}
         if not isinstance(items, list) or not items:
             return 400, {"code": 400, "error": "Request missing required field", "missing_field": "events"}, [], {}
         max_items = {"groupidentify": 1024}.get(kind, 2000)
         if self.max_items is not None:
             max_items = min(max_items, self.max_items)
+        if self.max_bytes is not None:
+            limit_bytes = min(limit_bytes, self.max_bytes)
         if len(items) > max_items or len(raw) > limit_bytes:
             return 413, {"code": 413, "error": "Payload too large"}, items, {}
         with self.lock:

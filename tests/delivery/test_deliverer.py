@@ -1,0 +1,311 @@
+"""The Deliverer end to end over loopback HTTP to the fake Amplitude (issue 3 points 3, 4, 7).
+
+Every branch of the response policy is played by the fake; timings are in milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from audsync.delivery import DELIVERED, REJECTED, UNDELIVERED, Deliverer
+from audsync.errors import FatalDeliveryError
+
+from .conftest import amplitude_settings, fast_delivery
+
+
+def identify(user: str, n: int = 0) -> dict:
+    return {"api": "identify", "body": {"user_id": user, "user_properties": {"$set": {"n": n}}}}
+
+
+def event(user: str, n: int = 0) -> dict:
+    return {"api": "event", "body": {"event_type": "Thing Done", "user_id": user, "insert_id": f"{user}-{n}",
+                                     "event_properties": {"n": n}}}
+
+
+class Result:
+    def __init__(self, stats, outcomes, threads, elapsed):
+        self.stats, self.outcomes, self.threads, self.elapsed = stats, outcomes, threads, elapsed
+        self.by_ref = {o.ref: o for o in outcomes}
+
+    def status(self, ref):
+        return self.by_ref[ref].status
+
+    def refs(self, status):
+        return {o.ref for o in self.outcomes if o.status == status}
+
+
+def deliver(fake, operations, *, amplitude=None, on_response=None, expect_all=True, deliverer_hook=None,
+            **delivery) -> Result:
+    outcomes, threads = [], set()
+
+    def on_outcomes(batch):
+        threads.add(threading.get_ident())
+        outcomes.extend(batch)
+
+    settings = amplitude_settings(fake, **(amplitude or {}))
+    with Deliverer(settings, fast_delivery(**delivery), on_response=on_response) as deliverer:
+        if deliverer_hook:
+            deliverer_hook(deliverer)
+        started = time.monotonic()
+        stats = deliverer.deliver(enumerate(operations), on_outcomes)
+        elapsed = time.monotonic() - started
+    counts = Counter(o.ref for o in outcomes)
+    assert all(c == 1 for c in counts.values()), "an item got more than one outcome"
+    if expect_all:
+        assert set(counts) == set(range(len(operations))), "an item got no outcome"
+    return Result(stats, outcomes, threads, elapsed)
+
+
+def test_everything_delivered_once_with_outcomes_in_the_callers_thread(fake):
+    ops = [identify(f"user-{u:03d}", n) for n in range(30) for u in range(100)]
+    ops += [event(f"user-{u:03d}", 99) for u in range(100)]
+    result = deliver(fake, ops)
+    assert result.refs(DELIVERED) == set(range(len(ops)))
+    assert result.stats.delivered == Counter({"identify": 3000, "event": 100})
+    assert result.threads == {threading.get_ident()}
+    assert len(fake.identifies) == 3000 and len(fake.events) == 100
+    assert all(fake.properties[f"user-{u:03d}"] == {"n": 29} for u in range(100))
+
+
+def test_400_listed_items_rejected_with_amplitudes_reason_rest_delivered(fake):
+    fake.reject = {"bad-user-1"}
+    ops = [identify(f"user-{u:02d}") for u in range(20)] + [identify("bad-user-1")] + [identify("abc")]
+    ops += [event(f"user-{u:02d}") for u in range(5)] + [event("bad-user-1")]
+    result = deliver(fake, ops)
+    rejected = {ref: result.by_ref[ref].reason for ref in result.refs(REJECTED)}
+    assert set(rejected) == {20, 21, len(ops) - 1}
+    assert rejected[20] == "invalid field: user_properties"  # its batch also had an id-length problem
+    assert rejected[21] == "invalid id length: user_id"
+    assert rejected[len(ops) - 1] == "invalid field: user_properties (Invalid field values on some events)"
+    assert result.refs(DELIVERED) == set(range(len(ops))) - set(rejected)
+    assert "bad-user-1" not in fake.properties and len(fake.identifies) == 20
+
+
+def test_400_naming_no_item_splits_and_delivers_the_rest(fake):
+    fake.fail_next = [400]
+    result = deliver(fake, [identify(f"user-{u:02d}") for u in range(8)])
+    assert result.refs(DELIVERED) == set(range(8))
+    assert [r["status"] for r in fake.requests] == [400, 200, 200]
+    assert [len(r["items"]) for r in fake.requests] == [8, 4, 4]
+
+
+def test_invalid_api_key_is_fatal_with_a_clear_message_and_no_key(fake, caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(FatalDeliveryError) as raised:
+        deliver(fake, [identify(f"user-{u:02d}") for u in range(50)], amplitude={"api_key": "wrong-secret-777"},
+                expect_all=False)
+    message = str(raised.value)
+    assert "API key" in message and "amplitude.api_key" in message
+    assert raised.value.exit_code == 2
+    logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    assert "wrong-secret-777" not in message and "wrong-secret-777" not in logged
+    assert len(fake.requests) == 1  # no retry can fix it
+
+
+def test_403_forbidden_is_fatal(fake):
+    fake.fail_next = [403]
+    with pytest.raises(FatalDeliveryError, match="403"):
+        deliver(fake, [identify(f"user-{u:02d}") for u in range(10)], expect_all=False)
+    assert len(fake.requests) == 1
+
+
+def test_413_splits_in_halves_down_to_one_and_rejects_only_the_too_big_one(fake):
+    fake.max_bytes = 20_000
+    ops = [identify(f"user-{u:03d}", u) for u in range(120)]
+    ops.insert(37, {"api": "identify", "body": {"user_id": "big-user", "user_properties": {"$set": {"x": "y" * 30_000}}}})
+    result = deliver(fake, ops)
+    assert result.refs(REJECTED) == {37}
+    assert "413" in result.by_ref[37].reason
+    assert result.refs(DELIVERED) == set(range(len(ops))) - {37}
+    too_big = [r for r in fake.requests if r["status"] == 413]
+    assert len(too_big[0]["items"]) == 121 and any(len(r["items"]) == 1 for r in too_big)
+    assert all(len(r["items"]) in (121, 60, 61, 30, 31, 15, 16, 7, 8, 3, 4, 1, 2) for r in too_big)
+
+
+def test_413_by_count_lowers_the_batch_size_and_delivers_all(fake):
+    fake.max_items = 300
+    result = deliver(fake, [identify(f"user-{u:04d}") for u in range(2500)])
+    assert len(result.refs(DELIVERED)) == 2500
+    accepted = [len(r["items"]) for r in fake.requests if r["status"] == 200]
+    assert max(accepted) <= 300 and sum(accepted) == 2500
+
+
+def test_429_pauses_only_throttled_users_while_others_go_on(fake):
+    fake.throttled = {"hot-user-1": 1}
+    ops = [event("hot-user-1", 0), event("hot-user-1", 1)]
+    ops += [event(f"user-{u:02d}", n) for n in range(5) for u in range(30)]
+    result = deliver(fake, ops, throttle_pause_s=0.3)
+    assert result.refs(DELIVERED) == set(range(len(ops)))
+    throttled_at = min(r["time"] for r in fake.requests if r["status"] == 429)
+    hot = [r["time"] for r in fake.requests if r["status"] == 200
+           and any(i["user_id"] == "hot-user-1" for i in r["items"])]
+    others = [r["time"] for r in fake.requests if r["status"] == 200
+              and any(i["user_id"] != "hot-user-1" for i in r["items"])]
+    assert min(hot) - throttled_at >= 0.3 * 0.99           # /2/httpapi: the full pause
+    assert max(others) < min(hot)                          # the others did not wait
+    assert [i["insert_id"] for i in fake.arrivals["hot-user-1"]] == ["hot-user-1-0", "hot-user-1-1"]
+
+
+def test_429_pause_is_half_on_identify(fake):
+    fake.throttled = {"hot-user-1": 1}
+    deliver(fake, [identify("hot-user-1")], throttle_pause_s=0.2)
+    first, second = fake.requests
+    assert first["status"] == 429 and second["status"] == 200
+    assert 0.1 * 0.99 <= second["start"] - first["time"] < 0.2
+
+
+@pytest.mark.parametrize("retry_after,pause,minimum,maximum", [("0.25", 0.01, 0.25, 5), ("0.02", 30.0, 0.02, 2)],
+                         ids=["longer_retry_after_waited", "shorter_retry_after_wins_over_setting"])
+def test_429_retry_after_honoured(fake, retry_after, pause, minimum, maximum):
+    fake.throttled = {"hot-user-1": 1}
+    fake.retry_after = retry_after
+    result = deliver(fake, [event("hot-user-1")], throttle_pause_s=pause)
+    assert result.status(0) == DELIVERED
+    first, second = fake.requests
+    assert minimum * 0.99 <= second["start"] - first["time"] < maximum
+
+
+def test_daily_quota_users_parked_as_undelivered_and_reported(fake):
+    fake.quota_exceeded = {"spam-user-1"}
+    ops = [event("spam-user-1", 0), event("spam-user-1", 1)] + [event(f"user-{u:02d}") for u in range(10)]
+    result = deliver(fake, ops, amplitude={"send_to_batch_endpoint": True})
+    assert result.refs(UNDELIVERED) == {0, 1}
+    assert all("daily quota" in result.by_ref[ref].reason for ref in (0, 1))
+    assert result.refs(DELIVERED) == set(range(2, 12))
+    assert result.stats.undelivered["event"] == 2
+
+
+def test_5xx_burst_then_success(fake):
+    fake.fail_next = [503, 500, 502, 504]
+    result = deliver(fake, [identify(f"user-{u:02d}") for u in range(10)], max_attempts=5)
+    assert result.refs(DELIVERED) == set(range(10))
+    assert [r["status"] for r in fake.requests] == [503, 500, 502, 504, 200]
+    assert result.stats.statuses[200] == 1 and result.stats.requests == 5
+
+
+def test_5xx_forever_ends_undelivered_after_max_attempts(fake):
+    fake.unavailable = {"down-user-1"}
+    result = deliver(fake, [identify("down-user-1", n) for n in range(3)], max_attempts=4)
+    assert result.refs(UNDELIVERED) == {0, 1, 2}
+    assert all("503" in o.reason and "4 attempts" in o.reason for o in result.outcomes)
+    assert len(fake.requests) == 12  # 4 tries for each, one at a time
+    assert [o.ref for o in result.outcomes] == [0, 1, 2]
+
+
+def test_retries_bounded_by_the_deadline(fake):
+    fake.unavailable = {"down-user-1"}
+    result = deliver(fake, [identify("down-user-1")], max_attempts=1000, backoff_initial_s=0.02,
+                     backoff_max_s=0.02, deadline_s=0.1)
+    assert result.status(0) == UNDELIVERED and "gave up after 0.1 s" in result.by_ref[0].reason
+    assert result.elapsed < 1.0 and 2 <= len(fake.requests) <= 12
+
+
+def test_dropped_connections_retried(fake):
+    fake.drop_next = 2
+    result = deliver(fake, [identify(f"user-{u:02d}") for u in range(10)])
+    assert result.refs(DELIVERED) == set(range(10))
+    assert result.stats.statuses[0] == 2 and len(fake.identifies) == 10
+
+
+def test_slow_answer_times_out_and_is_retried(fake):
+    fake.delay_s = 0.5
+
+    def on_response(api, status, items):
+        if status == 0:
+            fake.delay_s = 0.0
+
+    result = deliver(fake, [identify("user-01")], timeout_s=0.1, on_response=on_response)
+    assert result.status(0) == DELIVERED
+    assert result.stats.statuses[0] == 1 and result.stats.statuses[200] == 1
+    time.sleep(0.5)  # let the abandoned slow request finish before the fake closes
+
+
+@pytest.mark.parametrize("status", [302, 404, 418, 201])
+def test_unknown_status_is_never_success(fake, status):
+    fake.fail_next = [status] * 3
+    result = deliver(fake, [identify("user-01")], max_attempts=3)
+    assert result.status(0) == UNDELIVERED and str(status) in result.by_ref[0].reason
+
+
+def test_item_too_big_for_any_request_rejected_without_sending(fake):
+    ops = [{"api": "identify", "body": {"user_id": "big-user", "user_properties": {"$set": {"x": "y" * 1_100_000}}}},
+           identify("user-01")]
+    result = deliver(fake, ops)
+    assert result.status(0) == REJECTED and result.status(1) == DELIVERED
+    assert all(i["user_id"] != "big-user" for r in fake.requests for i in r["items"])
+
+
+def _overlaps(requests, who):
+    spans = sorted((r["start"], r["time"]) for r in requests if any(fake_who(i) == who for i in r["items"]))
+    return any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+
+
+def fake_who(item):
+    return item.get("user_id") or item.get("device_id")
+
+
+def test_per_user_order_kept_and_never_two_items_of_a_user_in_flight(fake):
+    fake.delay_s = 0.003
+    fake.fail_next = [503, 503]
+    fake.throttled = {"user-03": 2, "user-07": 1}
+    users = [f"user-{u:02d}" for u in range(12)]
+    ops = [identify(u, n) for n in range(25) for u in users]
+    ops += [event(u, n) for n in range(100, 105) for u in users[:4]]
+    ops += [{"api": "identify", "body": {"device_id": "device-only-1", "user_properties": {"$set": {"n": n}}}}
+            for n in range(10)]
+    result = deliver(fake, ops, concurrency=4)
+    assert result.refs(DELIVERED) == set(range(len(ops)))
+    for who in users + ["device-only-1"]:
+        arrived = [i.get("user_properties", {}).get("$set", {}).get("n", i.get("event_properties", {}).get("n"))
+                   for i in fake.arrivals[who]]
+        assert arrived == sorted(arrived) and len(arrived) == len(set(arrived)), who
+        assert not _overlaps(fake.requests, who), who
+    assert fake.properties["user-03"] == {"n": 24}
+
+
+def test_concurrency_really_has_several_requests_in_flight(fake):
+    fake.delay_s = 0.02
+    fake.max_items = 50
+    ops = [identify(f"user-{u:04d}") for u in range(1000)]
+    deliver(fake, ops, concurrency=4)
+    events = sorted([(r["start"], 1) for r in fake.requests] + [(r["time"], -1) for r in fake.requests])
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    assert peak >= 3
+
+
+def test_request_stop_returns_promptly_with_in_flight_outcomes_reported(fake):
+    fake.delay_s = 0.2
+    ops = [identify(f"user-{u:05d}") for u in range(20_000)]
+    holder = {}
+
+    def hook(deliverer):
+        holder["timer"] = threading.Timer(0.05, deliverer.request_stop)
+        holder["timer"].start()
+
+    result = deliver(fake, ops, deliverer_hook=hook, expect_all=False, concurrency=2)
+    assert result.elapsed < 1.0
+    delivered = result.refs(DELIVERED)
+    assert 0 < len(delivered) < len(ops)
+    received = {i["user_id"] for i in fake.identifies}
+    assert received == {ops[ref]["body"]["user_id"] for ref in delivered}
+    assert result.refs(REJECTED) == set() and result.refs(UNDELIVERED) == set()
+
+
+def test_request_stop_from_the_outcome_callback(fake):
+    ops = [identify(f"user-{u:05d}") for u in range(10_000)]
+    outcomes = []
+    with Deliverer(amplitude_settings(fake), fast_delivery(concurrency=2)) as deliverer:
+        def on_outcomes(batch):
+            outcomes.extend(batch)
+            deliverer.request_stop()
+        deliverer.deliver(enumerate(ops), on_outcomes)
+    assert 0 < len(outcomes) < len(ops)
+    assert len(fake.identifies) == len(outcomes)
