@@ -228,7 +228,7 @@ class _Settler:
 
 def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
              pages: Iterable[list[PendingRow]], report: AudienceReport, stop: _Stop, progress: Any,
-             label: str, total: int) -> None:
+             label: str, total: int, on_response: Callable[[str, int, int], None] | None = None) -> None:
     from .delivery import Deliverer
 
     phase = _Phase(progress, label, total)
@@ -253,7 +253,7 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
                     yield row.identity, op
 
     try:
-        with Deliverer(config.amplitude, config.delivery) as deliverer:
+        with Deliverer(config.amplitude, config.delivery, on_response=on_response) as deliverer:
             with stop.watch(deliverer.request_stop):
                 deliverer.deliver(items(), settler.on_outcomes)
     finally:
@@ -327,7 +327,8 @@ def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report
 
 
 def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, report: AudienceReport,
-                   mode: str, skip_backfill: bool, stop: _Stop, progress: Any) -> None:
+                   mode: str, skip_backfill: bool, stop: _Stop, progress: Any,
+                   on_response: Callable[[str, int, int], None] | None = None) -> None:
     destination = config.amplitude.destination_id
     builder = OperationBuilder(audience, config.amplitude, destination)
     with LeaseKeeper(store, lease_name(config, audience), config.daemon.lease_ttl_s,
@@ -343,7 +344,8 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
             if earlier:
                 report.earlier_pending = earlier
                 _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, before_run=run_id),
-                         report, stop, progress, f"{audience.key}: delivering earlier pending", earlier)
+                         report, stop, progress, f"{audience.key}: delivering earlier pending", earlier,
+                         on_response)
             if not stop():
                 # 2-3. Load, diff, plan (one transaction).
                 with store.work(row.id) as work:
@@ -359,7 +361,7 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                 planned = report.entered + report.exited + report.changed + report.unset + report.resent
                 if planned and not stop():
                     _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, run_id=run_id),
-                             report, stop, progress, f"{audience.key}: delivering", planned)
+                             report, stop, progress, f"{audience.key}: delivering", planned, on_response)
             report.stopped = stop()
             report.pending = store.pending_count(row.id)
             status = "stopped" if report.stopped else "partial" if (report.pending or report.rejected) else "ok"
@@ -378,7 +380,8 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
 
 
 def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, skip_backfill: bool,
-         progress: Any, stop_event: threading.Event | None, apply_migrations: bool) -> RunReport:
+         progress: Any, stop_event: threading.Event | None, apply_migrations: bool,
+         on_response: Callable[[str, int, int], None] | None = None) -> RunReport:
     from .state import migrate
 
     selected = [config.audience(n) for n in names] if names else list(config.audiences)
@@ -404,7 +407,7 @@ def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, s
                 if dry_run:
                     _dry_run(config, store, audience, entry, mode, skip_backfill, progress)
                 else:
-                    _sync_audience(config, store, audience, entry, mode, skip_backfill, stop, progress)
+                    _sync_audience(config, store, audience, entry, mode, skip_backfill, stop, progress, on_response)
             except FatalDeliveryError as exc:
                 entry.error, entry.error_exit_code = str(exc), exc.exit_code
                 fatal = exc  # an invalid API key fails every audience alike
@@ -423,10 +426,12 @@ def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, s
 
 def run_once(config: Config, *, audiences: list[str] | None = None, dry_run: bool = False,
              skip_backfill: bool = False, progress: Any = None, stop_event: threading.Event | None = None,
-             apply_migrations: bool = True) -> RunReport:
-    """One sync pass over every configured audience (or the named ones)."""
+             apply_migrations: bool = True,
+             on_response: Callable[[str, int, int], None] | None = None) -> RunReport:
+    """One sync pass over every configured audience (or the named ones). `on_response(api, status,
+    items)` sees every Amplitude answer (the daemon's metrics)."""
     return _run(config, audiences, "run", dry_run=dry_run, skip_backfill=skip_backfill, progress=progress,
-                stop_event=stop_event, apply_migrations=apply_migrations)
+                stop_event=stop_event, apply_migrations=apply_migrations, on_response=on_response)
 
 
 def backfill(config: Config, audience_name: str, *, dry_run: bool = False, progress: Any = None,
