@@ -1,0 +1,108 @@
+"""DESIGN.md section 4: two runs of one audience never overlap. Two real `audsync run` processes
+on one audience and one state database (SQLite file or PostgreSQL), with the fake Amplitude
+holding the first run's request until the second one has decided."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from audsync.testing.fake_amplitude import FakeAmplitude
+
+AUDSYNC = str(Path(sys.executable).with_name("audsync"))
+NAME = "Overlap Members"
+KEY = "overlap_members"
+
+
+@pytest.fixture
+def held_amplitude():
+    """A fake Amplitude whose request handling blocks until `release` is set; `received` is set
+    when the first request arrives (the first run then holds its lease, mid-delivery)."""
+    fake = FakeAmplitude()
+    fake.received = threading.Event()
+    fake.release = threading.Event()
+
+    def hold(path, raw):
+        fake.received.set()
+        fake.release.wait(20)
+
+    fake.on_receive = hold
+    yield fake
+    fake.release.set()
+    fake.close()
+
+
+def write_config(tmp_path: Path, state_url: str, amplitude_url: str, lock_wait_s: float = 0) -> Path:
+    with open(tmp_path / "members.jsonl", "w") as f:
+        for i in range(500):
+            f.write(f'{{"user_id": "user{i:05d}"}}\n')
+    path = tmp_path / "audsync.toml"
+    path.write_text(textwrap.dedent(f'''
+        [state]
+        url = "{state_url}"
+        lock_wait_s = {lock_wait_s}
+        [amplitude]
+        api_key = "test-api-key-123"
+        endpoint = "{amplitude_url}"
+        [delivery]
+        timeout_s = 30
+        [[audiences]]
+        name = "{NAME}"
+        source = {{ type = "file", path = "members.jsonl" }}
+    '''))
+    return path
+
+
+def start(config: Path) -> subprocess.Popen:
+    return subprocess.Popen([AUDSYNC, "run", "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_second_run_of_a_busy_audience_exits_2_naming_the_audience_and_the_holder(tmp_path, state_url,
+                                                                                  held_amplitude):
+    config = write_config(tmp_path, state_url, held_amplitude.url)
+    first = start(config)
+    try:
+        assert held_amplitude.received.wait(30), "the first run never reached Amplitude"
+        second = start(config)
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 2, (out, err)
+        message = out + err
+        assert f"audience {NAME!r}" in message
+        assert f"pid {first.pid}" in message and "already syncing it" in message
+        assert "Traceback" not in message
+        assert first.poll() is None, "the first run must still be running while the second gives up"
+    finally:
+        held_amplitude.release.set()
+        first_out, first_err = first.communicate(timeout=60)
+    assert first.returncode == 0, (first_out, first_err)
+    assert all(held_amplitude.properties[f"user{i:05d}"] == {KEY: True} for i in range(500))
+    # The second run sent nothing: every member arrived exactly once.
+    assert sum(len(v) for v in held_amplitude.arrivals.values()) == 500
+
+
+def test_second_run_with_lock_wait_waits_for_the_first_then_succeeds(tmp_path, state_url, held_amplitude):
+    config = write_config(tmp_path, state_url, held_amplitude.url, lock_wait_s=60)
+    first = start(config)
+    try:
+        assert held_amplitude.received.wait(30), "the first run never reached Amplitude"
+        second = start(config)
+        time.sleep(2.0)
+        assert second.poll() is None, "the second run must wait while the first holds the audience"
+        assert first.poll() is None
+    finally:
+        held_amplitude.release.set()
+        first_out, first_err = first.communicate(timeout=60)
+    out, err = second.communicate(timeout=60)
+    assert first.returncode == 0, (first_out, first_err)
+    assert second.returncode == 0, (out, err)
+    assert "already syncing" not in out + err
+    # It ran after the first had finished: nothing left to change, nothing resent.
+    assert "+0 entered" in out and "0 delivered" in out
+    assert sum(len(v) for v in held_amplitude.arrivals.values()) == 500
