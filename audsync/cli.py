@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(handler=_status)
 
+    p = commands.add_parser("daemon", help="run every audience on its schedule until SIGTERM/SIGINT")
+    _common(p)
+    p.add_argument("--metrics-port", type=int, metavar="N",
+                   help="serve Prometheus /metrics and /healthz on this port")
+    p.set_defaults(handler=_daemon)
+
     p = commands.add_parser("db", help="state database maintenance")
     db_commands = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     p = db_commands.add_parser("upgrade", help="apply pending migrations to the state database")
@@ -142,6 +148,13 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print(format_status(entries))
     return 0
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    from .scheduler import run_daemon
+
+    cfg = config_module.load(args.config)
+    return run_daemon(cfg, metrics_port=args.metrics_port)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

@@ -35,5 +35,14 @@ def next_run(schedule: str, now: datetime) -> datetime:
 def current_slot(schedule: str, now: datetime, grace_s: float) -> datetime:
     """The scheduled fire time a run starting at `now` belongs to (the latest one not after now,
     looked for within the misfire grace period); `now` itself when none is that recent."""
-    fire = trigger_for(schedule).get_next_fire_time(None, now - timedelta(seconds=grace_s))
-    return fire if fire is not None and fire <= now else now
+    seconds = every_seconds(schedule)
+    if seconds is not None:
+        fire = EPOCH + timedelta(seconds=(now - EPOCH).total_seconds() // seconds * seconds)
+        return fire if (now - fire).total_seconds() <= grace_s else now
+    trigger = trigger_for(schedule)
+    latest = None
+    fire = trigger.get_next_fire_time(None, now - timedelta(seconds=grace_s))
+    while fire is not None and fire <= now:  # a cron fires at most once a minute: a short walk
+        latest = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+    return latest if latest is not None else now

@@ -1,0 +1,212 @@
+"""Daemon test fixtures: real `audsync daemon` subprocesses against a loopback fake Amplitude
+(audsync.testing.fake_amplitude, in this process) and a real SQLite file or PostgreSQL database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from audsync.testing.fake_amplitude import FakeAmplitude
+
+API_KEY = "test-api-key-123"
+
+
+@pytest.fixture
+def amplitude():
+    fake = FakeAmplitude()
+    yield fake
+    fake.close()
+
+
+class Project:
+    """A config with JSON-lines audience sources under tmp_path, pointed at the fake Amplitude."""
+
+    def __init__(self, tmp_path: Path, state_url: str, amplitude: FakeAmplitude):
+        self.dir = tmp_path
+        self.state_url = state_url
+        self.amplitude = amplitude
+        self.truth: dict[str, set[str]] = {}
+
+    def members(self, key: str, user_ids) -> None:
+        """(Re)write the members of audience `key`; the rewrite is atomic so a run never reads half a file."""
+        self.truth[key] = set(user_ids)
+        tmp = self.dir / f"{key}.jsonl.tmp"
+        with open(tmp, "w") as f:
+            for uid in sorted(self.truth[key]):
+                f.write(json.dumps({"user_id": uid}) + "\n")
+        os.replace(tmp, self.dir / f"{key}.jsonl")
+
+    def write(self, audiences: dict[str, str | None], daemon: str = "", delivery: str = "") -> Path:
+        """audiences: key -> schedule (None: the default schedule)."""
+        blocks = []
+        for key, schedule in audiences.items():
+            if key not in self.truth:
+                self.members(key, [])
+            blocks.append(f'[[audiences]]\nname = "{key}"\n'
+                          + (f'schedule = "{schedule}"\n' if schedule else "")
+                          + f'source = {{ type = "file", path = "{key}.jsonl" }}\n')
+        path = self.dir / "audsync.toml"
+        path.write_text(textwrap.dedent(f'''
+            [state]
+            url = "{self.state_url}"
+            [amplitude]
+            api_key = "{API_KEY}"
+            endpoint = "{self.amplitude.url}"
+            [delivery]
+            max_attempts = 3
+            backoff_initial_s = 0.05
+            backoff_max_s = 0.1
+            timeout_s = 5
+        ''') + textwrap.dedent(delivery) + "[daemon]\n" + textwrap.dedent(daemon) + "\n" + "\n".join(blocks))
+        self.config_path = path
+        return path
+
+    def synced_properly(self) -> bool:
+        """Every user's property in the fake equals the truth: members true, others false or absent."""
+        with self.amplitude.lock:
+            props = {who: dict(p) for who, p in self.amplitude.properties.items()}
+        for key, members in self.truth.items():
+            for uid in members:
+                if props.get(uid, {}).get(key) is not True:
+                    return False
+            for uid, p in props.items():
+                if uid not in members and p.get(key) not in (None, False):
+                    return False
+        return True
+
+    def runs(self) -> list[dict]:
+        engine = sa.create_engine(self.state_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text(
+                    "SELECT r.id, a.key, r.status, r.started_at, r.finished_at, r.delivered, r.pending "
+                    "FROM runs r JOIN audiences a ON a.id = r.audience_id ORDER BY r.started_at")).mappings().all()
+        except sa.exc.OperationalError:
+            return []  # not migrated yet
+        finally:
+            engine.dispose()
+        return [dict(r) for r in rows]
+
+    def pending(self) -> int:
+        engine = sa.create_engine(self.state_url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text("SELECT count(*) FROM outbox WHERE status = 'pending'")).scalar_one())
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def make_project(tmp_path, amplitude):
+    def make(state_url: str) -> Project:
+        return Project(tmp_path, state_url, amplitude)
+    return make
+
+
+class DaemonProc:
+    """`audsync daemon` in a subprocess with JSON logs, collected from its stderr."""
+
+    def __init__(self, config: Path, *, metrics: bool = True):
+        cmd = [sys.executable, "-m", "audsync.cli", "daemon", "--config", str(config), "--log-format", "json"]
+        if metrics:
+            cmd += ["--metrics-port", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+        self.lines: list[str] = []
+        self.records: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            try:
+                self.records.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def wait_for(self, message: str, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in list(self.records):
+                if message in record.get("message", ""):
+                    return record
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                raise AssertionError(f"daemon exited {self.proc.returncode}: {''.join(self.lines)}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {message!r} in the daemon's log within {timeout} s: {''.join(self.lines)}")
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.wait_for("metrics on port")["metrics_port"])
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def finished_runs(self) -> list[dict]:
+        return [r for r in self.records if r.get("message") == "run finished"]
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def daemons():
+    """Starts daemons; kills whatever is still running at the end of the test."""
+    started: list[DaemonProc] = []
+
+    def start(config: Path, **kwargs) -> DaemonProc:
+        d = DaemonProc(config, **kwargs)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.kill()
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def get_url(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
