@@ -8,20 +8,15 @@ from typing import Any, Iterator
 
 from ..config import AudienceConfig
 from ..errors import SourceError
-from .hygiene import Hygiene
+from .hygiene import SourceBase
 
 ID_COLUMNS = ("user_id", "anonymous_id")
 
 
-class FileSource:
+class FileSource(SourceBase):
     def __init__(self, audience: AudienceConfig, path: Path, min_id_length: int, chunk_rows: int):
-        self.audience = audience
+        super().__init__(audience, min_id_length, chunk_rows)
         self.path = path
-        self.chunk_rows = chunk_rows
-        self.computed = audience.kind == "computed_trait"
-        self.hygiene = Hygiene(min_id_length, self.computed)
-        self.skipped = self.hygiene.skipped
-        self.rows_read = 0
 
     def _fail(self, message: str) -> SourceError:
         return SourceError(f"audience {self.audience.name!r}: {self.path}: {message}")

@@ -98,3 +98,15 @@ class Hygiene:
                 raise SourceError(f"{where}: value is not JSON")
             return (user, anon, value)
         return (user, anon, None)
+
+
+class SourceBase:
+    """What every source keeps while it reads: its audience, the hygiene rules and the counts."""
+
+    def __init__(self, audience, min_id_length: int, chunk_rows: int):
+        self.audience = audience
+        self.chunk_rows = chunk_rows
+        self.computed = audience.kind == "computed_trait"
+        self.hygiene = Hygiene(min_id_length, self.computed)
+        self.skipped = self.hygiene.skipped
+        self.rows_read = 0

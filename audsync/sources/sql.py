@@ -6,7 +6,7 @@ from typing import Iterator
 
 from ..config import AudienceConfig
 from ..errors import SourceError
-from .hygiene import Hygiene
+from .hygiene import SourceBase
 
 
 def _safe_url(url: str) -> str:
@@ -18,16 +18,11 @@ def _safe_url(url: str) -> str:
         return "<invalid URL>"
 
 
-class SqlSource:
+class SqlSource(SourceBase):
     def __init__(self, audience: AudienceConfig, url: str, query: str, min_id_length: int, chunk_rows: int):
-        self.audience = audience
+        super().__init__(audience, min_id_length, chunk_rows)
         self.url = url
         self.query = query
-        self.chunk_rows = chunk_rows
-        self.computed = audience.kind == "computed_trait"
-        self.hygiene = Hygiene(min_id_length, self.computed)
-        self.skipped = self.hygiene.skipped
-        self.rows_read = 0
 
     def _fail(self, message: str) -> SourceError:
         return SourceError(f"audience {self.audience.name!r}: {message}")
