@@ -163,6 +163,13 @@ class StateStore:
             conn.execute(sa.text("DELETE FROM leases WHERE name = :name AND holder = :holder"),
                          {"name": name, "holder": holder})
 
+    def break_lease(self, name: str, holder: str) -> bool:
+        """Expire `holder`'s lease now (its process is known to be dead); False when it moved on."""
+        with self._conn() as conn:
+            return conn.execute(sa.text(
+                f"UPDATE leases SET expires_at = {self._now} - 1 WHERE name = :name AND holder = :holder"),
+                {"name": name, "holder": holder}).rowcount == 1
+
     def lease_info(self, name: str) -> LeaseInfo | None:
         with self._conn(write=False) as conn:
             row = conn.execute(sa.text(
@@ -571,12 +578,23 @@ class LeaseKeeper:
     def __enter__(self) -> "LeaseKeeper":
         deadline = time.monotonic() + self.wait_s
         while not self.store.acquire_lease(self.name, self.holder, self.ttl_s):
+            if self._break_if_holder_died():
+                continue
             if time.monotonic() >= deadline:
                 raise StateError(self._busy_message())
             time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
         self._thread = threading.Thread(target=self._renew, name=f"lease {self.name}", daemon=True)
         self._thread.start()
         return self
+
+    def _break_if_holder_died(self) -> bool:
+        """A run killed on this host (SIGKILL, OOM, power cut of a container) cannot release its
+        lease; waiting out its TTL would block the rerun that must deliver what it left pending.
+        Only a holder on this host can be checked: others keep their lease until it expires."""
+        info = self.store.lease_info(self.name)
+        if info is None or info.host != socket.gethostname() or info.pid == os.getpid() or _alive(info.pid):
+            return False
+        return self.store.break_lease(self.name, info.holder)
 
     def _busy_message(self) -> str:
         info = self.store.lease_info(self.name)
@@ -603,6 +621,16 @@ class LeaseKeeper:
             self._thread.join()
         with contextlib.suppress(StateError):
             self.store.release_lease(self.name, self.holder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _sqlite_version() -> tuple[int, ...]:

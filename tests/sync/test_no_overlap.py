@@ -4,6 +4,7 @@ holding the first run's request until the second one has decided."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -106,3 +107,19 @@ def test_second_run_with_lock_wait_waits_for_the_first_then_succeeds(tmp_path, s
     # It ran after the first had finished: nothing left to change, nothing resent.
     assert "+0 entered" in out and "0 delivered" in out
     assert sum(len(v) for v in held_amplitude.arrivals.values()) == 500
+
+
+def test_a_run_killed_on_this_host_does_not_block_the_next_one_until_its_lease_expires(tmp_path, state_url,
+                                                                                      held_amplitude):
+    config = write_config(tmp_path, state_url, held_amplitude.url)
+    first = start(config)
+    assert held_amplitude.received.wait(30), "the first run never reached Amplitude"
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    held_amplitude.release.set()
+    started = time.monotonic()
+    second = start(config)
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, (out, err)
+    assert time.monotonic() - started < 30, "it must not wait out the dead run's 60 s lease"
+    assert all(held_amplitude.properties[f"user{i:05d}"] == {KEY: True} for i in range(500))
