@@ -68,7 +68,7 @@ class Project:
             backoff_initial_s = 0.05
             backoff_max_s = 0.1
             timeout_s = 5
-        ''') + textwrap.dedent(delivery) + "[daemon]\n" + textwrap.dedent(daemon) + "\n" + "\n".join(blocks))
+        ''') + textwrap.dedent(delivery) + "\n[daemon]\n" + textwrap.dedent(daemon) + "\n" + "\n".join(blocks))
         self.config_path = path
         return path
 
@@ -194,14 +194,19 @@ def daemons():
         d.kill()
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
+def wait_until(predicate, timeout: float, what: str, *daemons: DaemonProc, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        for d in daemons:
+            if d.proc.poll() is not None:
+                raise AssertionError(f"daemon {d.pid} exited {d.proc.returncode} while waiting for {what}:\n"
+                                     + d.output()[-4000:])
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    logs = "".join(f"\n--- daemon {d.pid} ---\n{d.output()[-4000:]}" for d in daemons)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{logs}")
 
 
 def get_url(url: str) -> tuple[int, str]:
