@@ -45,6 +45,19 @@ class Batcher:
         # +1 for the comma between items
         return len(self.items) < self.cap and self.size + encoded_len + 1 <= self.limit.max_bytes
 
+    def push(self, item, encoded_len: int) -> list | None:
+        """Adds the item, first closing the current request when the item does not fit in it;
+        returns that closed request (one call per item: this is the deliverer's hot path)."""
+        items = self.items
+        closed = None
+        if len(items) >= self.cap or self.size + encoded_len + 1 > self.limit.max_bytes:
+            closed = items
+            self.items = items = []
+            self.size = ENVELOPE_BYTES
+        items.append(item)
+        self.size += encoded_len + 1
+        return closed
+
     def too_big_alone(self, encoded_len: int) -> bool:
         return ENVELOPE_BYTES + encoded_len > self.limit.max_bytes
 

@@ -54,13 +54,14 @@ class DeliveryStats:
 
 
 class _Item:
-    __slots__ = ("ref", "api", "body", "data", "key", "attempts", "first_try", "due")
+    # no `body`: the encoded `data` is enough, and not holding every body dict of the read-ahead
+    # window keeps the garbage collector's work (a third of the per-item cost) down
+    __slots__ = ("ref", "api", "data", "key", "attempts", "first_try")
 
-    def __init__(self, ref: Any, api: str, body: dict, data: bytes, key: Any):
-        self.ref, self.api, self.body, self.data, self.key = ref, api, body, data, key
+    def __init__(self, ref: Any, api: str, data: bytes, key: Any):
+        self.ref, self.api, self.data, self.key = ref, api, data, key
         self.attempts = 0
         self.first_try = 0.0
-        self.due = 0.0
 
     def __lt__(self, other: "_Item") -> bool:  # heap order when due times tie
         return id(self) < id(other)
@@ -132,7 +133,8 @@ class _Run:
         self.lanes: dict[Any, deque[_Item]] = {}
         self.outstanding = 0
         self.in_flight: dict[Future, tuple[str, list[_Item]]] = {}
-        self.window = max(10_000, owner.delivery.concurrency * 2 * 2_000 * 2)
+        # enough for `concurrency` full requests in flight and as many ready behind them
+        self.window = max(10_000, owner.delivery.concurrency * 2 * 2_000)
         self.fatal: str | None = None
 
     @property
@@ -161,8 +163,8 @@ class _Run:
             done, _ = wait(list(self.in_flight), timeout=min(timeout, 0.25) if timeout is not None else 0.25,
                            return_when=FIRST_COMPLETED)
             for future in done:
-                api, batch = self.in_flight.pop(future)
-                self.handle(api, batch, future.result())
+                api, batch, sent = self.in_flight.pop(future)
+                self.handle(api, batch, future.result(), sent)
         if self.fatal is not None:
             raise FatalDeliveryError(self.fatal)
         return self.stats
@@ -171,37 +173,47 @@ class _Run:
         return any(b.items for b in self.batchers.values())
 
     def fill(self) -> None:
-        while not self.exhausted and self.outstanding < self.window:
-            try:
-                ref, operation = next(self.source)
-            except StopIteration:
-                self.exhausted = True
-                break
+        # the per-item hot path: locals and inlined lane_key keep it at a few microseconds per item
+        if self.exhausted or self.outstanding >= self.window:
+            return
+        held, lanes, batchers, to_send = self.held, self.lanes, self.batchers, self.to_send
+        dumps, window, enough = orjson.dumps, self.window, self.o.delivery.concurrency * 2
+        for ref, operation in self.source:
             api = operation["api"]
             body = operation["body"]
-            item = _Item(ref, api, body, orjson.dumps(body), lane_key(api, body))
+            data = dumps(body)
+            if api == "groupidentify":
+                key = ("g", body.get("group_type"), body.get("group_value"))
+            else:
+                key = body.get("user_id")
+                if key is None:
+                    key = ("d", body.get("device_id"))
+            item = _Item(ref, api, data, key)
             self.outstanding += 1
-            if self.batchers[api].too_big_alone(len(item.data)):
+            batcher = batchers[api]
+            if batcher.too_big_alone(len(data)):
                 self.settle([item], REJECTED, "the item is larger than Amplitude accepts in one request", release=False)
-                continue
-            key = item.key
-            if key in self.held:
-                lane = self.lanes.get(key)
+            elif key in held:
+                lane = lanes.get(key)
                 if lane is None:
-                    self.lanes[key] = lane = deque()
+                    lanes[key] = lane = deque()
                 lane.append(item)
             else:
-                self.held.add(key)
-                self.queue(item)
-            if len(self.to_send) >= self.o.delivery.concurrency * 2:
-                break
+                held.add(key)
+                closed = batcher.push(item, len(data))
+                if closed:
+                    to_send.append((api, closed))
+                if len(batcher.items) >= batcher.cap:
+                    to_send.append((api, batcher.take()))
+            if self.outstanding >= window or len(to_send) >= enough:
+                return
+        self.exhausted = True
 
     def queue(self, item: _Item) -> None:
         batcher = self.batchers[item.api]
-        size = len(item.data)
-        if not batcher.fits(size):
-            self.to_send.append((item.api, batcher.take()))
-        batcher.add(item, size)
+        closed = batcher.push(item, len(item.data))
+        if closed:
+            self.to_send.append((item.api, closed))
         if batcher.full:
             self.to_send.append((item.api, batcher.take()))
 
@@ -220,12 +232,8 @@ class _Run:
                     self.to_send.append((api, batcher.take()))
         while self.to_send and len(self.in_flight) < limit:
             api, batch = self.to_send.popleft()
-            now = self.o.clock()
-            for item in batch:
-                if item.attempts == 0 and item.first_try == 0.0:
-                    item.first_try = now
             future = self.o._pool.submit(self.o.transport.send, api, [item.data for item in batch])
-            self.in_flight[future] = (api, batch)
+            self.in_flight[future] = (api, batch, self.o.clock())
 
     # -- outcomes -----------------------------------------------------------------------------
     def settle(self, items: list[_Item], status: str, reason: str | None, release: bool = True) -> None:
@@ -240,15 +248,19 @@ class _Run:
         self.outstanding -= len(items)
         if release:
             lanes, held = self.lanes, self.held
-            for item in items:
-                lane = lanes.get(item.key)
-                if lane:
-                    self.queue(lane.popleft())
-                    if not lane:
-                        del lanes[item.key]
-                else:
-                    held.discard(item.key)
-        self.on_outcomes([Outcome(item.ref, status, item.api, reason) for item in items])
+            if not lanes:  # nobody waits behind these items
+                held.difference_update([item.key for item in items])
+            else:
+                for item in items:
+                    lane = lanes.get(item.key)
+                    if lane:
+                        self.queue(lane.popleft())
+                        if not lane:
+                            del lanes[item.key]
+                    else:
+                        held.discard(item.key)
+        new = tuple.__new__  # Outcome(...) goes through a Python-level __new__: this is 3x faster
+        self.on_outcomes([new(Outcome, (item.ref, status, api, reason)) for item in items])
 
     def settle_each(self, pairs: list[tuple[_Item, str]], status: str) -> None:
         by_reason: dict[str, list[_Item]] = {}
@@ -263,11 +275,10 @@ class _Run:
         if due - item.first_try > self.settings.deadline_s:
             self.settle([item], UNDELIVERED, f"{reason}; gave up after {self.settings.deadline_s:g} s")
             return False
-        item.due = due
         heapq.heappush(self.retry, (due, item))
         return True
 
-    def handle(self, api: str, batch: list[_Item], answer: Answer) -> None:
+    def handle(self, api: str, batch: list[_Item], answer: Answer, sent: float) -> None:
         self.stats.requests += 1
         self.stats.statuses[answer.status] += 1
         if self.o.on_response is not None:
@@ -275,7 +286,10 @@ class _Run:
         if answer.status == 200:
             self.settle(batch, DELIVERED, None)
             return
-        bodies = [item.body for item in batch]
+        for item in batch:  # the deadline counts from an item's first send (set here, off the happy path)
+            if item.first_try == 0.0:
+                item.first_try = sent
+        bodies = [orjson.loads(item.data) for item in batch]  # off the happy path
         decision = policy.classify(api, answer.status, answer.body if answer.body is not None else answer.error,
                                    answer.headers, bodies, self.settings.throttle_pause_s,
                                    self.o.amplitude.send_to_batch_endpoint)

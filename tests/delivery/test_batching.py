@@ -121,3 +121,12 @@ def test_take_resets_the_measured_size():
     assert not batcher.fits(20)
     assert batcher.take() == ["a"]
     assert batcher.fits(20) and batcher.items == []
+
+
+def test_push_closes_the_request_an_item_does_not_fit_in():
+    batcher = Batcher(Limit(3, ENVELOPE_BYTES + 100))
+    assert batcher.push("a", 40) is None and batcher.push("b", 40) is None
+    assert batcher.push("c", 40) == ["a", "b"]  # 3 * 41 bytes would pass the byte limit
+    assert batcher.items == ["c"]
+    assert batcher.push("d", 1) is None and batcher.push("e", 1) is None
+    assert batcher.full and batcher.push("f", 1) == ["c", "d", "e"]  # the count cap
