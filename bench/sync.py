@@ -101,8 +101,7 @@ def free_port() -> int:
 
 
 class LeanFake:
-    """The fake Amplitude in its own process, counting accepted items (/stats is not part of
-    Amplitude's contract, so the count is read from its stdout-free counter via a tiny probe)."""
+    """The fake Amplitude in its own process; its GET /_stats (not Amplitude's) counts what arrived."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -114,7 +113,7 @@ class LeanFake:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def items(self) -> int:
-        with urllib.request.urlopen(f"{self.url}/stats", timeout=10) as answer:
+        with urllib.request.urlopen(f"{self.url}/_stats", timeout=10) as answer:
             import json
 
             return int(json.loads(answer.read())["items_received"])

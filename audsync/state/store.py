@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 import sqlalchemy as sa
@@ -61,8 +61,8 @@ class AudienceRow:
     first_synced_at: float | None
 
 
-@dataclass(frozen=True)
-class PendingRow:
+class PendingRow(NamedTuple):
+    # A tuple, not a dataclass: ten million of them are built on the delivery path.
     identity: str
     user_id: str | None
     anonymous_id: str | None
@@ -266,13 +266,28 @@ class StateStore:
             "SELECT identity, user_id, anonymous_id, value, change, run_id FROM outbox "
             f"WHERE audience_id = :a AND status = 'pending'{cond} AND identity > :after "
             "ORDER BY identity LIMIT :n")
+        # Compiled once and run on the driver's cursor: SQLAlchemy's row processing cost as much
+        # as everything else on this path at ten million rows.
+        compiled = sql.compile(dialect=self.engine.dialect)
+        positional = self.engine.dialect.positional
+        make = PendingRow._make
         after = ""
         while True:
+            values = dict(params, after=after)
+            args: Any = (tuple(values[name] for name in compiled.positiontup) if positional
+                         else compiled.construct_params(values))
             with self._conn(write=False) as conn:
-                rows = conn.execute(sql, dict(params, after=after)).all()
+                cursor = conn.connection.driver_connection.cursor()
+                try:
+                    cursor.execute(str(compiled), args)
+                    rows = cursor.fetchall()
+                except self.engine.dialect.dbapi.Error as exc:
+                    raise translate_db_error(exc, self.url) from None
+                finally:
+                    cursor.close()
             if not rows:
                 return
-            yield [PendingRow(*row) for row in rows]
+            yield list(map(make, rows))
             if len(rows) < page_rows:
                 return
             after = rows[-1][0]
@@ -281,6 +296,20 @@ class StateStore:
         if self.dialect == "sqlite":
             return f"{column} IN (SELECT value FROM json_each(:ids))", orjson.dumps(list(ids)).decode()
         return f"{column} = ANY(CAST(:ids AS text[]))", list(ids)
+
+    @staticmethod
+    def _copy_acked(conn: Connection, audience_id: int, delivered: Sequence[str]) -> tuple[str, str, dict]:
+        """PostgreSQL: the acknowledged ids COPYed into a keyed temporary table, joined by the
+        settling statements; `= ANY(array)` over 20,000 ids settled only ~40,000 rows/s."""
+        conn.exec_driver_sql('CREATE TEMP TABLE acked (identity text COLLATE "C" PRIMARY KEY) ON COMMIT DROP')
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cursor:
+            with cursor.copy("COPY acked (identity) FROM STDIN") as copy:
+                for identity in delivered:
+                    copy.write_row((identity,))
+        conn.exec_driver_sql("ANALYZE acked")
+        return ("o.identity IN (SELECT identity FROM acked)", "identity IN (SELECT identity FROM acked)",
+                {"a": audience_id})
 
     def settle(self, audience_id: int, run_id: int, delivered: Sequence[str], rejected: Sequence[Rejected]) -> None:
         """Record Amplitude's answers in one transaction: acknowledged users advance their synced
@@ -294,8 +323,12 @@ class StateStore:
                 # operations: not worth waiting for a WAL flush at every batch.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             if delivered:
-                in_ids, ids = self._ids("o.identity", delivered)
-                params = {"a": audience_id, "ids": ids}
+                if self.dialect == "postgresql":
+                    in_ids, plain_in, params = self._copy_acked(conn, audience_id, delivered)
+                else:
+                    in_ids, ids = self._ids("o.identity", delivered)
+                    plain_in, _ = self._ids("identity", delivered)
+                    params = {"a": audience_id, "ids": ids}
                 conn.execute(sa.text(
                     "INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
                     "SELECT o.audience_id, o.identity, o.user_id, o.anonymous_id, o.value FROM outbox o "
@@ -305,7 +338,6 @@ class StateStore:
                 conn.execute(sa.text(
                     "DELETE FROM members WHERE audience_id = :a AND identity IN (SELECT o.identity FROM outbox o "
                     f"WHERE o.audience_id = :a AND {in_ids} AND o.value IS NULL)"), params)
-                plain_in, _ = self._ids("identity", delivered)
                 conn.execute(sa.text(f"DELETE FROM rejections WHERE audience_id = :a AND {plain_in}"), params)
                 conn.execute(sa.text(f"DELETE FROM outbox WHERE audience_id = :a AND {plain_in}"), params)
             if rejected:
