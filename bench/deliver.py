@@ -105,8 +105,6 @@ def wait_for(fake_url: str, target: int, timeout: float = 600) -> None:
 def child_fake(url: str, count: int, base: int, api: str) -> float:
     import httpx
     import orjson
-
-    from audsync.delivery.transport import multipart
     if api == "batch":
         per = 2000
         events = [{"event_type": "$identify", "user_id": f"user-{i:07d}",
@@ -116,8 +114,12 @@ def child_fake(url: str, count: int, base: int, api: str) -> float:
     else:
         per = 1000
         items = [{"user_id": f"user-{i:07d}", "user_properties": {"$set": {"audience_key": True}}} for i in range(per)]
-        body, content_type = multipart([("api_key", API_KEY.encode()), ("identification", orjson.dumps(items))])
-        headers, path = {"Content-Type": content_type}, "/identify"
+        boundary = "benchboundary0123456789"
+        body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+                        + value + b"\r\n" for name, value in (("api_key", API_KEY.encode()),
+                                                               ("identification", orjson.dumps(items))))
+        body += f"--{boundary}--\r\n".encode()
+        headers, path = {"Content-Type": f"multipart/form-data; boundary={boundary}"}, "/identify"
     requests = -(-count // per)
     left = [requests]
     lock = threading.Lock()

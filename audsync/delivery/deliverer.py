@@ -169,6 +169,9 @@ class _Run:
             raise FatalDeliveryError(self.fatal)
         return self.stats
 
+    def _limits_max(self, api: str) -> int:
+        return self.batchers[api].limit.max_items
+
     def any_partial(self) -> bool:
         return any(b.items for b in self.batchers.values())
 
@@ -302,13 +305,18 @@ class _Run:
         if decision.action == policy.REJECT:
             rejected = [(batch[i], reason) for i, reason in decision.rejected.items()]
             self.settle_each(rejected, REJECTED)
+            if answer.status == 413:
+                # one item too big alone caused the 413s that split its way down: the count was never
+                # the problem, so the cap goes back (otherwise every later request carries one item)
+                self.batchers[api].cap = self._limits_max(api)
             for i, item in enumerate(batch):
                 if i not in decision.rejected:
                     self.queue(item)
         elif decision.action == policy.SPLIT:
             batcher = self.batchers[api]
             half = max(1, len(batch) // 2)
-            batcher.cap = min(batcher.cap, half)
+            if answer.status == 413:  # later requests stay under what was too big; a 400 says nothing of size
+                batcher.cap = min(batcher.cap, half)
             self.to_send.appendleft((api, batch[half:]))
             self.to_send.appendleft((api, batch[:half]))
         elif decision.action == policy.THROTTLE:

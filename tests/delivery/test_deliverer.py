@@ -309,3 +309,20 @@ def test_request_stop_from_the_outcome_callback(fake):
         deliverer.deliver(enumerate(ops), on_outcomes)
     assert 0 < len(outcomes) < len(ops)
     assert len(fake.identifies) == len(outcomes)
+
+
+def test_one_item_too_big_alone_does_not_shrink_later_requests(fake):
+    fake.max_bytes = 300_000
+    ops = [identify(f"user-{u:05d}") for u in range(20_000)]
+    ops.insert(5, {"api": "identify", "body": {"user_id": "big-user", "user_properties": {"$set": {"x": "y" * 400_000}}}})
+    result = deliver(fake, ops)
+    assert result.refs(REJECTED) == {5}
+    assert len(result.refs(DELIVERED)) == 20_000
+    assert len(fake.requests) < 80  # 20 full requests, ~20 to corner the big one, a few shrunk meanwhile
+
+
+def test_400_naming_no_item_does_not_shrink_later_requests(fake):
+    fake.fail_next = [400]
+    result = deliver(fake, [identify(f"user-{u:05d}") for u in range(20_000)])
+    assert len(result.refs(DELIVERED)) == 20_000
+    assert len(fake.requests) <= 22
