@@ -1,12 +1,29 @@
-"""Row hygiene shared by every source (DESIGN.md section 4): ids as strings, refused ids and
-rows without a value skipped and counted. A malformed row is an error, never a skip: skipping
-a member would make the sync think they left the audience."""
+"""Row hygiene shared by every source (DESIGN.md section 4), applied column-wise over Arrow arrays.
+
+Ids become strings (numbers keep their decimal form, surrounding whitespace goes, empty means
+missing). Rows whose id Amplitude would refuse, rows without any id and computed-trait rows
+without a value are skipped and counted per reason. A malformed row (an id that is a list, an
+object, a boolean...) is an error naming its place, never a skip: skipping a member would make
+the sync think they left the audience. Duplicates and conflicting values are found later,
+globally, in the state database.
+
+Ten million members must load in seconds, so every check runs over whole chunks (Arrow compute
+kernels, C-level `map`/`set` passes); per-row Python runs only on the slow paths (mixed or odd
+types), which also find the exact row to name in an error.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import uuid
 from collections import Counter
-from typing import Any
+from decimal import Decimal
+from itertools import compress, repeat
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import SourceError
 from ..mapping._common import BLOCKED_IDS
@@ -15,17 +32,43 @@ NO_ID = "no id"
 SHORT_ID = "id shorter than min_id_length"
 BLOCKED_ID = "blocked id"
 NO_VALUE = "no value"
+REASONS = (NO_ID, SHORT_ID, BLOCKED_ID, NO_VALUE)
+
+Where = Callable[[int], str]
+"""Index of a row in the chunk -> its place for messages ("members.jsonl:17", "... query row 3")."""
+
+# Every blocked id is ASCII, so lowering ASCII letters only is as good as full case folding here.
+_BLOCKED = pa.array(sorted(BLOCKED_IDS), pa.string())
+_NONE = type(None)
+_MAX_EXACT_FLOAT = 2**53
+_NULL_TEXT = pa.scalar(None, pa.string())
 
 
-def id_text(value: Any, where: str, column: str) -> str | None:
-    """An id as its string; numbers keep their decimal form; missing, NaN and blanks are None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
+def quoted(name: str) -> str:
+    """An audience name in messages, in double quotes as users write it in the config."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _kind(value: Any) -> str:
     if isinstance(value, bool):
-        raise SourceError(f"{where}: {column} is a boolean, not an id")
+        return "a boolean"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (bytes, bytearray)):
+        return "bytes"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    return f"a {type(value).__name__}"
+
+
+def id_text(value: Any, column: str, where: Where, index: int) -> str | None:
+    """One id as text (whitespace is trimmed later, column-wise); None when missing."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise SourceError(f"{where(index)}: {column} is a boolean, not an id")
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -33,80 +76,206 @@ def id_text(value: Any, where: str, column: str) -> str | None:
             return None
         if value.is_integer():
             return str(int(value))
-        return repr(value)
-    if hasattr(value, "item"):  # numpy / pyarrow scalars
-        return id_text(value.item(), where, column)
-    raise SourceError(f"{where}: {column} is {type(value).__name__}, not an id")
+    elif isinstance(value, Decimal):
+        if value.is_nan():
+            return None
+        if value == value.to_integral_value():
+            return str(int(value))
+        return _refuse_id(value, column, where, index)
+    elif isinstance(value, uuid.UUID):
+        return str(value)
+    elif hasattr(value, "item") and not hasattr(value, "__len__"):  # a numpy scalar
+        return id_text(value.item(), column, where, index)
+    return _refuse_id(value, column, where, index)
 
 
-def plain_value(value: Any) -> Any:
-    """JSON-able value of a computed trait; None when the user has none."""
-    if value is None:
-        return None
+def _refuse_id(value: Any, column: str, where: Where, index: int) -> str:
+    if isinstance(value, (float, Decimal)):
+        raise SourceError(f"{where(index)}: {column} is the number {value}, which has a fraction; not an id")
+    raise SourceError(f"{where(index)}: {column} is {_kind(value)}, not an id")
+
+
+def ids_from_python(values: Sequence[Any], column: str, where: Where) -> pa.Array:
+    """Python values of one id column (SQL rows, JSON lines) -> an Arrow string array."""
+    types = set(map(type, values))
+    types.discard(_NONE)
+    if types <= {str}:
+        return pa.array(values, pa.string())
+    if types == {int}:
+        try:
+            return pa.array(values, pa.int64()).cast(pa.string())
+        except (OverflowError, pa.ArrowInvalid):
+            pass  # beyond 64 bits: Python spells it
+    return pa.array([id_text(v, column, where, i) for i, v in enumerate(values)], pa.string())
+
+
+def ids_from_arrow(array: pa.Array, column: str, where: Where) -> pa.Array:
+    """An Arrow id column (Parquet, CSV) -> an Arrow string array; odd types fail naming the row."""
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        array = array.dictionary_decode()
+        kind = array.type
+    if pa.types.is_string(kind):
+        return array
+    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind) or pa.types.is_integer(kind):
+        return array.cast(pa.string())
+    if pa.types.is_null(kind):
+        return pa.nulls(len(array), pa.string())
+    if pa.types.is_floating(kind):
+        whole = pc.and_(pc.is_finite(array), pc.equal(array, pc.floor(array)))
+        if pc.all(pc.or_kleene(whole, pc.is_nan(array))).as_py() is not False:
+            ints = pc.if_else(pc.is_nan(array), pa.scalar(None, kind), array)
+            try:
+                return ints.cast(pa.int64()).cast(pa.string())
+            except pa.ArrowInvalid:
+                pass  # beyond 64 bits: let Python spell (or refuse) it
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        try:
+            return array.cast(pa.string())
+        except pa.ArrowInvalid:
+            for i, raw in enumerate(array.to_pylist()):
+                if raw is not None:
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise SourceError(f"{where(i)}: {column} is not UTF-8 text") from None
+            raise
+    return ids_from_python(array.to_pylist(), column, where)
+
+
+def json_value(value: Any, where: Where, index: int) -> Any:
+    """A computed trait's value as JSON-able Python; None when the user has no value.
+
+    Whole floats become ints (2.0 -> 2) so that a column switching between REAL and INTEGER does
+    not look like a change of every user's value.
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
     if isinstance(value, float):
-        return None if math.isnan(value) else (int(value) if value.is_integer() and abs(value) < 2**53 else value)
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
-        return plain_value(value.item())
-    if hasattr(value, "tolist"):
-        return value.tolist()
+        return _number(value, where, index)
+    if isinstance(value, Decimal):
+        if value.is_nan():
+            return None
+        return _number(float(value), where, index) if value != value.to_integral_value() else int(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_nested(v, where, index) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _nested(v, where, index) for k, v in value.items()}
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return json_value(value.tolist(), where, index)
+    raise SourceError(f"{where(index)}: value is {_kind(value)}, which has no JSON form")
+
+
+def _nested(value: Any, where: Where, index: int) -> Any:
+    # Inside a list or object, a missing number is JSON null, not "no value".
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return json_value(value, where, index)
+
+
+def _number(value: float, where: Where, index: int) -> float | int | None:
+    if value != value:
+        return None
+    if value.is_integer():
+        return int(value) if abs(value) < _MAX_EXACT_FLOAT else value
+    if math.isinf(value):
+        raise SourceError(f"{where(index)}: value is {value}, which JSON cannot carry")
     return value
 
 
+def values_from_python(values: Sequence[Any], where: Where) -> list[Any]:
+    types = set(map(type, values))
+    if types <= {str, int, bool, _NONE}:
+        return values if isinstance(values, list) else list(values)
+    if types <= {str, int, bool, float, _NONE}:
+        number = _number
+        return [number(v, where, i) if type(v) is float else v for i, v in enumerate(values)]
+    return [json_value(v, where, i) for i, v in enumerate(values)]
+
+
+def values_from_arrow(array: pa.Array, where: Where) -> list[Any]:
+    if pa.types.is_floating(array.type):
+        array = pc.if_else(pc.is_nan(array), pa.scalar(None, array.type), array)
+    return values_from_python(array.to_pylist(), where)
+
+
 class Hygiene:
-    """Applies section 4's row rules and counts what it skips."""
+    """Applies section 4's row rules to a chunk of columns and counts what it skips."""
 
     def __init__(self, min_id_length: int, computed: bool):
         self.min_id_length = min_id_length
         self.computed = computed
         self.skipped: Counter[str] = Counter()
 
-    def _refusal(self, text: str) -> str | None:
-        if text.lower() in BLOCKED_IDS:
-            return BLOCKED_ID
-        if len(text) < self.min_id_length:
-            return SHORT_ID
-        return None
-
-    def row(self, user_id: Any, anonymous_id: Any, value: Any, place: str, line: int) -> tuple | None:
-        """`place` and `line` name the row in errors (file:line, or the query's row number)."""
-        if (anonymous_id is None and type(user_id) is str and not self.computed
-                and len(user_id) >= self.min_id_length and user_id == user_id.strip()
-                and user_id.lower() not in BLOCKED_IDS):
-            return (user_id, None, None)  # the common case, checked without building anything
-        where = f"{place}:{line}"
-        user = id_text(user_id, where, "user_id")
-        anon = id_text(anonymous_id, where, "anonymous_id")
-        if user is not None:
-            refusal = self._refusal(user)
-            if refusal:  # the row would land on another profile: skip it whole
-                self.skipped[refusal] += 1
-                return None
-        if anon is not None and self._refusal(anon):
-            if user is None:
-                self.skipped[self._refusal(anon)] += 1
-                return None
-            anon = None  # a good user_id carries the row; the bad device id is just not sent
-        if user is None and anon is None:
-            self.skipped[NO_ID] += 1
-            return None
+    def rows(self, users: pa.Array | None, anons: pa.Array | None, values: list[Any] | None,
+             size: int) -> list[tuple[str | None, str | None, Any]]:
+        """String id columns (None when the source has no such column) and, for a computed
+        trait, the values (None meaning no value) -> the kept (user_id, anonymous_id, value)."""
+        user = _Ids(users, size, self.min_id_length)
+        anon = _Ids(anons, size, self.min_id_length)
+        count = self._count
+        # A refused user_id would put the row on another profile: the whole row goes.
+        count(BLOCKED_ID, pc.or_(user.blocked, pc.and_(user.absent, anon.blocked)))
+        count(SHORT_ID, pc.or_(user.short, pc.and_(user.absent, anon.short)))
+        count(NO_ID, pc.and_(user.absent, anon.absent))
+        keep = pc.or_(user.good, pc.and_(user.absent, anon.good))
         if self.computed:
-            value = plain_value(value)
-            if value is None:
-                self.skipped[NO_VALUE] += 1
-                return None
-            if isinstance(value, (set, tuple)):
-                raise SourceError(f"{where}: value is not JSON")
-            return (user, anon, value)
-        return (user, anon, None)
+            assert values is not None
+            if None in values:
+                has_value = pa.array([v is not None for v in values], pa.bool_())
+                count(NO_VALUE, pc.and_(keep, pc.invert(has_value)))
+                keep = pc.and_(keep, has_value)
+        else:
+            values = None
+        everything = pc.all(keep).as_py() is not False
+        user_ids = _texts(user.text, user.present, keep, everything)
+        # A refused anonymous_id next to a good user_id is only left out, with nothing counted.
+        anon_ids = _texts(anon.text, anon.good, keep, everything) if anon.text is not None else None
+        if values is not None and not everything:
+            values = list(compress(values, keep.to_pylist()))
+        n = len(user_ids) if user_ids is not None else len(anon_ids or ())
+        if values is None:
+            values = repeat(None, n)
+        return list(zip(user_ids if user_ids is not None else repeat(None, n),
+                        anon_ids if anon_ids is not None else repeat(None, n), values))
+
+    def _count(self, reason: str, mask: pa.Array) -> None:
+        n = pc.sum(mask).as_py()
+        if n:
+            self.skipped[reason] += n
 
 
-class SourceBase:
-    """What every source keeps while it reads: its audience, the hygiene rules and the counts."""
+class _Ids:
+    """One id column's masks: present (non-empty after trimming), blocked, short, good."""
 
-    def __init__(self, audience, min_id_length: int, chunk_rows: int):
-        self.audience = audience
-        self.chunk_rows = chunk_rows
-        self.computed = audience.kind == "computed_trait"
-        self.hygiene = Hygiene(min_id_length, self.computed)
-        self.skipped = self.hygiene.skipped
-        self.rows_read = 0
+    def __init__(self, array: pa.Array | None, size: int, min_length: int):
+        if array is None:
+            self.text = None
+            no = pa.repeat(False, size)
+            self.present = self.blocked = self.short = self.good = no
+            self.absent = pc.invert(no)
+            return
+        text = pc.utf8_trim_whitespace(array)
+        length = pc.utf8_length(text)
+        self.text = text
+        self.present = pc.fill_null(pc.greater(length, 0), False)
+        self.absent = pc.invert(self.present)
+        self.blocked = pc.and_(self.present, pc.is_in(pc.ascii_lower(text), value_set=_BLOCKED))
+        self.short = pc.and_(pc.and_(self.present, pc.invert(self.blocked)),
+                             pc.fill_null(pc.less(length, min_length), False))
+        self.good = pc.and_(self.present, pc.invert(pc.or_(self.blocked, self.short)))
+
+
+def _texts(text: pa.Array | None, use: pa.Array, keep: pa.Array, everything: bool) -> list[str | None] | None:
+    """The kept rows' ids as Python strings, None where `use` is false (missing or left out)."""
+    if text is None:
+        return None
+    if pc.all(use).as_py() is False:
+        text = pc.if_else(use, text, _NULL_TEXT)
+    if not everything:
+        text = text.filter(keep)
+    return text.to_numpy(zero_copy_only=False).tolist()

@@ -1,73 +1,135 @@
-"""SQL sources: the audience query runs in the source database and is streamed in chunks."""
+"""SQL sources: the audience query runs in the source database and is streamed in chunks.
+
+The query is sent as written (no bind-parameter parsing, so `'a:b'`, `::jsonb` and `LIKE 'x%'`
+mean what they mean in that database), through a server-side cursor where the driver has one
+(PostgreSQL), and fetched `chunk_rows` at a time straight from the DBAPI cursor: SQLAlchemy's
+row objects would double the cost of ten million rows. Columns are found by name, ignoring case
+(some warehouses answer USER_ID).
+"""
 
 from __future__ import annotations
 
-from typing import Iterator
+from operator import itemgetter
+from typing import Any, Iterator
 
 from ..config import AudienceConfig
 from ..errors import SourceError
-from .hygiene import SourceBase
+from .hygiene import Hygiene, ids_from_python, quoted, values_from_python
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
+    """The URL as it can be shown: the password masked, an unparsable URL not shown at all."""
     from sqlalchemy.engine.url import make_url
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is shown as a placeholder, never as written
-        return "<invalid URL>"
+    except Exception:  # any parse failure: never echo a string that may hold a password
+        return "<unparsable URL>"
 
 
-class SqlSource(SourceBase):
+def _password(url: str) -> str | None:
+    from sqlalchemy.engine.url import make_url
+
+    try:
+        return make_url(url).password
+    except Exception:  # unparsable: nothing to hide that safe_url would show
+        return None
+
+
+class SqlSource:
     def __init__(self, audience: AudienceConfig, url: str, query: str, min_id_length: int, chunk_rows: int):
-        super().__init__(audience, min_id_length, chunk_rows)
+        self.audience = audience
         self.url = url
         self.query = query
+        self.chunk_rows = chunk_rows
+        self.computed = audience.kind == "computed_trait"
+        self.hygiene = Hygiene(min_id_length, self.computed)
+        self.skipped = self.hygiene.skipped
+        self.rows_read = 0
+        self._prefix = f"audience {quoted(audience.name)}"
+
+    def __repr__(self) -> str:
+        return f"SqlSource({self.audience.name!r}, {safe_url(self.url)!r})"
 
     def _fail(self, message: str) -> SourceError:
-        return SourceError(f"audience {self.audience.name!r}: {message}")
+        return SourceError(f"{self._prefix}: {message}")
 
-    def chunks(self) -> Iterator[list[tuple]]:
+    def _detail(self, exc: BaseException) -> str:
+        """The database's own message, first line, with the password scrubbed should a driver echo it."""
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        line = text.splitlines()[0] if text else type(exc).__name__
+        password = _password(self.url)
+        return line.replace(password, "***") if password else line
+
+    def chunks(self) -> Iterator[list[tuple[str | None, str | None, Any]]]:
         import sqlalchemy as sa
 
         try:
             engine = sa.create_engine(self.url)
-        except Exception as exc:  # bad URL or missing driver: the user's config
-            raise self._fail(f"source.url {_safe_url(self.url)!r} cannot be used ({exc})") from None
-        try:
-            with engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=self.chunk_rows).execute(
-                    sa.text(self.query))
-                columns = list(result.keys())
-                index = {name.lower(): i for i, name in enumerate(columns)}
-                if "user_id" not in index and "anonymous_id" not in index:
-                    raise self._fail(f"the query returns no user_id or anonymous_id column (columns: {', '.join(columns)})")
-                if self.computed and "value" not in index:
-                    raise self._fail(f"the query of a computed trait returns no value column (columns: {', '.join(columns)})")
-                yield from self._read(result, index)
-        except SourceError:
-            raise
+        except ImportError as exc:
+            raise self._fail(f"source.url {safe_url(self.url)!r} needs a database driver that is not "
+                             f"installed ({exc.name or exc})") from None
         except sa.exc.SQLAlchemyError as exc:
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            raise self._fail(f"the source query failed on {_safe_url(self.url)}: {detail[0] if detail else type(exc).__name__}") from None
+            raise self._fail(f"source.url {safe_url(self.url)!r} cannot be used ({self._detail(exc)})") from None
+        db_errors = (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
+        try:
+            try:
+                conn = engine.connect()
+            except db_errors as exc:
+                raise self._fail(f"cannot connect to {safe_url(self.url)} ({self._detail(exc)})") from None
+            with conn:
+                try:
+                    result = conn.execution_options(
+                        stream_results=True, yield_per=self.chunk_rows, no_parameters=True,
+                    ).exec_driver_sql(self.query)
+                except db_errors as exc:
+                    raise self._fail(f"the query failed: {self._detail(exc)}") from None
+                if not result.returns_rows:
+                    raise self._fail("the query returns no rows (it must be a SELECT)")
+                yield from self._read(result, list(result.keys()), db_errors)
         finally:
             engine.dispose()
 
-    def _read(self, result, index: dict[str, int]) -> Iterator[list[tuple]]:
-        u, a, v = index.get("user_id"), index.get("anonymous_id"), index.get("value")
-        row = self.hygiene.row
-        name = self.audience.name
+    def _columns(self, names: list[str]) -> dict[str, int]:
+        shown = ", ".join(names) or "none"
+        index: dict[str, int] = {}
+        for i, name in enumerate(names):
+            key = name.lower()
+            if key in ("user_id", "anonymous_id", "value") and key in index:
+                raise self._fail(f"the query returns {key} twice (columns: {shown})")
+            index.setdefault(key, i)
+        if "user_id" not in index and "anonymous_id" not in index:
+            raise self._fail(f"the query returns no user_id or anonymous_id column (columns: {shown})")
+        if self.computed and "value" not in index:
+            raise self._fail(f"the query returns no value column, which a computed trait needs (columns: {shown})")
+        return index
+
+    def _read(self, result: Any, names: list[str], db_errors: tuple) -> Iterator[list[tuple]]:
+        index = self._columns(names)
+        u, a = index.get("user_id"), index.get("anonymous_id")
+        v = index.get("value") if self.computed else None
+        cursor = result.cursor
         while True:
-            rows = result.fetchmany(self.chunk_rows)
+            try:
+                # The first chunk goes through SQLAlchemy, which pre-reads a row of a server-side
+                # cursor to learn the columns; after it SQLAlchemy holds nothing back and the
+                # cursor is read directly.
+                rows = (cursor.fetchmany if self.rows_read else result.fetchmany)(self.chunk_rows)
+            except db_errors as exc:
+                raise self._fail(f"the query failed after {self.rows_read:,} rows: {self._detail(exc)}") from None
             if not rows:
                 return
-            out = []
-            start = self.rows_read + 1
-            place = f"audience {name!r}: query row"
-            for i, r in enumerate(rows):
-                kept = row(r[u] if u is not None else None, r[a] if a is not None else None,
-                           r[v] if (v is not None and self.computed) else None, place, start + i)
-                if kept is not None:
-                    out.append(kept)
+            first = self.rows_read + 1
+
+            def where(i: int, first: int = first) -> str:
+                return f"{self._prefix}: query row {first + i}"
+
+            users = ids_from_python(list(map(itemgetter(u), rows)), "user_id", where) if u is not None else None
+            anons = ids_from_python(list(map(itemgetter(a), rows)), "anonymous_id", where) if a is not None else None
+            values = values_from_python(list(map(itemgetter(v), rows)), where) if v is not None else None
             self.rows_read += len(rows)
-            yield out
+            kept = self.hygiene.rows(users, anons, values, len(rows))
+            if kept:
+                yield kept
+            if len(rows) < self.chunk_rows:
+                return  # DBAPI: fewer rows than asked means no more (SQLAlchemy has closed its cursor)
