@@ -107,9 +107,10 @@ class LeanFake:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "audsync.testing.fake_amplitude", "--lean", "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self.proc.stdout is not None
-        self.proc.stdout.readline()  # "fake Amplitude on ..." once it listens
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        if not self.proc.stdout.readline():  # "fake Amplitude on ..." once it listens
+            raise SystemExit(f"the fake Amplitude did not start:\n{self.proc.stderr.read()}")
         self.url = f"http://127.0.0.1:{self.port}"
 
     def items(self) -> int:

@@ -297,20 +297,6 @@ class StateStore:
             return f"{column} IN (SELECT value FROM json_each(:ids))", orjson.dumps(list(ids)).decode()
         return f"{column} = ANY(CAST(:ids AS text[]))", list(ids)
 
-    @staticmethod
-    def _copy_acked(conn: Connection, audience_id: int, delivered: Sequence[str]) -> tuple[str, str, dict]:
-        """PostgreSQL: the acknowledged ids COPYed into a keyed temporary table, joined by the
-        settling statements; `= ANY(array)` over 20,000 ids settled only ~40,000 rows/s."""
-        conn.exec_driver_sql('CREATE TEMP TABLE acked (identity text COLLATE "C" PRIMARY KEY) ON COMMIT DROP')
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cursor:
-            with cursor.copy("COPY acked (identity) FROM STDIN") as copy:
-                for identity in delivered:
-                    copy.write_row((identity,))
-        conn.exec_driver_sql("ANALYZE acked")
-        return ("o.identity IN (SELECT identity FROM acked)", "identity IN (SELECT identity FROM acked)",
-                {"a": audience_id})
-
     def settle(self, audience_id: int, run_id: int, delivered: Sequence[str], rejected: Sequence[Rejected]) -> None:
         """Record Amplitude's answers in one transaction: acknowledged users advance their synced
         state and leave the outbox; rejected ones are recorded with the reason and their outbox
@@ -323,12 +309,11 @@ class StateStore:
                 # operations: not worth waiting for a WAL flush at every batch.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             if delivered:
-                if self.dialect == "postgresql":
-                    in_ids, plain_in, params = self._copy_acked(conn, audience_id, delivered)
-                else:
-                    in_ids, ids = self._ids("o.identity", delivered)
-                    plain_in, _ = self._ids("identity", delivered)
-                    params = {"a": audience_id, "ids": ids}
+                # (COPYing the ids into a keyed temp table instead of = ANY(array) measured no
+                # faster: ~63,000 vs ~67,000 rows/s in batches of 20,000.)
+                in_ids, ids = self._ids("o.identity", delivered)
+                plain_in, _ = self._ids("identity", delivered)
+                params = {"a": audience_id, "ids": ids}
                 conn.execute(sa.text(
                     "INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
                     "SELECT o.audience_id, o.identity, o.user_id, o.anonymous_id, o.value FROM outbox o "
