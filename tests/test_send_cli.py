@@ -87,11 +87,12 @@ def test_send_reports_undelivered_when_retries_run_out(tmp_path, fake):
     fake.unavailable.add("user-down1")
     rejects = tmp_path / "rejects.jsonl"
     result = run(["send", "--config", str(config(tmp_path, fake)), "--rejects", str(rejects)],
-                 stdin=track("user-down1", 1) + "\n" + track("user-up001", 2) + "\n")
+                 stdin=track("user-down1", 1) + "\n")
     assert result.returncode == 1
-    assert "undelivered (retries exhausted): 1" in result.stdout
-    assert json.loads(rejects.read_text())["_audsync"]["status"] == "undelivered"
-    assert [e["user_id"] for e in fake.events] == ["user-up001"]
+    assert "undelivered (retries exhausted): 1" in result.stdout and "503" in result.stdout
+    written = json.loads(rejects.read_text())
+    assert written["_audsync"]["status"] == "undelivered" and written["userId"] == "user-down1"
+    assert fake.events == []
 
 
 def test_send_with_invalid_api_key_exits_2_without_showing_the_key(tmp_path, fake):
