@@ -1,8 +1,16 @@
 """The pure mapping core: one Segment-spec message -> Amplitude operations.
 
-`translate(message, settings)` implements section 17 of the mapping reference. It does no I/O
-and reads no clock: a message without a timestamp gets no `time`. Every problem with the message
-is a ValidationError naming the field; a message the settings filter out gives [].
+`translate(message, settings)` implements section 17 of the mapping reference. Operations are
+`{"api": "event" | "identify" | "groupidentify" | "usermap", "body": {...}}` (DESIGN.md section
+3). It does no I/O and reads no clock: a message without a timestamp gets no `time`. A message
+the settings (or its `integrations`) filter out gives []; every problem with a message is a
+ValidationError whose message starts with the field it is about, and no input, however
+malformed, raises anything else.
+
+Modules: `_common` (validation, ids, time, options), `_props` (null / nested-array hygiene,
+user-property operations), `_context` (context fields, UTM, referrer, gclid), `_tables`
+(per-settings lookups), `events` (what track / page / screen events share), `track`, `revenue`,
+`page`, `identify`, `group`, `alias`.
 """
 
 from __future__ import annotations
@@ -11,55 +19,72 @@ from typing import Any
 
 from ..config import AmplitudeSettings
 from ..errors import ValidationError
-from ._common import amplitude_options, identity, message_id, object_field, referrer_properties, time_ms, type_name
+from ._common import amplitude_options, identity, invalid, object_field, shown, text_field, time_ms, type_name
+from ._tables import tables_for
+from .alias import alias
 from .events import EventBase
-from .identify import alias, group, identify
+from .group import group
+from .identify import identify
 from .page import page
 from .track import track
 
 __all__ = ["translate", "CALL_TYPES"]
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+_KINDS = frozenset(CALL_TYPES)
 
 
 def translate(message: Any, settings: AmplitudeSettings) -> list[dict]:
+    """The Amplitude operations for one Segment message, in the order they must be sent."""
     try:
         return _translate(message, settings)
     except ValidationError:
         raise
     except RecursionError:
-        raise ValidationError("the message is nested too deeply") from None
+        raise ValidationError("message: nested too deeply to translate", field="message") from None
+    except (ValueError, OverflowError) as exc:  # numbers beyond what Python converts, and the like
+        raise ValidationError(f"message: holds a value that cannot be translated ({exc})", field="message") from None
+
+
+def _kind(message: dict) -> str:
+    kind = message.get("type")
+    if kind.__class__ is str and kind in _KINDS:
+        return kind
+    if kind is None:
+        raise invalid("type", "the message has no type")
+    if isinstance(kind, str) and kind.lower() in _KINDS:
+        return kind.lower()
+    raise invalid("type", f"{shown(kind) if isinstance(kind, str) else type_name(kind)} is not one of "
+                          f"{', '.join(CALL_TYPES)}")
 
 
 def _translate(message: Any, settings: AmplitudeSettings) -> list[dict]:
     if not isinstance(message, dict):
-        raise ValidationError(f"a message must be a JSON object, not {type_name(message)}")
-    kind = message.get("type")
-    if kind is None:
-        raise ValidationError("type: the message has no type", field="type")
-    if not isinstance(kind, str) or kind.lower() not in CALL_TYPES:
-        shown = kind if isinstance(kind, str) else type_name(kind)
-        raise ValidationError(f"type: {str(shown)[:40]!r} is not one of {', '.join(CALL_TYPES)}", field="type")
-    kind = kind.lower()
+        raise invalid("message", f"must be a JSON object, not {type_name(message)}")
+    kind = _kind(message)
+    tables = tables_for(settings)
     context = object_field(message, "context")
-    options = amplitude_options(message)
-    if options is None:
-        return []
-    if kind == "alias":
-        return alias(message, options, settings)
-    ids = identity(message, context, settings)
-    if kind == "identify":
-        return identify(message, context, object_field(message, "traits"), options, ids, settings)
-    if kind == "group":
-        return group(message, context, object_field(message, "traits"), options, ids, settings)
-
+    integrations = object_field(message, "integrations")
     properties = object_field(message, "properties")
-    extra = referrer_properties_for(context) if kind == "page" and settings.track_referrer else None
-    base = EventBase(message, context, options, ids, time_ms(message), message_id(message), settings, extra)
+    traits = object_field(message, "traits")
+    for field in ("event", "name", "category"):
+        value = message.get(field)
+        if value is not None and value.__class__ is not str:
+            text_field(value, field)
+    insert_id = text_field(message.get("messageId"), "messageId")
+    time = time_ms(message)
+    options = amplitude_options(integrations)
+    if options is None:
+        return []  # Segment would never deliver it to Amplitude
+    if kind == "alias":
+        return alias(message, options, tables)
+    ids = identity(message, context, tables.min_length, tables.prefer_anonymous)
     if kind == "track":
-        return track(message, base, properties, settings)
-    return page(message, kind, context, base, properties, settings)
-
-
-def referrer_properties_for(context: dict):
-    return lambda props: referrer_properties(context, props)
+        return track(message, properties, context, EventBase(context, options, ids, time, insert_id, tables),
+                     tables)
+    if kind == "identify":
+        return identify(traits, context, options, ids, tables)
+    if kind == "group":
+        return group(message, traits, context, options, ids, tables)
+    return page(message, kind, properties, context,
+                lambda referrer: EventBase(context, options, ids, time, insert_id, tables, referrer), tables)

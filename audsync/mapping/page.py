@@ -2,39 +2,46 @@
 
 from __future__ import annotations
 
-from ..config import AmplitudeSettings
 from ._common import text_field
-from .events import EventBase, add_message_fields, event_properties
+from ._tables import Tables
+from .events import EventBase, event_properties
 
 
-def event_names(kind: str, name: str | None, category: str | None, settings: AmplitudeSettings) -> list[str]:
+def event_names(kind: str, name: str | None, category: str | None, tables: Tables) -> list[str]:
+    """1. track_all_pages (or, for screens, track_all_screens) -> "Loaded a Page/Screen";
+    2. track_categorized_pages and a category -> "Viewed {Category} Page/Screen";
+    3. track_named_pages and a name -> "Viewed {Category} {Name} Page/Screen"."""
+    settings = tables.settings
     noun = "Screen" if kind == "screen" else "Page"
     names = []
-    loaded = settings.track_all_pages or (kind == "screen" and settings.track_all_screens)
-    if loaded:
+    if settings.track_all_pages or (kind == "screen" and settings.track_all_screens):
         names.append(f"Loaded a {noun}")
-    if settings.track_categorized_pages and category:
+    if category and settings.track_categorized_pages:
         names.append(f"Viewed {category} {noun}")
-    if settings.track_named_pages and name:
-        full = f"{category} {name}" if category else name
-        names.append(f"Viewed {full} {noun}")
+    if name and settings.track_named_pages:
+        names.append(f"Viewed {category} {name} {noun}" if category else f"Viewed {name} {noun}")
     return names
 
 
-def page(message: dict, kind: str, context: dict, base: EventBase, properties: dict,
-         settings: AmplitudeSettings) -> list[dict]:
-    name = text_field(message.get("name"), "name") or text_field(properties.get("name"), "properties.name")
-    category = (text_field(message.get("category"), "category")
-                or text_field(properties.get("category"), "properties.category"))
-    names = event_names(kind, name, category, settings)
+def page(message: dict, kind: str, properties: dict, context: dict, base_for, tables: Tables) -> list[dict]:
+    name = text_field(message.get("name"), "name")
+    if name is None and properties:
+        name = text_field(properties.get("name"), "properties.name")
+    category = text_field(message.get("category"), "category")
+    if category is None and properties:
+        category = text_field(properties.get("category"), "properties.category")
+    names = event_names(kind, name, category, tables)
     if not names:
-        return []
-    props = event_properties(properties, settings)
+        return []  # no setting asks for this call: dropped, not rejected
+    base: EventBase = base_for(kind == "page" and tables.referrer)
+    props = event_properties(message, properties, context, tables)
     if name:
         props["name"] = name
     if category:
         props["category"] = category
-    props = add_message_fields(message, context, props, settings)
+    first = base.make(names[0], props)
+    if len(names) == 1:
+        return [first]
     # The first event keeps the bare messageId; the others get distinct, deterministic suffixes.
-    return [base.make(event, dict(props), insert_suffix=None if i == 0 else f"{kind}-{i}")
-            for i, event in enumerate(names)]
+    return [first] + [base.make(event, dict(props), insert_suffix=f"{kind}-{i}")
+                      for i, event in enumerate(names[1:], start=1)]
