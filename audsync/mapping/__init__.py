@@ -63,15 +63,28 @@ def _translate(message: Any, settings: AmplitudeSettings) -> list[dict]:
         raise invalid("message", f"must be a JSON object, not {type_name(message)}")
     kind = _kind(message)
     tables = tables_for(settings)
-    context = object_field(message, "context")
-    integrations = object_field(message, "integrations")
-    properties = object_field(message, "properties")
-    traits = object_field(message, "traits")
+    get = message.get
+    context = get("context")
+    if context.__class__ is not dict:
+        context = object_field(message, "context")
+    integrations = get("integrations")
+    if integrations.__class__ is not dict:
+        integrations = object_field(message, "integrations")
+    properties = get("properties")
+    if properties.__class__ is not dict:
+        properties = object_field(message, "properties")
+    traits = get("traits")
+    if traits.__class__ is not dict:
+        traits = object_field(message, "traits")
     for field in ("event", "name", "category"):
-        value = message.get(field)
+        value = get(field)
         if value is not None and value.__class__ is not str:
             text_field(value, field)
-    insert_id = text_field(message.get("messageId"), "messageId")
+    insert_id = get("messageId")
+    if insert_id.__class__ is not str:
+        insert_id = text_field(insert_id, "messageId")
+    elif not insert_id:
+        insert_id = None
     time = time_ms(message)
     options = amplitude_options(integrations)
     if options is None:

@@ -63,7 +63,10 @@ def clean_props(props: dict) -> dict:
         return props.copy()
     out = {}
     for key, value in props.items():
-        if value is not None:
+        kind = value.__class__
+        if kind is str or kind is bool:
+            out[key] = value
+        elif value is not None:
             value = clean_value(value)
             if value is not None:
                 out[key] = value
@@ -78,7 +81,10 @@ def clean_list(items: list | tuple) -> list | str:
         return list(items)
     out = []
     for item in items:
-        if item is not None:
+        kind = item.__class__
+        if kind is str or kind is bool:
+            out.append(item)
+        elif item is not None:
             item = clean_value(item)
             if item is not None:
                 out.append(item)
