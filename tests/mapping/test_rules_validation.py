@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .rules_support import ABSENT, msg, rejected
+from .rules_support import ABSENT, body, msg, rejected
 
 
 def assert_names(exc, field: str) -> None:
@@ -76,7 +76,7 @@ def test_ids_shorter_than_min_id_length_are_rejected(field):
 
 
 def test_ids_as_long_as_min_id_length_are_accepted():
-    from .rules_support import body
+
     assert body(msg("identify", userId="ab", anonymousId=ABSENT), min_id_length=2)["user_id"] == "ab"
 
 
