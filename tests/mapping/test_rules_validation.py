@@ -76,7 +76,6 @@ def test_ids_shorter_than_min_id_length_are_rejected(field):
 
 
 def test_ids_as_long_as_min_id_length_are_accepted():
-
     assert body(msg("identify", userId="ab", anonymousId=ABSENT), min_id_length=2)["user_id"] == "ab"
 
 
