@@ -1,9 +1,11 @@
 """The Deliverer: batches operations, sends them concurrently, carries out the response policy
 and reports one outcome per item to the caller's thread.
 
-Per-user order: an item is admitted only when no earlier item of the same user (user_id, else
-device_id; group for groupidentify) is unsettled; later ones wait in that user's lane. The
-window of items read ahead is bounded, so memory does not depend on the input's size.
+Per-user order: an item is admitted only when no earlier item sharing its user_id or its
+device_id (group for groupidentify) is unsettled; later ones wait in the lane of each id they
+share. Both ids count because Amplitude orders per device: an anonymous event (device only) and
+the identify that names its user (user and device) must not overtake each other. The window of
+items read ahead is bounded, so memory does not depend on the input's size.
 """
 
 from __future__ import annotations
@@ -56,24 +58,18 @@ class DeliveryStats:
 class _Item:
     # no `body`: the encoded `data` is enough, and not holding every body dict of the read-ahead
     # window keeps the garbage collector's work (a third of the per-item cost) down
-    __slots__ = ("ref", "api", "data", "key", "attempts", "first_try")
+    # key: the user (else device, else group) lane; key2: the device lane of an item that has a
+    # user too; waits: how many lanes still hold an earlier item of this one
+    __slots__ = ("ref", "api", "data", "key", "key2", "waits", "attempts", "first_try")
 
-    def __init__(self, ref: Any, api: str, data: bytes, key: Any):
-        self.ref, self.api, self.data, self.key = ref, api, data, key
+    def __init__(self, ref: Any, api: str, data: bytes, key: Any, key2: Any = None):
+        self.ref, self.api, self.data, self.key, self.key2 = ref, api, data, key, key2
+        self.waits = 0
         self.attempts = 0
         self.first_try = 0.0
 
     def __lt__(self, other: "_Item") -> bool:  # heap order when due times tie
         return id(self) < id(other)
-
-
-def lane_key(api: str, body: dict) -> Any:
-    if api == "groupidentify":
-        return ("g", body.get("group_type"), body.get("group_value"))
-    user = body.get("user_id")
-    if user is not None:
-        return user
-    return ("d", body.get("device_id"))
 
 
 class Deliverer:
@@ -176,7 +172,7 @@ class _Run:
         return any(b.items for b in self.batchers.values())
 
     def fill(self) -> None:
-        # the per-item hot path: locals and inlined lane_key keep it at a few microseconds per item
+        # the per-item hot path: locals and inlined lane keys keep it at a few microseconds per item
         if self.exhausted or self.outstanding >= self.window:
             return
         held, lanes, batchers, to_send = self.held, self.lanes, self.batchers, self.to_send
@@ -185,21 +181,28 @@ class _Run:
             api = operation["api"]
             body = operation["body"]
             data = dumps(body)
+            key2 = None
             if api == "groupidentify":
                 key = ("g", body.get("group_type"), body.get("group_value"))
             else:
                 key = body.get("user_id")
+                device = body.get("device_id")
                 if key is None:
-                    key = ("d", body.get("device_id"))
-            item = _Item(ref, api, data, key)
+                    key = ("d", device)
+                elif device is not None:
+                    key2 = ("d", device)
+            item = _Item(ref, api, data, key, key2)
             self.outstanding += 1
             batcher = batchers[api]
             if batcher.too_big_alone(len(data)):
                 self.settle([item], REJECTED, "the item is larger than Amplitude accepts in one request", release=False)
+            elif key2 is not None:
+                self.hold_two(item)
             elif key in held:
                 lane = lanes.get(key)
                 if lane is None:
                     lanes[key] = lane = deque()
+                item.waits = 1
                 lane.append(item)
             else:
                 held.add(key)
@@ -211,6 +214,35 @@ class _Run:
             if self.outstanding >= window or len(to_send) >= enough:
                 return
         self.exhausted = True
+
+    def hold_two(self, item: _Item) -> None:
+        """Holds both lanes of an item with a user and a device; it waits behind each one that
+        an earlier unsettled item holds (input order makes this free of deadlocks)."""
+        held, lanes = self.held, self.lanes
+        for key in (item.key, item.key2):
+            if key in held:
+                lane = lanes.get(key)
+                if lane is None:
+                    lanes[key] = lane = deque()
+                lane.append(item)
+                item.waits += 1
+            else:
+                held.add(key)
+        if item.waits == 0:
+            self.queue(item)
+
+    def release(self, key: Any) -> None:
+        """Passes a lane to the next item waiting in it, which is sent once no lane holds it back."""
+        lane = self.lanes.get(key)
+        if lane:
+            item = lane.popleft()
+            if not lane:
+                del self.lanes[key]
+            item.waits -= 1
+            if item.waits == 0:
+                self.queue(item)
+        else:
+            self.held.discard(key)
 
     def queue(self, item: _Item) -> None:
         batcher = self.batchers[item.api]
@@ -253,15 +285,13 @@ class _Run:
             lanes, held = self.lanes, self.held
             if not lanes:  # nobody waits behind these items
                 held.difference_update([item.key for item in items])
+                held.difference_update([item.key2 for item in items if item.key2 is not None])
             else:
+                free = self.release
                 for item in items:
-                    lane = lanes.get(item.key)
-                    if lane:
-                        self.queue(lane.popleft())
-                        if not lane:
-                            del lanes[item.key]
-                    else:
-                        held.discard(item.key)
+                    free(item.key)
+                    if item.key2 is not None:
+                        free(item.key2)
         new = tuple.__new__  # Outcome(...) goes through a Python-level __new__: this is 3x faster
         self.on_outcomes([new(Outcome, (item.ref, status, api, reason)) for item in items])
 
