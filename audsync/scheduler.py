@@ -197,35 +197,20 @@ class Daemon:
         from .state import LeaseKeeper
         from .state.db import safe_url
 
+        # LeaseKeeper takes over at once a lease whose holder died on this host.
         keeper = LeaseKeeper(self.store, DAEMON_LEASE, self.config.daemon.lease_ttl_s, what="daemon")
         try:
             keeper.__enter__()
         except StateError:
             info = self.store.lease_info(DAEMON_LEASE)
-            if info is not None and info.host == socket.gethostname() and not _alive(info.pid):
-                # Its holder on this very machine is gone (killed): the lease is stale.
-                log.info("taking over the daemon lease of pid %d, which no longer runs", info.pid)
-                self.store.release_lease(DAEMON_LEASE, info.holder)
-                self._release_stale_local_leases()
-                keeper.__enter__()
-            else:
-                who = "another audsync daemon" if info is None else (
-                    f"another audsync daemon (host {info.host}, pid {info.pid}, since "
-                    f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(info.acquired_at))})")
-                raise StateError(
-                    f"state.url {safe_url(self.config.state.url)}: {who} already runs on this SQLite state; "
-                    "a SQLite state supports one daemon. Stop that one, or move the state to PostgreSQL "
-                    "to run several workers.") from None
+            who = "another audsync daemon" if info is None else (
+                f"another audsync daemon (host {info.host}, pid {info.pid}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(info.acquired_at))})")
+            raise StateError(
+                f"state.url {safe_url(self.config.state.url)}: {who} already runs on this SQLite state; "
+                "a SQLite state supports one daemon. Stop that one, or move the state to PostgreSQL "
+                "to run several workers.") from None
         self._daemon_lease = keeper
-
-    def _release_stale_local_leases(self) -> None:
-        from .sync import lease_name
-
-        for audience in self.config.audiences:
-            for name in (lease_name(self.config, audience), gate_name(lease_name(self.config, audience))):
-                info = self.store.lease_info(name)
-                if info is not None and info.host == socket.gethostname() and not _alive(info.pid):
-                    self.store.release_lease(name, info.holder)
 
     # ------------------------------------------------------------------ jobs
 
@@ -357,16 +342,6 @@ class Daemon:
                 if run["status"] == "ok" and run["finished_at"]:
                     self.metrics.last_success.labels(audience=audience.key).set(run["finished_at"])
                     break
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _route_apscheduler_logs() -> None:

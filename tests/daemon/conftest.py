@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from audsync.testing.fake_amplitude import FakeAmplitude
 
 API_KEY = "test-api-key-123"
+FAKEHOST = Path(__file__).parent / "fakehost"
 
 
 @pytest.fixture
@@ -117,11 +118,16 @@ def make_project(tmp_path, amplitude):
 class DaemonProc:
     """`audsync daemon` in a subprocess with JSON logs, collected from its stderr."""
 
-    def __init__(self, config: Path, *, metrics: bool = True):
+    def __init__(self, config: Path, *, metrics: bool = True, hostname: str | None = None):
+        env = dict(os.environ)
+        if hostname:
+            env["AUDSYNC_TEST_HOSTNAME"] = hostname
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKEHOST), env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-m", "audsync.cli", "daemon", "--config", str(config), "--log-format", "json"]
         if metrics:
             cmd += ["--metrics-port", "0"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
         self.pid = self.proc.pid
         self.lines: list[str] = []
         self.records: list[dict] = []

@@ -49,10 +49,12 @@ def test_daemon_runs_every_audience_on_its_schedule_serves_metrics_and_stops_on_
     wait_until(project.synced_properly, 10, "the changed membership to be synced")
 
     assert daemon.get("/healthz") == (200, "ok\n")
-    status, metrics = daemon.get("/metrics")
-    assert status == 200
+    # The run is counted once it has finished, just after Amplitude got the last change.
+    exited = 'audsync_users_total{audience="alpha",kind="exited"} 10.0'
+    metrics = wait_until(lambda: exited in daemon.get("/metrics")[1] and daemon.get("/metrics")[1], 10,
+                         "the run to be counted", daemon)
     assert 'audsync_runs_total{audience="alpha",result="ok"}' in metrics
-    assert 'audsync_users_total{audience="alpha",kind="exited"} 10.0' in metrics
+    assert 'audsync_users_total{audience="alpha",kind="entered"} 50.0' in metrics
     assert 'audsync_amplitude_responses_total{api="identify",status="200"}' in metrics
     assert 'audsync_last_success_timestamp_seconds{audience="beta"}' in metrics
     assert 'audsync_pending_users{audience="alpha"} 0.0' in metrics

@@ -44,9 +44,10 @@ def test_three_workers_on_postgresql_run_each_slot_once_never_overlap_and_surviv
     for n, key in enumerate(KEYS):
         project.members(key, USERS[n * 100:n * 100 + 150])
     config = project.write({key: "every 2s" for key in KEYS},
-                           daemon="lease_ttl_s = 3\nmisfire_grace_s = 5\nstop_timeout_s = 10",
+                           daemon="lease_ttl_s = 4\nmisfire_grace_s = 5\nstop_timeout_s = 10",
                            delivery="concurrency = 1")
-    workers = [daemons(config) for _ in range(3)]
+    # Each worker on its own (simulated) machine: takeover has to wait for the lease to expire.
+    workers = [daemons(config, hostname=f"worker-{n}") for n in range(3)]
     for w in workers:
         w.wait_for("daemon started", timeout=30)
 
@@ -95,13 +96,18 @@ def test_three_workers_on_postgresql_run_each_slot_once_never_overlap_and_surviv
     # Another worker takes the audience over once the lease expires, and delivers everything.
     amplitude.delay_s = 0.0
     amplitude.max_items = None
-    wait_until(lambda: project.synced_properly() and project.pending() == 0, 40,
-               "the killed worker's audience to be resumed elsewhere", *survivors)
+    def resumed_elsewhere():
+        return project.synced_properly() and project.pending() == 0 and any(
+            r["key"] == "alpha" and r["started_at"] > killed_at and r["status"] == "ok" for r in project.runs())
+
+    wait_until(resumed_elsewhere, 40, "the killed worker's audience to be resumed elsewhere", *survivors)
     runs = project.runs()
     dead = [r for r in runs if r["key"] == "alpha" and r["status"] in ("running", "interrupted")]
-    assert len(dead) == 1 and dead[0]["started_at"] > changed_at
+    logs = "".join(f"\n--- worker {w.pid} ---\n{w.output()[-3000:]}" for w in workers)
+    assert len(dead) == 1 and dead[0]["started_at"] > changed_at, f"{runs}\n{logs}"
     resumed = [r for r in runs if r["key"] == "alpha" and r["started_at"] > killed_at and r["status"] == "ok"]
-    assert resumed, runs
+    assert resumed[0]["started_at"] >= killed_at + 2, "taken over before the dead worker's lease could expire"
+    assert resumed, f"{runs}\n{logs}"
     assert {r["run_id"] for w in survivors for r in w.finished_runs() if r["audience"] == "alpha"} & {
         r["id"] for r in resumed}
     _assert_no_overlap(runs, killed_at)
