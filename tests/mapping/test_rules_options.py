@@ -94,3 +94,17 @@ def test_engage_identify_with_all_false_and_amplitude_true_sends_the_audience_tr
 
 def test_options_errors_are_validation_errors():
     assert isinstance(rejected(msg("track", integrations=amp(groups="org"))), ValidationError)
+
+
+def test_event_type_option_does_not_rename_the_event():
+    b = body(msg("track", event="Song Played", integrations=amp(event_type="Other", eventType="Other")))
+    assert b["event_type"] == "Song Played" and "amplitude_event_type" not in b
+
+
+def test_page_events_get_options_appended_fields_and_event_side_query_params():
+    message = msg("page", name="Home", context={"page": {"path": "/home", "search": "?q=1"}},
+                  integrations=amp(session_id=9))
+    b = body(message, append_fields_to_event_properties={"context.page.path": "page_path"},
+             map_query_params={"q": "event_properties"})
+    assert b["session_id"] == 9
+    assert b["event_properties"] == {"page_path": "/home", "q": "?q=1", "name": "Home"}
