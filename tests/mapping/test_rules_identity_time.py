@@ -42,6 +42,14 @@ def test_user_id_is_the_user_id_and_absent_without_one(kind):
     ("2024-05-01T10:20:30Z", TS_MS - 456),
     ("2024-05-01T10:20:30.456789Z", TS_MS),
     ("1970-01-01T00:00:00Z", 0),
+    ("1969-12-31T23:59:59.999Z", -1),
+    ("2024-05-01T12:20:30.456+0200", TS_MS),
+    ("2024-05-01T12:20:30.456+02", TS_MS),
+    ("2024-05-01t10:20:30.456z", TS_MS),
+    ("2024-05-01 10:20:30.456Z", TS_MS),
+    ("2024-05-01T10:20:30.4567891Z", TS_MS),
+    ("2024-05-01T10:20:30.456", TS_MS),  # no offset means UTC
+    ("2024-05-01", TS_MS - (10 * 3600 + 20 * 60 + 30) * 1000 - 456),
 ])
 def test_time_is_the_timestamp_in_integer_ms_whatever_its_offset(timestamp, expected):
     b = body(msg("track", timestamp=timestamp))
