@@ -183,13 +183,14 @@ class FileSource:
         with open(self.path, "rb") as handle:
             while block := list(islice(handle, self.chunk_rows)):
                 first, last = last + 1, last + len(block)
+                numbers = None
                 try:
-                    records = [loads(line) for line in block if not line.isspace()]
-                except orjson.JSONDecodeError:
-                    raise self._json_problem(block, first) from None
-                if len(records) == len(block):
-                    numbers = None
-                else:  # blank lines: keep each record's own line number for messages
+                    records = list(map(loads, block))
+                except orjson.JSONDecodeError:  # a bad line, or a blank one, which is allowed
+                    try:
+                        records = [loads(line) for line in block if not line.isspace()]
+                    except orjson.JSONDecodeError:
+                        raise self._json_problem(block, first) from None
                     numbers = [first + i for i, line in enumerate(block) if not line.isspace()]
                 if not records:
                     continue

@@ -19,7 +19,7 @@ import math
 import uuid
 from collections import Counter
 from decimal import Decimal
-from itertools import compress, repeat
+from itertools import repeat
 from typing import Any, Callable, Sequence
 
 import pyarrow as pa
@@ -95,22 +95,40 @@ def _refuse_id(value: Any, column: str, where: Where, index: int) -> str:
     raise SourceError(f"{where(index)}: {column} is {_kind(value)}, not an id")
 
 
-def ids_from_python(values: Sequence[Any], column: str, where: Where) -> pa.Array:
-    """Python values of one id column (SQL rows, JSON lines) -> an Arrow string array."""
+class Ids:
+    """One id column as an Arrow string array for the checks and, when the source handed over
+    Python strings already, those same strings: handing them back costs nothing, while making
+    them again from Arrow is the dearest step of a ten-million-row load."""
+
+    __slots__ = ("array", "python")
+
+    def __init__(self, array: pa.Array, python: list[str | None] | None = None):
+        self.array = array
+        self.python = python
+
+
+def ids_from_python(values: list[Any], column: str, where: Where) -> Ids:
+    """Python values of one id column (SQL rows, JSON lines) -> Ids."""
     types = set(map(type, values))
     types.discard(_NONE)
     if types <= {str}:
-        return pa.array(values, pa.string())
+        return Ids(pa.array(values, pa.string()), values)
     if types == {int}:
         try:
-            return pa.array(values, pa.int64()).cast(pa.string())
+            return Ids(pa.array(values, pa.int64()).cast(pa.string()))
         except (OverflowError, pa.ArrowInvalid):
             pass  # beyond 64 bits: Python spells it
-    return pa.array([id_text(v, column, where, i) for i, v in enumerate(values)], pa.string())
+    texts = [id_text(v, column, where, i) for i, v in enumerate(values)]
+    return Ids(pa.array(texts, pa.string()), texts)
 
 
-def ids_from_arrow(array: pa.Array, column: str, where: Where) -> pa.Array:
-    """An Arrow id column (Parquet, CSV) -> an Arrow string array; odd types fail naming the row."""
+def ids_from_arrow(array: pa.Array, column: str, where: Where) -> Ids:
+    """An Arrow id column (Parquet, CSV) -> Ids; odd types fail naming the row."""
+    return Ids(_arrow_text(array, column, where))
+
+
+def _arrow_text(array: pa.Array, column: str, where: Where) -> pa.Array:
+    """An Arrow column as a string array, or ids_from_python's verdict on its Python values."""
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.dictionary_decode()
@@ -140,7 +158,7 @@ def ids_from_arrow(array: pa.Array, column: str, where: Where) -> pa.Array:
                     except UnicodeDecodeError:
                         raise SourceError(f"{where(i)}: {column} is not UTF-8 text") from None
             raise
-    return ids_from_python(array.to_pylist(), column, where)
+    return ids_from_python(array.to_pylist(), column, where).array
 
 
 def json_value(value: Any, where: Where, index: int) -> Any:
@@ -211,10 +229,10 @@ class Hygiene:
         self.computed = computed
         self.skipped: Counter[str] = Counter()
 
-    def rows(self, users: pa.Array | None, anons: pa.Array | None, values: list[Any] | None,
+    def rows(self, users: Ids | None, anons: Ids | None, values: list[Any] | None,
              size: int) -> list[tuple[str | None, str | None, Any]]:
-        """String id columns (None when the source has no such column) and, for a computed
-        trait, the values (None meaning no value) -> the kept (user_id, anonymous_id, value)."""
+        """The id columns (None when the source has no such column) and, for a computed trait,
+        the values (None meaning no value) -> the kept (user_id, anonymous_id, value) tuples."""
         user = _Ids(users, size, self.min_id_length)
         anon = _Ids(anons, size, self.min_id_length)
         count = self._count
@@ -231,17 +249,16 @@ class Hygiene:
                 keep = pc.and_(keep, has_value)
         else:
             values = None
-        everything = pc.all(keep).as_py() is not False
-        user_ids = _texts(user.text, user.present, keep, everything)
+        kept = _Kept(keep)
+        user_ids = user.texts(user.present, kept)
         # A refused anonymous_id next to a good user_id is only left out, with nothing counted.
-        anon_ids = _texts(anon.text, anon.good, keep, everything) if anon.text is not None else None
-        if values is not None and not everything:
-            values = list(compress(values, keep.to_pylist()))
-        n = len(user_ids) if user_ids is not None else len(anon_ids or ())
-        if values is None:
-            values = repeat(None, n)
+        anon_ids = anon.texts(anon.good, kept)
+        if values is not None:
+            values = kept.python(values)
+        n = kept.count
         return list(zip(user_ids if user_ids is not None else repeat(None, n),
-                        anon_ids if anon_ids is not None else repeat(None, n), values))
+                        anon_ids if anon_ids is not None else repeat(None, n),
+                        values if values is not None else repeat(None, n)))
 
     def _count(self, reason: str, mask: pa.Array) -> None:
         n = pc.sum(mask).as_py()
@@ -249,19 +266,51 @@ class Hygiene:
             self.skipped[reason] += n
 
 
+class _Kept:
+    """Which rows of a chunk stay, as Arrow and (lazily) NumPy masks."""
+
+    def __init__(self, keep: pa.Array):
+        self.arrow = keep
+        self.everything = pc.all(keep).as_py() is not False
+        self.count = len(keep) if self.everything else pc.sum(keep).as_py() or 0
+        self._numpy = None
+
+    @property
+    def numpy(self):
+        if self._numpy is None:
+            self._numpy = self.arrow.to_numpy(zero_copy_only=False)
+        return self._numpy
+
+    def python(self, values: list[Any]) -> list[Any]:
+        if self.everything:
+            return values
+        return _objects(values)[self.numpy].tolist()
+
+
+def _objects(values: list[Any]):
+    import numpy as np
+
+    array = np.empty(len(values), dtype=object)
+    array[:] = values  # element by element: lists and dicts stay single objects
+    return array
+
+
 class _Ids:
     """One id column's masks: present (non-empty after trimming), blocked, short, good."""
 
-    def __init__(self, array: pa.Array | None, size: int, min_length: int):
-        if array is None:
-            self.text = None
+    def __init__(self, ids: Ids | None, size: int, min_length: int):
+        if ids is None:
+            self.text = self.python = None
             no = pa.repeat(False, size)
             self.present = self.blocked = self.short = self.good = no
             self.absent = pc.invert(no)
             return
-        text = pc.utf8_trim_whitespace(array)
+        text = pc.utf8_trim_whitespace(ids.array)
         length = pc.utf8_length(text)
         self.text = text
+        # Trimming only ever removes bytes: equal totals mean the Python strings are still right.
+        trimmed = pc.sum(pc.binary_length(ids.array)).as_py() != pc.sum(pc.binary_length(text)).as_py()
+        self.python = None if trimmed else ids.python
         self.present = pc.fill_null(pc.greater(length, 0), False)
         self.absent = pc.invert(self.present)
         self.blocked = pc.and_(self.present, pc.is_in(pc.ascii_lower(text), value_set=_BLOCKED))
@@ -269,13 +318,19 @@ class _Ids:
                              pc.fill_null(pc.less(length, min_length), False))
         self.good = pc.and_(self.present, pc.invert(pc.or_(self.blocked, self.short)))
 
-
-def _texts(text: pa.Array | None, use: pa.Array, keep: pa.Array, everything: bool) -> list[str | None] | None:
-    """The kept rows' ids as Python strings, None where `use` is false (missing or left out)."""
-    if text is None:
-        return None
-    if pc.all(use).as_py() is False:
-        text = pc.if_else(use, text, _NULL_TEXT)
-    if not everything:
-        text = text.filter(keep)
-    return text.to_numpy(zero_copy_only=False).tolist()
+    def texts(self, use: pa.Array, kept: _Kept) -> list[str | None] | None:
+        """The kept rows' ids as Python strings; None where `use` is false (missing, left out)."""
+        if self.text is None:
+            return None
+        use_all = pc.all(use).as_py() is not False
+        if self.python is not None:
+            if use_all and kept.everything:
+                return self.python
+            array = _objects(self.python)
+            if not use_all:
+                array[~use.to_numpy(zero_copy_only=False)] = None
+            return (array if kept.everything else array[kept.numpy]).tolist()
+        text = self.text if use_all else pc.if_else(use, self.text, _NULL_TEXT)
+        if not kept.everything:
+            text = text.filter(kept.arrow)
+        return text.to_numpy(zero_copy_only=False).tolist()
