@@ -3,6 +3,9 @@ produces obeys Amplitude's field rules (rules_support.check_operations)."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from audsync.config import AmplitudeSettings
@@ -147,3 +150,23 @@ def test_valid_skeletons_translate_under_every_fuzzing_setting():
             check_operations(operations, amplitude)
             if skeleton["type"] not in ("page", "screen"):
                 assert operations, skeleton
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(skeleton=st.sampled_from(SKELETONS), edits=st.lists(st.tuples(st.sampled_from(PATHS), JSON), max_size=3),
+       amplitude=SETTING)
+def test_translate_never_mutates_its_input_and_gives_the_same_output_twice(skeleton, edits, amplitude):
+    message = skeleton
+    for path, value in edits:
+        message = _replace(message, path, value)
+    before = copy.deepcopy(message)
+    try:
+        first = translate(message, amplitude)
+    except ValidationError as exc:
+        assert message == before
+        with pytest.raises(ValidationError) as again:
+            translate(message, amplitude)
+        assert str(again.value) == str(exc)
+        return
+    assert message == before
+    assert translate(message, amplitude) == first
