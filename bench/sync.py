@@ -10,8 +10,8 @@ phase, against a lean loopback fake Amplitude in its own process
 and two phases per combination, on a fresh state database:
   first        every member is sent `{key: true}`
   incremental  0.5% of the members left, as many new ones entered (1% churn): only those are sent
-Wall time is measured around the subprocess; peak RSS is the subprocess's own ru_maxrss from
-os.wait4 (the fake Amplitude and the PostgreSQL server are not included).
+Wall time is measured around the subprocess; peak RSS is its ru_maxrss from os.wait4 in a small
+wrapper process (the fake Amplitude and the PostgreSQL server are not included).
 
 Sources are generated once, in shuffled order, under --workdir (default /tmp/audsync-bench) and
 reused by later invocations: members_<N>.csv / members_<N>_churn.csv and src_<N>.db with tables
@@ -169,14 +169,20 @@ def write_config(run_dir: Path, state_url: str, fake_url: str, source: str, n: i
 
 def run_phase(config: Path, log: Path) -> tuple[float, float, int]:
     """(wall seconds, peak RSS MB, exit code) of one `audsync run` subprocess."""
+    # Through a small wrapper: Linux carries the forking process's RSS high-water mark into the
+    # child's ru_maxrss, and this process held every generated id.
     audsync = Path(sys.executable).with_name("audsync")
+    wrapper = ("import os, subprocess, sys\n"
+               "p = subprocess.Popen(sys.argv[1:])\n"
+               "_, status, usage = os.wait4(p.pid, 0)\n"
+               "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss, file=sys.stderr)\n")
     started = time.monotonic()
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(audsync), "run", "--config", str(config)], stdout=out, stderr=out)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run([sys.executable, "-c", wrapper, str(audsync), "run", "--config", str(config)],
+                              stdout=out, stderr=subprocess.PIPE, text=True)
     wall = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    code, maxrss_kb = proc.stderr.split()[-2:]
+    return wall, int(maxrss_kb) / 1024, int(code)
 
 
 def bench_combo(n: int, source: str, state: str, workdir: Path, fake: LeanFake) -> list[dict]:
