@@ -95,40 +95,26 @@ def _refuse_id(value: Any, column: str, where: Where, index: int) -> str:
     raise SourceError(f"{where(index)}: {column} is {_kind(value)}, not an id")
 
 
-class Ids:
-    """One id column as an Arrow string array for the checks and, when the source handed over
-    Python strings already, those same strings: handing them back costs nothing, while making
-    them again from Arrow is the dearest step of a ten-million-row load."""
+def ids_from_python(values: list[Any], column: str, where: Where) -> pa.Array:
+    """Python values of one id column (SQL rows, JSON lines) -> an Arrow string array.
 
-    __slots__ = ("array", "python")
-
-    def __init__(self, array: pa.Array, python: list[str | None] | None = None):
-        self.array = array
-        self.python = python
-
-
-def ids_from_python(values: list[Any], column: str, where: Where) -> Ids:
-    """Python values of one id column (SQL rows, JSON lines) -> Ids."""
+    The kept ids later come back out of Arrow as new strings rather than as the source's own
+    objects: reusing those costs less per chunk but, at ten million rows, leaves CPython's
+    allocator so fragmented that the whole load runs up to three times slower."""
     types = set(map(type, values))
     types.discard(_NONE)
     if types <= {str}:
-        return Ids(pa.array(values, pa.string()), values)
+        return pa.array(values, pa.string())
     if types == {int}:
         try:
-            return Ids(pa.array(values, pa.int64()).cast(pa.string()))
+            return pa.array(values, pa.int64()).cast(pa.string())
         except (OverflowError, pa.ArrowInvalid):
             pass  # beyond 64 bits: Python spells it
-    texts = [id_text(v, column, where, i) for i, v in enumerate(values)]
-    return Ids(pa.array(texts, pa.string()), texts)
+    return pa.array([id_text(v, column, where, i) for i, v in enumerate(values)], pa.string())
 
 
-def ids_from_arrow(array: pa.Array, column: str, where: Where) -> Ids:
-    """An Arrow id column (Parquet, CSV) -> Ids; odd types fail naming the row."""
-    return Ids(_arrow_text(array, column, where))
-
-
-def _arrow_text(array: pa.Array, column: str, where: Where) -> pa.Array:
-    """An Arrow column as a string array, or ids_from_python's verdict on its Python values."""
+def ids_from_arrow(array: pa.Array, column: str, where: Where) -> pa.Array:
+    """An Arrow id column (Parquet, CSV) -> an Arrow string array; odd types fail naming the row."""
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.dictionary_decode()
@@ -158,7 +144,7 @@ def _arrow_text(array: pa.Array, column: str, where: Where) -> pa.Array:
                     except UnicodeDecodeError:
                         raise SourceError(f"{where(i)}: {column} is not UTF-8 text") from None
             raise
-    return ids_from_python(array.to_pylist(), column, where).array
+    return ids_from_python(array.to_pylist(), column, where)
 
 
 def json_value(value: Any, where: Where, index: int) -> Any:
@@ -229,9 +215,9 @@ class Hygiene:
         self.computed = computed
         self.skipped: Counter[str] = Counter()
 
-    def rows(self, users: Ids | None, anons: Ids | None, values: list[Any] | None,
+    def rows(self, users: pa.Array | None, anons: pa.Array | None, values: list[Any] | None,
              size: int) -> list[tuple[str | None, str | None, Any]]:
-        """The id columns (None when the source has no such column) and, for a computed trait,
+        """The id columns as Arrow strings (None when the source has no such column) and, for a computed trait,
         the values (None meaning no value) -> the kept (user_id, anonymous_id, value) tuples."""
         user = _Ids(users, size, self.min_id_length)
         anon = _Ids(anons, size, self.min_id_length)
@@ -298,19 +284,16 @@ def _objects(values: list[Any]):
 class _Ids:
     """One id column's masks: present (non-empty after trimming), blocked, short, good."""
 
-    def __init__(self, ids: Ids | None, size: int, min_length: int):
-        if ids is None:
-            self.text = self.python = None
+    def __init__(self, array: pa.Array | None, size: int, min_length: int):
+        if array is None:
+            self.text = None
             no = pa.repeat(False, size)
             self.present = self.blocked = self.short = self.good = no
             self.absent = pc.invert(no)
             return
-        text = pc.utf8_trim_whitespace(ids.array)
+        text = pc.utf8_trim_whitespace(array)
         length = pc.utf8_length(text)
         self.text = text
-        # Trimming only ever removes bytes: equal totals mean the Python strings are still right.
-        trimmed = pc.sum(pc.binary_length(ids.array)).as_py() != pc.sum(pc.binary_length(text)).as_py()
-        self.python = None if trimmed else ids.python
         self.present = pc.fill_null(pc.greater(length, 0), False)
         self.absent = pc.invert(self.present)
         self.blocked = pc.and_(self.present, pc.is_in(pc.ascii_lower(text), value_set=_BLOCKED))
@@ -322,15 +305,7 @@ class _Ids:
         """The kept rows' ids as Python strings; None where `use` is false (missing, left out)."""
         if self.text is None:
             return None
-        use_all = pc.all(use).as_py() is not False
-        if self.python is not None:
-            if use_all and kept.everything:
-                return self.python
-            array = _objects(self.python)
-            if not use_all:
-                array[~use.to_numpy(zero_copy_only=False)] = None
-            return (array if kept.everything else array[kept.numpy]).tolist()
-        text = self.text if use_all else pc.if_else(use, self.text, _NULL_TEXT)
+        text = self.text if pc.all(use).as_py() is not False else pc.if_else(use, self.text, _NULL_TEXT)
         if not kept.everything:
             text = text.filter(kept.arrow)
         return text.to_numpy(zero_copy_only=False).tolist()

@@ -100,9 +100,9 @@ def test_audience_rows_carry_no_value():
 def test_numbers_become_their_decimal_string_as_ids():
     ids = ids_from_python([1234567, 7654321.0, Decimal("1234500"), 2**70, None,
                            uuid.UUID("12345678-1234-5678-1234-567812345678")], "user_id", where)
-    assert ids.array.to_pylist() == ["1234567", "7654321", "1234500", str(2**70), None,
+    assert ids.to_pylist() == ["1234567", "7654321", "1234500", str(2**70), None,
                                "12345678-1234-5678-1234-567812345678"]
-    assert ids_from_python([7, 12345], "user_id", where).array.to_pylist() == ["7", "12345"]
+    assert ids_from_python([7, 12345], "user_id", where).to_pylist() == ["7", "12345"]
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -118,12 +118,12 @@ def test_an_id_that_is_not_text_or_a_whole_number_is_an_error_naming_the_row(bad
 
 
 def test_arrow_id_columns_of_numbers_dictionaries_and_bytes_become_text():
-    assert ids_from_arrow(pa.array([12345, None], pa.int32()), "user_id", where).array.to_pylist() == ["12345", None]
-    assert ids_from_arrow(pa.array([12345.0, math.nan, None]), "user_id", where).array.to_pylist() == ["12345", None, None]
-    assert ids_from_arrow(pa.array(["user-1", "user-1"]).dictionary_encode(), "user_id", where).array.to_pylist() \
+    assert ids_from_arrow(pa.array([12345, None], pa.int32()), "user_id", where).to_pylist() == ["12345", None]
+    assert ids_from_arrow(pa.array([12345.0, math.nan, None]), "user_id", where).to_pylist() == ["12345", None, None]
+    assert ids_from_arrow(pa.array(["user-1", "user-1"]).dictionary_encode(), "user_id", where).to_pylist() \
         == ["user-1", "user-1"]
-    assert ids_from_arrow(pa.array([b"user-1"]), "user_id", where).array.to_pylist() == ["user-1"]
-    assert ids_from_arrow(pa.nulls(2), "user_id", where).array.to_pylist() == [None, None]
+    assert ids_from_arrow(pa.array([b"user-1"]), "user_id", where).to_pylist() == ["user-1"]
+    assert ids_from_arrow(pa.nulls(2), "user_id", where).to_pylist() == [None, None]
 
 
 def test_arrow_id_columns_of_booleans_fractions_or_lists_fail_naming_the_first_bad_row():
