@@ -10,6 +10,7 @@ row objects would double the cost of ten million rows. Columns are found by name
 from __future__ import annotations
 
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import AudienceConfig
@@ -72,6 +73,12 @@ class SqlSource:
         except sa.exc.SQLAlchemyError as exc:
             raise self._fail(f"source.url {safe_url(self.url)!r} cannot be used ({self._detail(exc)})") from None
         db_errors = (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
+        database = engine.url.database
+        if (engine.dialect.name == "sqlite" and database and database != ":memory:"
+                and not database.startswith("file:") and not Path(database).is_file()):
+            engine.dispose()
+            # SQLite would create an empty file there and then report "no such table".
+            raise self._fail(f"source.url {safe_url(self.url)!r}: no such SQLite database file")
         try:
             try:
                 conn = engine.connect()

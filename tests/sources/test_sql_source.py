@@ -156,3 +156,10 @@ def test_sql_statement_that_returns_no_rows_is_an_error(warehouse_url):
     # SQLite runs it and says it returns no rows; PostgreSQL refuses it inside a cursor declaration.
     with pytest.raises(SourceError, match='^audience "VIP Users": the query (returns no rows|failed: syntax error)'):
         read(audience(warehouse_url, "UPDATE people SET ltv = ltv WHERE n = 0"))
+
+
+def test_sqlite_url_to_a_missing_file_is_an_error_and_creates_nothing(tmp_path):
+    missing = tmp_path / "typo.db"
+    with pytest.raises(SourceError, match=r'^audience "VIP Users": source.url .*typo\.db.*: no such SQLite database file'):
+        read(audience(f"sqlite:///{missing}", "SELECT user_id FROM orders"))
+    assert not missing.exists()
