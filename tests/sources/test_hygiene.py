@@ -209,3 +209,9 @@ def test_columnwise_hygiene_agrees_with_the_row_by_row_rules(ids, rows, min_leng
 def test_bytes_are_not_ids_even_though_arrow_would_take_them_as_text():
     with pytest.raises(SourceError, match=r"^m.jsonl:1: user_id is bytes, not an id"):
         ids_from_python([b"user-0001"], "user_id", where)
+
+
+def test_list_and_object_values_survive_the_skipping_of_other_rows_whole():
+    rows, skipped = clean(["user-0001", "abc", "user-0003"], values=[[1, 2], [3, 4], {"a": [5]}])
+    assert rows == [("user-0001", None, [1, 2]), ("user-0003", None, {"a": [5]})]
+    assert skipped == {SHORT_ID: 1}
