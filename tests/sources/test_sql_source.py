@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -117,9 +116,9 @@ def test_postgresql_values_become_json_numbers_and_text(pg_url):
                                     "ORDER BY id", "computed_trait"))
     assert rows == [("12345678-1234-5678-1234-567812345678", None, [12.5, "2026-11-01", {"a": [1, 2]}]),
                     ("22345678-1234-5678-1234-567812345678", None, [3, None, None])]
+    # numeric arrives from the driver as Decimal and leaves as a JSON number
     rows, _ = read(audience(pg_url, "SELECT id AS user_id, ltv AS value FROM t ORDER BY id", "computed_trait"))
     assert rows[0][2] == 12.5 and rows[1][2] == 3 and type(rows[1][2]) is int
-    assert Decimal  # numeric arrives as Decimal from the driver and leaves as a JSON number
     rows, _ = read(audience(pg_url, "SELECT id AS user_id, seen AS value FROM t ORDER BY id", "computed_trait"))
     assert rows == [("12345678-1234-5678-1234-567812345678", None, dt.date(2026, 11, 1).isoformat())]
 
