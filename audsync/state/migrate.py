@@ -8,6 +8,7 @@ PostgreSQL: a transaction-scoped advisory lock, DDL being transactional there to
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
@@ -22,9 +23,22 @@ from .db import make_engine, transaction, translate_db_error
 _PG_LOCK_KEY = 0x617564_73796E63 & 0x7FFF_FFFF_FFFF_FFFF
 
 
+def _script_location() -> str:
+    try:
+        return str(resources.files("audsync.migrations"))
+    except ModuleNotFoundError:
+        # Imported straight from a source checkout (e.g. `python -m audsync.cli` run in its root,
+        # which puts the checkout ahead of the installed package): the migrations live in
+        # migrations/ beside the package directory there, mapped to audsync.migrations on install.
+        checkout = Path(__file__).resolve().parents[2] / "migrations"
+        if (checkout / "env.py").is_file():
+            return str(checkout)
+        raise
+
+
 def alembic_config() -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(resources.files("audsync.migrations")))
+    cfg.set_main_option("script_location", _script_location())
     return cfg
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from audsync.testing.fake_amplitude import FakeAmplitude
 
 API_KEY = "test-api-key-123"
 FAKEHOST = Path(__file__).parent / "fakehost"
+# The installed console script, run outside the checkout so that the installed package is tested.
+AUDSYNC = shutil.which("audsync", path=str(Path(sys.executable).parent)) or "audsync"
 
 
 @pytest.fixture
@@ -123,11 +126,11 @@ class DaemonProc:
         if hostname:
             env["AUDSYNC_TEST_HOSTNAME"] = hostname
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKEHOST), env.get("PYTHONPATH")]))
-        cmd = [sys.executable, "-m", "audsync.cli", "daemon", "--config", str(config), "--log-format", "json"]
+        cmd = [AUDSYNC, "daemon", "--config", str(config), "--log-format", "json"]
         if metrics:
             cmd += ["--metrics-port", "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=env)
+                                     env=env, cwd=config.parent)
         self.pid = self.proc.pid
         self.lines: list[str] = []
         self.records: list[dict] = []
