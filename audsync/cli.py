@@ -8,12 +8,12 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from typing import Sequence
 
 from . import config as config_module
 from . import logs
+from .runtime import tune_gc_for_streaming
 from .errors import AudsyncError, UsageError
 
 
@@ -212,10 +212,7 @@ def _delete_users(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(args.log_format)
-    # Streaming millions of short-lived dicts makes the default cyclic-GC cadence the biggest
-    # per-item cost; audsync builds no reference cycles on its hot paths.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    tune_gc_for_streaming()
     try:
         return args.handler(args)
     except AudsyncError as exc:

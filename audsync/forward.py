@@ -16,7 +16,7 @@ from typing import IO, Any, Iterator
 import orjson
 
 from .config import Config
-from .delivery import DELIVERED, REJECTED, Deliverer, Outcome
+from .delivery import DELIVERED, REJECTED, Deliverer, Outcomes
 from .errors import ValidationError
 from .mapping import translate
 from .translate_stream import open_input, parse_line
@@ -117,13 +117,13 @@ def send(config: Config, input_path: str, *, rejects: IO[bytes] | None = None, p
             for op in ops:
                 yield message, op
 
-    def on_outcomes(outcomes: list[Outcome]) -> None:
-        for outcome in outcomes:
-            message = outcome.ref
-            if outcome.status == DELIVERED:
-                summary.delivered[outcome.api] += 1
-            elif message.status == DELIVERED or outcome.status != REJECTED:
-                message.status, message.reason = outcome.status, outcome.reason
+    def on_outcomes(outcomes: Outcomes) -> None:
+        status, reason = outcomes.status, outcomes.reason
+        if status == DELIVERED:
+            summary.delivered[outcomes.api] += len(outcomes)
+        for message in outcomes.refs:
+            if status != DELIVERED and (message.status == DELIVERED or status != REJECTED):
+                message.status, message.reason = status, reason
             message.left -= 1
             if message.left == 0 and message.status != DELIVERED:
                 if message.status == REJECTED:

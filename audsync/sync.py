@@ -199,22 +199,26 @@ class _Settler:
             self.report.rejected += 1
         self.phase.advance(1)
 
-    def on_outcomes(self, outcomes: Iterable[Any]) -> None:
-        for outcome in outcomes:
-            ref = outcome.ref
-            remaining = self.expected.get(ref)
-            if remaining is None:
-                self.settle_now(ref, outcome.status, outcome.api, outcome.reason or "")
-                continue
-            worst = self.worst.get(ref)
-            if worst is None or self._RANK[outcome.status] > self._RANK[worst.status]:
-                self.worst[ref] = outcome
-            if remaining > 1:
-                self.expected[ref] = remaining - 1
-            else:
-                del self.expected[ref]
-                final = self.worst.pop(ref)
-                self.settle_now(ref, final.status, final.api, final.reason or "")
+    def on_outcomes(self, outcomes: Any) -> None:
+        status, api, reason = outcomes.status, outcomes.api, outcomes.reason or ""
+        if not self.expected and status == "delivered":  # the common case, in bulk
+            self.delivered.extend(outcomes.refs)
+            self.report.delivered += len(outcomes.refs)
+            self.phase.advance(len(outcomes.refs))
+        else:
+            for ref in outcomes.refs:
+                remaining = self.expected.get(ref)
+                if remaining is None:
+                    self.settle_now(ref, status, api, reason)
+                    continue
+                worst = self.worst.get(ref)
+                if worst is None or self._RANK[status] > self._RANK[worst[0]]:
+                    self.worst[ref] = (status, api, reason)
+                if remaining > 1:
+                    self.expected[ref] = remaining - 1
+                else:
+                    del self.expected[ref]
+                    self.settle_now(ref, *self.worst.pop(ref))
         if (len(self.delivered) + len(self.rejected) >= SETTLE_ROWS
                 or time.monotonic() - self.last_flush >= SETTLE_SECONDS):
             self.flush()

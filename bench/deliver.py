@@ -191,7 +191,7 @@ def child_deliverer(url: str, count: int, base: int) -> float:
     seen = [0]
 
     def on_outcomes(outcomes):
-        seen[0] += len(outcomes)
+        seen[0] += len(outcomes.refs)
 
     start = time.monotonic()
     with Deliverer(AmplitudeSettings(api_key=API_KEY, endpoint=url), DeliverySettings()) as deliverer:
@@ -271,6 +271,10 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=0)
     args = parser.parse_args()
     if args.child:
+        if args.child == "deliverer":
+            from audsync.runtime import tune_gc_for_streaming
+
+            tune_gc_for_streaming()  # as every audsync command runs
         runners = {"fake-batch": lambda: child_fake(args.url, args.count, args.base, "batch"),
                    "fake-identify": lambda: child_fake(args.url, args.count, args.base, "identify"),
                    "sdk-default": lambda: child_sdk(args.url, args.count, args.base, False),

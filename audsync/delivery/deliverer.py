@@ -41,6 +41,25 @@ class Outcome(NamedTuple):
     reason: str | None
 
 
+class Outcomes:
+    """Items that ended alike (one status, api and reason), reported in one callback: a tuple per
+    item was a measurable share of the per-item cost at hundreds of thousands of items a second."""
+
+    __slots__ = ("refs", "status", "api", "reason")
+
+    def __init__(self, refs: list, status: str, api: str, reason: str | None):
+        self.refs, self.status, self.api, self.reason = refs, status, api, reason
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def each(self) -> list[Outcome]:
+        return [Outcome(ref, self.status, self.api, self.reason) for ref in self.refs]
+
+    def __repr__(self) -> str:
+        return f"Outcomes({len(self.refs)} {self.status} on {self.api}, reason={self.reason!r})"
+
+
 @dataclass
 class DeliveryStats:
     delivered: Counter = field(default_factory=Counter)     # api -> items
@@ -106,7 +125,9 @@ class Deliverer:
         self._stop.set()
 
     # -- the loop ---------------------------------------------------------------------------
-    def deliver(self, items: Iterable[tuple[Any, dict]], on_outcomes: Callable[[list[Outcome]], None]) -> DeliveryStats:
+    def deliver(self, items: Iterable[tuple[Any, dict]], on_outcomes: Callable[[Outcomes], None]) -> DeliveryStats:
+        """Delivers `(ref, operation)` pairs; every item's outcome reaches `on_outcomes`, in this
+        thread, exactly once (unless a stop or a fatal answer leaves it unacknowledged)."""
         run = _Run(self, iter(items), on_outcomes)
         return run.loop()
 
@@ -115,7 +136,7 @@ class _Run:
     """State of one `deliver` call; lives in the caller's thread only."""
 
     def __init__(self, owner: Deliverer, source: Iterator[tuple[Any, dict]],
-                 on_outcomes: Callable[[list[Outcome]], None]):
+                 on_outcomes: Callable[[Outcomes], None]):
         self.o = owner
         self.settings = owner.delivery
         self.source = source
@@ -292,8 +313,7 @@ class _Run:
                     free(item.key)
                     if item.key2 is not None:
                         free(item.key2)
-        new = tuple.__new__  # Outcome(...) goes through a Python-level __new__: this is 3x faster
-        self.on_outcomes([new(Outcome, (item.ref, status, api, reason)) for item in items])
+        self.on_outcomes(Outcomes([item.ref for item in items], status, api, reason))
 
     def settle_each(self, pairs: list[tuple[_Item, str]], status: str) -> None:
         by_reason: dict[str, list[_Item]] = {}

@@ -45,7 +45,7 @@ def deliver(fake, operations, *, amplitude=None, on_response=None, expect_all=Tr
 
     def on_outcomes(batch):
         threads.add(threading.get_ident())
-        outcomes.extend(batch)
+        outcomes.extend(batch.each())
 
     settings = amplitude_settings(fake, **(amplitude or {}))
     with Deliverer(settings, fast_delivery(**delivery), on_response=on_response) as deliverer:
@@ -304,7 +304,7 @@ def test_request_stop_from_the_outcome_callback(fake):
     outcomes = []
     with Deliverer(amplitude_settings(fake), fast_delivery(concurrency=2)) as deliverer:
         def on_outcomes(batch):
-            outcomes.extend(batch)
+            outcomes.extend(batch.each())
             deliverer.request_stop()
         deliverer.deliver(enumerate(ops), on_outcomes)
     assert 0 < len(outcomes) < len(ops)

@@ -174,7 +174,7 @@ def test_file_sink_through_the_deliverer_acknowledges_everything(tmp_path):
     outcomes = []
     with Deliverer(amplitude_settings(endpoint=f"file:{sink}"), fast_delivery()) as deliverer:
         stats = deliverer.deliver(((n, {"api": "identify", "body": {"user_id": f"user-{n}"}}) for n in range(2500)),
-                                  outcomes.extend)
+                                  lambda batch: outcomes.extend(batch.each()))
     assert stats.total_delivered == 2500 and {o.status for o in outcomes} == {"delivered"}
     sent = [item["user_id"] for line in sink.read_text().splitlines()
             for item in json.loads(line)["body"]["identification"]]
