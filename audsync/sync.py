@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import diff
 from .audience_ops import OperationBuilder
+from .background import Prefetched, Writer
 from .config import AudienceConfig, Config
 from .errors import AudsyncError, FatalDeliveryError, ValidationError
 from .state import LeaseKeeper, PendingRow, Rejected, StateStore
@@ -185,6 +186,7 @@ class _Settler:
         self.delivered: list[str] = []
         self.rejected: list[Rejected] = []
         self.last_flush = time.monotonic()
+        self.writer = Writer(name="settle")
 
     def expect(self, identity: str, operations: int) -> None:
         if operations > 1:
@@ -224,10 +226,18 @@ class _Settler:
             self.flush()
 
     def flush(self) -> None:
+        """Hands the acknowledgements gathered so far to the writer thread (committed in order)."""
         if self.delivered or self.rejected:
-            self.store.settle(self.audience_id, self.run_id, self.delivered, self.rejected)
+            self.writer.submit(self.store.settle, self.audience_id, self.run_id, self.delivered, self.rejected)
             self.delivered, self.rejected = [], []
         self.last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Commits what is left and waits until every acknowledgement is committed."""
+        try:
+            self.flush()
+        finally:
+            self.writer.close()
 
 
 def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
@@ -237,9 +247,10 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
 
     phase = _Phase(progress, label, total)
     settler = _Settler(store, audience_id, run_id, report, phase)
+    ahead = Prefetched(pages, name="outbox-pages")
 
     def items() -> Iterator[tuple[str, dict]]:
-        for page in pages:
+        for page in ahead:
             for row in page:
                 if stop():
                     return
@@ -261,8 +272,11 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
             with stop.watch(deliverer.request_stop):
                 deliverer.deliver(items(), settler.on_outcomes)
     finally:
-        settler.flush()
-        phase.close()
+        try:
+            ahead.close()
+            settler.close()
+        finally:
+            phase.close()
 
 
 def _skipped(source_skipped: Counter, counts: Any) -> Counter:
