@@ -292,10 +292,9 @@ class StateStore:
                 return
             after = rows[-1][0]
 
-    def _ids(self, column: str, ids: Sequence[str]) -> tuple[str, Any]:
-        if self.dialect == "sqlite":
-            return f"{column} IN (SELECT value FROM json_each(:ids))", orjson.dumps(list(ids)).decode()
-        return f"{column} = ANY(CAST(:ids AS text[]))", list(ids)
+    @staticmethod
+    def _sqlite_ids(column: str, ids: Sequence[str]) -> tuple[str, Any]:
+        return f"{column} IN (SELECT value FROM json_each(:ids))", orjson.dumps(list(ids)).decode()
 
     def settle(self, audience_id: int, run_id: int, delivered: Sequence[str], rejected: Sequence[Rejected]) -> None:
         """Record Amplitude's answers in one transaction: acknowledged users advance their synced
@@ -308,11 +307,11 @@ class StateStore:
                 # Losing the last acknowledgements in an OS crash only means resending absolute
                 # operations: not worth waiting for a WAL flush at every batch.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            if delivered:
-                # (COPYing the ids into a keyed temp table instead of = ANY(array) measured no
-                # faster: ~63,000 vs ~67,000 rows/s in batches of 20,000.)
-                in_ids, ids = self._ids("o.identity", delivered)
-                plain_in, _ = self._ids("identity", delivered)
+            if delivered and self.dialect == "postgresql":
+                self._settle_delivered_postgresql(conn, audience_id, delivered)
+            elif delivered:
+                in_ids, ids = self._sqlite_ids("o.identity", delivered)
+                plain_in, _ = self._sqlite_ids("identity", delivered)
                 params = {"a": audience_id, "ids": ids}
                 conn.execute(sa.text(
                     "INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
@@ -340,6 +339,30 @@ class StateStore:
                     "rejected_at = excluded.rejected_at"), params_list)
                 conn.execute(sa.text(
                     "UPDATE outbox SET status = 'rejected' WHERE audience_id = :a AND identity = :i"), params_list)
+
+    def _settle_delivered_postgresql(self, conn: Connection, audience_id: int, delivered: Sequence[str]) -> None:
+        # One round trip: the acknowledged outbox rows are deleted and returned, and feed the
+        # members upsert (a value) or delete (an exit or $unset). Each id is an index probe; the
+        # planner, misjudging a fresh outbox, otherwise chose sequential scans of the whole
+        # outbox per batch (0.4 s per 20,000 acknowledgements at 1M pending instead of 0.13 s).
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
+        conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
+        conn.execute(sa.text(
+            "WITH acked AS ("
+            "  DELETE FROM outbox o WHERE o.audience_id = :a AND o.identity = ANY(CAST(:ids AS text[]))"
+            "  RETURNING o.identity, o.user_id, o.anonymous_id, o.value"
+            "), upserted AS ("
+            "  INSERT INTO members (audience_id, identity, user_id, anonymous_id, value)"
+            "  SELECT :a, identity, user_id, anonymous_id, value FROM acked WHERE value IS NOT NULL"
+            "  ON CONFLICT (audience_id, identity) DO UPDATE SET user_id = excluded.user_id,"
+            "  anonymous_id = excluded.anonymous_id, value = excluded.value"
+            "), gone AS ("
+            "  DELETE FROM members m WHERE m.audience_id = :a"
+            "  AND m.identity = ANY(ARRAY(SELECT identity FROM acked WHERE value IS NULL))"
+            ") "
+            "DELETE FROM rejections r WHERE r.audience_id = :a AND r.identity = ANY(CAST(:ids AS text[]))"),
+            {"a": audience_id, "ids": list(delivered)})
 
     # ---------------------------------------------------------------- status
 
@@ -541,6 +564,10 @@ class AudienceWork:
             counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
                 "SELECT change, count(*) FROM outbox WHERE audience_id = :aid AND run_id = :run_id "
                 "AND status = 'pending' GROUP BY change"), params)})
+            if self.dialect == "postgresql" and sum(counts.values()) >= 10_000:
+                # Without fresh statistics the planner reads each page of the plan by scanning
+                # the whole outbox (18 s instead of 1.6 s to page through 1M rows).
+                self.conn.exec_driver_sql("ANALYZE outbox")
             self.conn.execute(sa.text(
                 "UPDATE audiences SET first_synced_at = :now WHERE id = :aid AND first_synced_at IS NULL"),
                 {"aid": self.aid, "now": time.time()})
