@@ -59,7 +59,7 @@ class Member(Base):
     __tablename__ = "members"
     __table_args__ = ({"sqlite_with_rowid": False},)
 
-    audience_id: Mapped[int] = mapped_column(ForeignKey("audiences.id"), primary_key=True)
+    audience_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # no foreign key: see 0001_initial
     identity: Mapped[str] = mapped_column(IdText, primary_key=True)
     user_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     anonymous_id: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -78,7 +78,7 @@ class Outbox(Base):
     __tablename__ = "outbox"
     __table_args__ = ({"sqlite_with_rowid": False},)
 
-    audience_id: Mapped[int] = mapped_column(ForeignKey("audiences.id"), primary_key=True)
+    audience_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # no foreign key: see 0001_initial
     identity: Mapped[str] = mapped_column(IdText, primary_key=True)
     user_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     anonymous_id: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -94,7 +94,7 @@ class Rejection(Base):
     __tablename__ = "rejections"
     __table_args__ = ({"sqlite_with_rowid": False},)
 
-    audience_id: Mapped[int] = mapped_column(ForeignKey("audiences.id"), primary_key=True)
+    audience_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # no foreign key: see 0001_initial
     identity: Mapped[str] = mapped_column(IdText, primary_key=True)
     user_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     anonymous_id: Mapped[str | None] = mapped_column(Text, nullable=True)

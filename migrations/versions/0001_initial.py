@@ -39,11 +39,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_audiences"),
     )
     op.create_index("uq_audiences_destination_key", "audiences", ["destination", "key"], unique=True)
+    # The per-user tables carry no foreign key to audiences: PostgreSQL checks one per inserted
+    # row, which measured 60% of writing a plan and 35% of settling acknowledgements. Only
+    # audsync writes them, always under an audience row it created first and never deletes.
     op.create_table(
         "members",
         *_user_columns(),
         sa.Column("value", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(["audience_id"], ["audiences.id"], name="fk_members_audience_id_audiences"),
         sa.PrimaryKeyConstraint("audience_id", "identity", name="pk_members"),
         sqlite_with_rowid=False,
     )
@@ -54,7 +56,6 @@ def upgrade() -> None:
         sa.Column("change", sa.String(length=16), nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.ForeignKeyConstraint(["audience_id"], ["audiences.id"], name="fk_outbox_audience_id_audiences"),
         sa.PrimaryKeyConstraint("audience_id", "identity", name="pk_outbox"),
         sqlite_with_rowid=False,
     )
@@ -67,7 +68,6 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("rejected_at", sa.Float(), nullable=False),
-        sa.ForeignKeyConstraint(["audience_id"], ["audiences.id"], name="fk_rejections_audience_id_audiences"),
         sa.PrimaryKeyConstraint("audience_id", "identity", name="pk_rejections"),
         sqlite_with_rowid=False,
     )
