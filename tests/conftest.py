@@ -6,6 +6,7 @@ admin URL). Under CI=true they must run; elsewhere they skip, saying why, when n
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 
@@ -49,6 +50,9 @@ def pg_url(pg_available) -> str:
     try:
         yield f"{base}/{name}"
     finally:
+        # Engines a test dropped without disposing close their connections when collected; do
+        # that before FORCE, which would otherwise kill them and leave noise at interpreter exit.
+        gc.collect()
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()

@@ -570,7 +570,8 @@ class AudienceWork:
             with_outbox = self._has_outbox()
             params = {"aid": self.aid, "run_id": run_id}
             for select in self._change_selects(kind, backfill, with_outbox):
-                self.conn.execute(sa.text(diff.plan_sql(select, upsert=with_outbox)), params)
+                self.conn.execute(sa.text(diff.plan_sql(select, upsert=with_outbox,
+                                                       ordered=self.dialect == "postgresql")), params)
             counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
                 "SELECT change, count(*) FROM outbox WHERE audience_id = :aid AND run_id = :run_id "
                 "AND status = 'pending' GROUP BY change"), params)})
@@ -602,7 +603,8 @@ class AudienceWork:
         with transaction(self.conn, write=True):
             n = self.conn.execute(sa.text(
                 "INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
-                "SELECT :aid, identity, user_id, anonymous_id, value FROM cur WHERE conflict = 0"),
+                "SELECT :aid, identity, user_id, anonymous_id, value FROM cur WHERE conflict = 0 "
+                "ORDER BY identity"),  # key order: far faster into the B-tree (see diff.plan_sql)
                 {"aid": self.aid}).rowcount
             self.conn.execute(sa.text(
                 "UPDATE audiences SET first_synced_at = :now WHERE id = :aid AND first_synced_at IS NULL"),
