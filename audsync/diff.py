@@ -94,6 +94,27 @@ def current_changes_sql(dialect: str, *, with_outbox: bool, backfill: bool) -> s
     )
 
 
+def current_and_gone_sql(kind: str, *, backfill: bool) -> str:
+    """PostgreSQL, for an audience without open outbox rows (the usual case): the rows of
+    current_changes_sql and gone_members_sql from one full join of `cur` and the members, one
+    pass over both sides instead of two (10M members: 5 s instead of 8 s)."""
+    differs = _distinct("postgresql", "m.value", "c.value")
+    change = (
+        f"CASE WHEN c.identity IS NULL THEN '{gone_change(kind)}' WHEN m.value IS NULL THEN '{ENTER}' "
+        f"WHEN {differs} THEN '{CHANGE}' ELSE '{RESEND}' END"
+    )
+    keep = "c.conflict = 0" if backfill else f"c.conflict = 0 AND {differs}"
+    return (
+        "SELECT coalesce(c.identity, m.identity) AS identity, "
+        "CASE WHEN c.identity IS NULL THEN m.user_id ELSE c.user_id END AS user_id, "
+        "CASE WHEN c.identity IS NULL THEN m.anonymous_id ELSE c.anonymous_id END AS anonymous_id, "
+        f"c.value AS value, {change} AS change "
+        "FROM cur c FULL JOIN (SELECT identity, user_id, anonymous_id, value FROM members "
+        "WHERE audience_id = :aid) m ON m.identity = c.identity "
+        f"WHERE c.identity IS NULL OR ({keep})"
+    )
+
+
 def staged_changes_sql(*, with_outbox: bool, backfill: bool, skip_conflicts: bool) -> str:
     """SQLite's form of current_changes_sql, reading the staged rows through their covering
     index instead of the folded `cur`: rows are filtered against the planned state first and

@@ -546,6 +546,8 @@ class AudienceWork:
             probe = "stage"
             current = diff.staged_changes_sql(with_outbox=with_outbox, backfill=backfill,
                                               skip_conflicts=kind == diff.COMPUTED_TRAIT)
+        elif not with_outbox:
+            return [diff.current_and_gone_sql(kind, backfill=backfill)]
         else:
             probe = "cur"
             current = diff.current_changes_sql(self.dialect, with_outbox=with_outbox, backfill=backfill)

@@ -134,3 +134,32 @@ def test_a_plan_is_all_or_nothing(store, monkeypatch):
             raise AssertionError("the broken plan should fail")
     assert store.pending_count(aud.id) == 0
     assert store.find_audience("d", "k").first_synced_at is None
+
+
+def test_every_kind_of_change_of_a_computed_trait_in_one_plan(store):
+    aud = store.ensure_audience("d", "k", "K", "computed_trait")
+    first = [("keep", None, 1), ("grow", None, 2), ("gone", None, 3), ("anon-only", None, 4),
+             (None, "device-9", 5), ("split", None, 6)]
+    run, _, _, pending = _sync(store, aud, first, kind="computed_trait")
+    _ack_all(store, aud, run, pending)
+    assert store.pending_count(aud.id) == 0  # no open outbox rows: PostgreSQL takes its full-join form
+    now = [("keep", None, 1), ("grow", None, 20), ("anon-only", None, 4), ("new", "dev-n", 7),
+           ("split", None, 6), ("split", None, 60)]
+    _, counts, plan, pending = _sync(store, aud, now, kind="computed_trait")
+    assert plan == {"enter": 1, "change": 1, "unset": 2}
+    assert counts.conflicting_users == 1  # "split" is neither sent nor treated as gone
+    got = {(r.user_id, r.anonymous_id, r.change, r.value) for r in pending}
+    assert got == {("new", "dev-n", "enter", "7"), ("grow", None, "change", "20"),
+                   ("gone", None, "unset", None), (None, "device-9", "unset", None)}
+
+
+def test_a_backfill_plan_resends_every_current_member_and_still_exits_the_gone(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    run, _, _, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None)])
+    _ack_all(store, aud, run, pending)
+    run = store.start_run(aud.id, "backfill")
+    with store.work(aud.id) as work:
+        work.load([[("u0002", None, None), ("u0003", None, None)]], computed=False)
+        work.build_current(computed=False)
+        plan = work.plan(run, "audience", backfill=True)
+    assert plan == {"resend": 1, "enter": 1, "exit": 1}
