@@ -69,3 +69,13 @@ def state_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def amplitude():
+    """A loopback fake Amplitude (audsync.testing.fake_amplitude) accepting any API key."""
+    from audsync.testing.fake_amplitude import FakeAmplitude
+
+    fake = FakeAmplitude()
+    yield fake
+    fake.close()

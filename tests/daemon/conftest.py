@@ -26,13 +26,6 @@ FAKEHOST = Path(__file__).parent / "fakehost"
 AUDSYNC = shutil.which("audsync", path=str(Path(sys.executable).parent)) or "audsync"
 
 
-@pytest.fixture
-def amplitude():
-    fake = FakeAmplitude()
-    yield fake
-    fake.close()
-
-
 class Project:
     """A config with JSON-lines audience sources under tmp_path, pointed at the fake Amplitude."""
 

@@ -15,13 +15,6 @@ API_KEY = "test-api-key-123"
 OTHER_KEY = "another-project-key-456"
 
 
-@pytest.fixture
-def amplitude():
-    fake = FakeAmplitude()
-    yield fake
-    fake.close()
-
-
 class Project:
     """A config file with CSV sources under tmp_path, pointed at the fake Amplitude."""
 
