@@ -7,13 +7,19 @@ from typing import IO, Callable
 
 
 class Phase:
-    def __init__(self, owner: "Progress", label: str, total: int | None):
+    """`counted=False`: a phase with nothing to count (work inside a database) shows its label
+    while it lasts and its duration when it ends."""
+
+    def __init__(self, owner: "Progress", label: str, total: int | None, counted: bool = True):
         self.owner = owner
         self.label = label
         self.total = total
+        self.counted = counted
         self.done = 0
         self.started = owner.clock()
         self.last_draw = 0.0
+        if not counted:
+            owner.draw(self, final=False)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -27,6 +33,8 @@ class Phase:
 
     def text(self) -> str:
         elapsed = max(self.owner.clock() - self.started, 1e-9)
+        if not self.counted:
+            return f"{self.label} ({elapsed:.1f} s)"
         rate = self.done / elapsed
         if self.total:
             share = min(1.0, self.done / self.total)
@@ -46,8 +54,8 @@ class Progress:
         self.interval = interval if interval is not None else (0.2 if self.tty else 10.0)
         self.clock = clock
 
-    def phase(self, label: str, total: int | None = None) -> Phase:
-        return Phase(self, label, total)
+    def phase(self, label: str, total: int | None = None, counted: bool = True) -> Phase:
+        return Phase(self, label, total, counted)
 
     def draw(self, phase: Phase, final: bool) -> None:
         text = phase.text()

@@ -151,10 +151,16 @@ class _Stop:
 class _Phase:
     """A progress phase on the optional reporter (audsync.progress); silent without one."""
 
-    def __init__(self, progress: Any, label: str, total: int | None = None):
+    def __init__(self, progress: Any, label: str, total: int | None = None, counted: bool = True):
         self.bar = None
         if progress is not None:
-            self.bar = progress.phase(label, total=total)
+            self.bar = progress.phase(label, total=total, counted=counted)
+
+    def __enter__(self) -> "_Phase":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def advance(self, n: int) -> None:
         if self.bar is not None:
@@ -339,7 +345,8 @@ def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report
         if skip_backfill and report.first_sync:
             report.notes.append(f"would record {report.members_in_source:,} members as synced without sending")
             return
-        counts, rows = work.preview(audience.kind, backfill=mode == "backfill", sample=SAMPLE_SIZE)
+        with _Phase(progress, f"{audience.key}: diffing", counted=False):
+            counts, rows = work.preview(audience.kind, backfill=mode == "backfill", sample=SAMPLE_SIZE)
     report.add_plan(counts)
     report.sample = _sample(builder, rows)
 
@@ -370,11 +377,13 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                     _load(config, audience, work, report, stop, progress)
                     if not stop():
                         if skip_backfill and report.first_sync:
-                            report.recorded = work.record_as_synced()
+                            with _Phase(progress, f"{audience.key}: recording members", counted=False):
+                                report.recorded = work.record_as_synced()
                         else:
                             if skip_backfill:
                                 report.notes.append("--skip-backfill ignored: this audience was synced before")
-                            report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill"))
+                            with _Phase(progress, f"{audience.key}: diffing and planning", counted=False):
+                                report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill"))
                 # 4. Deliver this run's plan.
                 planned = report.entered + report.exited + report.changed + report.unset + report.resent
                 if planned and not stop():
