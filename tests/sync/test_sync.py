@@ -236,3 +236,31 @@ def test_a_stop_event_leaves_the_rest_pending(project, amplitude):
     assert entry.stopped and amplitude.identifies == []
     (entry,) = run_once(cfg).audiences
     assert entry.delivered == 50
+
+
+def test_a_state_database_failure_while_settling_ends_the_run_with_a_clear_error_and_loses_nothing(
+        project, amplitude, monkeypatch):
+    from audsync.errors import StateError
+
+    rows = [(f"user{i:05d}", None) for i in range(2_500)]
+    cfg = project.config(audience(project, rows))
+    original = StateStore.settle
+    calls = []
+
+    def failing_settle(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StateError("state database sqlite:///x: disk I/O error")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StateStore, "settle", failing_settle)
+    monkeypatch.setattr("audsync.sync.SETTLE_ROWS", 500)  # several commits in one run
+    report = run_once(cfg)
+    (entry,) = report.audiences
+    assert report.exit_code == 2 and "disk I/O error" in entry.error
+    assert entry.pending > 0  # unacknowledged in the state: still planned, nothing lost
+    monkeypatch.setattr(StateStore, "settle", original)
+    (entry,) = run_once(cfg).audiences
+    assert entry.error is None and entry.pending == 0
+    assert len(members_of(cfg)) == 2_500
+    assert all(amplitude.properties[u] == {KEY: True} for u, _ in rows)
