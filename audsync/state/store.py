@@ -293,8 +293,9 @@ class StateStore:
             after = rows[-1][0]
 
     @staticmethod
-    def _sqlite_ids(column: str, ids: Sequence[str]) -> tuple[str, Any]:
-        return f"{column} IN (SELECT value FROM json_each(:ids))", orjson.dumps(list(ids)).decode()
+    def _sqlite_in_ids(column: str) -> str:
+        """`column` among the ids bound to :ids as one JSON array."""
+        return f"{column} IN (SELECT value FROM json_each(:ids))"
 
     def settle(self, audience_id: int, run_id: int, delivered: Sequence[str], rejected: Sequence[Rejected]) -> None:
         """Record Amplitude's answers in one transaction: acknowledged users advance their synced
@@ -310,9 +311,8 @@ class StateStore:
             if delivered and self.dialect == "postgresql":
                 self._settle_delivered_postgresql(conn, audience_id, delivered)
             elif delivered:
-                in_ids, ids = self._sqlite_ids("o.identity", delivered)
-                plain_in, _ = self._sqlite_ids("identity", delivered)
-                params = {"a": audience_id, "ids": ids}
+                in_ids, plain_in = self._sqlite_in_ids("o.identity"), self._sqlite_in_ids("identity")
+                params = {"a": audience_id, "ids": orjson.dumps(list(delivered)).decode()}
                 conn.execute(sa.text(
                     "INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
                     "SELECT o.audience_id, o.identity, o.user_id, o.anonymous_id, o.value FROM outbox o "
