@@ -10,6 +10,8 @@ busy timeout).
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from typing import Iterator
 
 import sqlalchemy as sa
@@ -53,7 +55,7 @@ def _sqlite_events(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enter_wal_mode(cursor)
         # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last ones.
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA cache_size = -65536")
@@ -63,6 +65,24 @@ def _sqlite_events(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _enter_wal_mode(cursor: sqlite3.Cursor) -> None:
+    # Switching a file to WAL needs an exclusive lock, and SQLite answers "database is locked" at
+    # once, without its busy handler, while another process holds any lock on it: two processes
+    # opening a new state file together (two workers, a run beside a daemon) would see one fail.
+    # The mode is persistent, so waiting here ends as soon as either of them has switched it.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 @contextlib.contextmanager
