@@ -8,7 +8,8 @@ from typing import IO, Callable
 
 class Phase:
     """`counted=False`: a phase with nothing to count (work inside a database) shows its label
-    while it lasts and its duration when it ends."""
+    while it lasts and its duration when it ends. On a terminal every phase shows at once, so the
+    screen never sits blank while a first chunk loads."""
 
     def __init__(self, owner: "Progress", label: str, total: int | None, counted: bool = True):
         self.owner = owner
@@ -18,7 +19,7 @@ class Phase:
         self.done = 0
         self.started = owner.clock()
         self.last_draw = 0.0
-        if not counted:
+        if owner.tty or not counted:
             owner.draw(self, final=False)
 
     def advance(self, n: int = 1) -> None:

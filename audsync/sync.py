@@ -311,7 +311,10 @@ def _load(config: Config, audience: AudienceConfig, work: Any, report: AudienceR
     finally:
         phase.close()
     report.rows_read = source.rows_read
-    counts = work.build_current(computed=audience.kind == diff.COMPUTED_TRAIT)
+    # Deduplicating and indexing what was loaded takes seconds at millions of rows: shown as its
+    # own phase, so that a terminal never sits on a finished loading bar.
+    with _Phase(progress, f"{audience.key}: indexing", counted=False):
+        counts = work.build_current(computed=audience.kind == diff.COMPUTED_TRAIT)
     report.members_in_source = counts.users
     report.skipped = _skipped(Counter(source.skipped), counts)
     return counts

@@ -11,7 +11,10 @@ and two phases per combination, on a fresh state database:
   first        every member is sent `{key: true}`
   incremental  0.5% of the members left, as many new ones entered (1% churn): only those are sent
 Wall time is measured around the subprocess; peak RSS is its ru_maxrss from os.wait4 in a small
-wrapper process (the fake Amplitude and the PostgreSQL server are not included).
+wrapper process (the fake Amplitude and the PostgreSQL server are not included). The wrapper also
+gives audsync a pseudo-terminal for stderr, so that it draws its progress phases (loading, indexing,
+diffing and planning, delivering), and samples its VmRSS every 20 ms: each phase's wall time and
+peak RSS come from those.
 
 Sources are generated once, in shuffled order, under --workdir (default /tmp/audsync-bench) and
 reused by later invocations: members_<N>.csv / members_<N>_churn.csv and src_<N>.db with tables
@@ -24,6 +27,8 @@ Commands:
 
 Prints one line per (size, source, state, phase) as it goes, then a table:
   size  source  state  phase  wall_s  peak_rss_mb  sent  items/s
+and, per row, where the time went: each progress phase's seconds and peak RSS, and the time
+outside them (starting Python, migrations, leases, committing the run).
 `sent` is the number of items the fake Amplitude accepted during the phase. With --repeat > 1
 wall_s and peak_rss_mb are medians. The yardstick printed next to the first sync is the
 official Amplitude SDK's ~15,000 identifies/s (reference/performance-notes.md): its time for the
@@ -68,6 +73,7 @@ from pathlib import Path
 SDK_IDENTIFIES_PER_S = 15_000
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 AUDIENCE = "Bench Members"
+AUDIENCE_KEY = "bench_members"
 
 
 def ids_for(n: int) -> tuple[list[str], list[str]]:
@@ -187,22 +193,104 @@ def write_config(run_dir: Path, state_url: str, fake_url: str, source: str, n: i
     return path
 
 
-def run_phase(config: Path, log: Path) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MB, exit code) of one `audsync run` subprocess."""
-    # Through a small wrapper: Linux carries the forking process's RSS high-water mark into the
-    # child's ru_maxrss, and this process held every generated id.
+# A progress frame's label: "key: loading [###--] 1/2 (..)", "key: loading: 1,000 (..)" or
+# "key: diffing and planning (12.3 s)".
+_LABEL = r"^(?P<label>.+?)(?: \[|: \d[\d,]* \(| \(\d)"
+
+
+def measure(argv: list[str]) -> None:
+    """Run argv with its stderr on a pseudo-terminal, so that audsync draws its progress phases;
+    print one JSON line: exit code, ru_maxrss, and each phase's span and peak RSS (VmRSS sampled
+    every 20 ms). Runs in its own process: Linux carries the forking process's RSS high-water mark
+    into the child's ru_maxrss, and the benchmark's process held every generated id."""
+    import json
+    import pty
+    import re
+    import threading
+
+    master, slave = pty.openpty()
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=sys.stderr.fileno(), stderr=slave)  # its output to the log
+    os.close(slave)
+    samples: list[tuple[float, int]] = []
+    frames: list[tuple[float, str, bool]] = []   # (time, label, final)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                with open(f"/proc/{proc.pid}/status") as status:
+                    for line in status:
+                        if line.startswith("VmRSS:"):
+                            samples.append((time.monotonic(), int(line.split()[1])))
+            except OSError:
+                return
+            done.wait(0.02)
+
+    def read() -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:      # EIO once the child has closed its end
+                return
+            if not chunk:
+                return
+            now = time.monotonic()
+            parts = (pending + chunk).split(b"\r\x1b[2K")
+            # Frames are flushed whole and end with ")" (or ")\n" when final): a part that does
+            # not is the start of a frame still arriving.
+            pending = parts.pop() if not parts[-1].rstrip().endswith(b")") else b""
+            for part in parts:
+                text = part.decode(errors="replace").replace("\r", "")
+                match = re.match(_LABEL, text.strip())
+                if match:
+                    frames.append((now, match["label"], ")\n" in text))
+
+    threads = [threading.Thread(target=sample, daemon=True), threading.Thread(target=read, daemon=True)]
+    for t in threads:
+        t.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    ended = time.monotonic()
+    done.set()
+    for t in threads:
+        t.join(5)
+    phases: list[dict] = []
+    for when, label, final in frames:
+        if not phases or phases[-1]["label"] != label or phases[-1].get("closed"):
+            phases.append({"label": label, "start": when})
+        phases[-1]["end"] = when
+        phases[-1]["closed"] = final
+    for phase in phases:
+        inside = [kb for t, kb in samples if phase["start"] - 0.02 <= t <= phase["end"] + 0.02]
+        phase["peak_rss_kb"] = max(inside, default=0)
+        phase["start"] -= started
+        phase["end"] -= started
+    print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss,
+                      "wall_s": ended - started, "phases": phases}))
+
+
+def run_phase(config: Path, log: Path) -> tuple[float, float, int, list[dict]]:
+    """(wall seconds, peak RSS MB, exit code, progress phases) of one `audsync run` subprocess."""
+    import json
+
     audsync = Path(sys.executable).with_name("audsync")
-    wrapper = ("import os, subprocess, sys\n"
-               "p = subprocess.Popen(sys.argv[1:])\n"
-               "_, status, usage = os.wait4(p.pid, 0)\n"
-               "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss, file=sys.stderr)\n")
     started = time.monotonic()
     with open(log, "ab") as out:
-        proc = subprocess.run([sys.executable, "-c", wrapper, str(audsync), "run", "--config", str(config)],
-                              stdout=out, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run([sys.executable, __file__, "_measure", str(audsync), "run", "--config", str(config)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out, text=True)
     wall = time.monotonic() - started
-    code, maxrss_kb = proc.stderr.split()[-2:]
-    return wall, int(maxrss_kb) / 1024, int(code)
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    return wall, measured["maxrss_kb"] / 1024, measured["exit"], measured["phases"]
+
+
+def phase_text(phases: list[dict], prefix: str, wall: float) -> str:
+    """'loading 9.1 s 402 MB, indexing ...; outside them 1.2 s' for the phases of one audience
+    (outside: starting Python, migrations, leases, committing the run)."""
+    mine = [p for p in phases if p["label"].startswith(prefix)]
+    inside = sum(p["end"] - p["start"] for p in mine)
+    return (", ".join(f"{p['label'][len(prefix):]} {p['end'] - p['start']:.1f} s {p['peak_rss_kb'] / 1024:.0f} MB"
+                      for p in mine) + f"; outside them {wall - inside:.1f} s")
 
 
 def bench_combo(n: int, source: str, state: str, workdir: Path, fake: LeanFake) -> list[dict]:
@@ -214,14 +302,14 @@ def bench_combo(n: int, source: str, state: str, workdir: Path, fake: LeanFake) 
         for phase, churn in (("first", False), ("incremental", True)):
             config = write_config(run_dir, state_url, fake.url, source, n, churn, workdir)
             before = fake.items()
-            wall, rss, code = run_phase(config, run_dir / "audsync.log")
+            wall, rss, code, steps = run_phase(config, run_dir / "audsync.log")
             sent = fake.items() - before
             row = {"size": n, "source": source, "state": state, "phase": phase, "wall_s": wall,
-                   "rss_mb": rss, "sent": sent, "exit": code}
+                   "rss_mb": rss, "sent": sent, "exit": code, "steps": phase_text(steps, AUDIENCE_KEY + ": ", wall)}
             if code != 0:
                 print(f"# audsync run exited {code}; see {run_dir / 'audsync.log'}", flush=True)
             print(f"# {n:>10,} {source:4} {state:10} {phase:11} {wall:7.1f} s {rss:7.0f} MB "
-                  f"{sent:>10,} sent (exit {code})", flush=True)
+                  f"{sent:>10,} sent (exit {code})\n#   {row['steps']}", flush=True)
             results.append(row)
     finally:
         if state == "postgresql":
@@ -231,6 +319,9 @@ def bench_combo(n: int, source: str, state: str, workdir: Path, fake: LeanFake) 
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["_measure"]:
+        measure(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000")
     parser.add_argument("--sources", default="file,sql")
@@ -269,6 +360,9 @@ def main() -> None:
         print(f"{r['size']:>10,}  {r['source']:6} {r['state']:10} {r['phase']:11} {r['wall_s']:7.1f} "
               f"{r['rss_mb']:11.0f} {r['sent']:>10,} {rate:9,.0f}  {versus}"
               + (f"  (exit {r['exit']})" if r["exit"] else ""))
+    print("\nwhere the time went (the first run of each; a phase's peak RSS is the highest VmRSS sampled in it):")
+    for r in table:
+        print(f"{r['size']:>10,}  {r['source']:6} {r['state']:10} {r['phase']:11}  {r['steps']}")
 
 
 if __name__ == "__main__":

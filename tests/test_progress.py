@@ -22,7 +22,8 @@ def test_a_counted_phase_on_a_terminal_redraws_its_bar_and_ends_the_line():
     phase.advance(750)
     phase.close()
     frames = out.getvalue().split("\r\x1b[2K")[1:]
-    assert frames[0] == "aud: delivering [######------------------] 250/1,000 (250/s)"
+    assert frames[0] == "aud: delivering [------------------------] 0/1,000 (0/s)"
+    assert frames[1] == "aud: delivering [######------------------] 250/1,000 (250/s)"
     assert frames[-1] == "aud: delivering [########################] 1,000/1,000 (500/s)\n"
 
 

@@ -264,3 +264,17 @@ def test_a_state_database_failure_while_settling_ends_the_run_with_a_clear_error
     assert entry.error is None and entry.pending == 0
     assert len(members_of(cfg)) == 2_500
     assert all(amplitude.properties[u] == {KEY: True} for u, _ in rows)
+
+
+def test_a_run_on_a_terminal_shows_each_phase_in_order_and_ends_each_line(project, amplitude):
+    import io
+
+    from audsync.progress import Progress
+
+    cfg = project.config(audience(project, [("user0001", None), ("user0002", None)]))
+    out = io.StringIO()
+    run_once(cfg, progress=Progress(out, tty=True))
+    finished = [frame.split(" (")[0].split(" [")[0]
+                for frame in out.getvalue().split("\r\x1b[2K") if frame.endswith("\n")]
+    assert finished == [f"{KEY}: loading: 2", f"{KEY}: indexing", f"{KEY}: diffing and planning",
+                        f"{KEY}: delivering"]
