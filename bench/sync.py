@@ -34,7 +34,7 @@ wall_s and peak_rss_mb are medians. The yardstick printed next to the first sync
 official Amplitude SDK's ~15,000 identifies/s (reference/performance-notes.md): its time for the
 same number of identifies and our speed-up against it.
 
-Runs on the 2-cpu development machine (2026-11-29; 1M: medians of 3; 10M: single runs):
+Runs on the 2-cpu development machine. 1M: medians of 3 (2026-11-29, first session):
       size  source state      phase        wall_s peak_rss_mb  vs SDK (~15,000/s)
  1,000,000  file   sqlite     first          10.6         455  6.3x
  1,000,000  file   sqlite     incremental     3.0         316
@@ -44,15 +44,31 @@ Runs on the 2-cpu development machine (2026-11-29; 1M: medians of 3; 10M: single
  1,000,000  sql    sqlite     incremental     3.4         273
  1,000,000  sql    postgresql first          12.2         338  5.5x
  1,000,000  sql    postgresql incremental     3.5         232
-10,000,000  file   sqlite     first         103.6         526  6.4x
-10,000,000  file   sqlite     incremental    21.9         535
-10,000,000  file   postgresql first         112.2         516  5.9x
-10,000,000  file   postgresql incremental    28.1         383
-10,000,000  sql    sqlite     first         101.3         468  6.6x
-10,000,000  sql    sqlite     incremental    23.9         398
-10,000,000  sql    postgresql first         111.7         434  6.0x
-10,000,000  sql    postgresql incremental    26.9         266
-PostgreSQL 15 with its default settings (shared_buffers 128 MB, work_mem 4 MB).
+10M (2026-11-29, second session, on a day when bench/mapping.py ran 5% slower than the first):
+each run listed; PostgreSQL file 3 runs, sql 2 runs, SQLite 1 run.
+10,000,000  file   sqlite     first         110.7         513  6.0x
+10,000,000  file   sqlite     incremental    24.9         454
+10,000,000  file   postgresql first         127.5 119.8 119.1   520-532  5.2x-5.6x
+10,000,000  file   postgresql incremental    29.3  29.4  29.5   379-385
+10,000,000  sql    sqlite     first         108.0         469  6.2x
+10,000,000  sql    sqlite     incremental    26.0         397
+10,000,000  sql    postgresql first         121.6 124.5         429-432  5.4x-5.5x
+10,000,000  sql    postgresql incremental    33.2  29.9         262-264
+(The first session's single 10M runs: 101-104 s / 22-24 s on SQLite, 112 s / 27-28 s on PostgreSQL.)
+Where the time went at 10M (seconds, peak RSS in MB):
+  file sqlite first      loading 3.2 (380), indexing 8.0 (413), diffing and planning 14.6 (477),
+                         delivering 80.0 (514), outside the phases 5.0
+  file sqlite incr.      loading 3.6 (393), indexing 8.0 (455), diffing and planning 8.7 (315),
+                         delivering 1.4 (449), outside 3.2
+  file postgresql first  loading 3.0 (389), indexing 8.0 (277), diffing and planning 23.3 (279),
+                         delivering 83.9 (532), outside 1.6
+  file postgresql incr.  loading 2.9 (379), indexing 12.0 (281), diffing and planning 10.8 (278),
+                         delivering 2.4 (344), outside 1.3
+  sql  postgresql incr.  loading 5.7 (214), indexing 11.0 (214), diffing and planning 9.6 (201),
+                         delivering 2.4 (264), outside 1.2
+PostgreSQL 15 with its default settings (shared_buffers 128 MB, work_mem 4 MB; a larger work_mem
+made the fold and the plan's sort slower here, not faster). No autovacuum worker ran during the
+third file/PostgreSQL run (pg_stat_activity polled every second).
 """
 
 from __future__ import annotations
