@@ -68,9 +68,10 @@ def _sqlite_events(engine: Engine) -> None:
 
 
 def _enter_wal_mode(cursor: sqlite3.Cursor) -> None:
-    # Switching a file to WAL needs an exclusive lock, and SQLite answers "database is locked" at
-    # once, without its busy handler, while another process holds any lock on it: two processes
-    # opening a new state file together (two workers, a run beside a daemon) would see one fail.
+    # Switching a file to WAL needs an exclusive lock, and while another process is writing the
+    # file (as it does while switching it to WAL) SQLite answers "database is locked" at once,
+    # without its busy handler: of two processes opening a new state file together (two workers,
+    # a run beside a daemon), one would fail.
     # The mode is persistent, so waiting here ends as soon as either of them has switched it.
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     pause = 0.005
