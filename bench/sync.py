@@ -45,11 +45,12 @@ Runs on the 2-cpu development machine. 1M: medians of 3 (2026-11-29, first sessi
  1,000,000  sql    postgresql first          12.2         338  5.5x
  1,000,000  sql    postgresql incremental     3.5         232
 10M (2026-11-29, second session, on a day when bench/mapping.py ran 5% slower than the first):
-each run listed; PostgreSQL file 3 runs, sql 2 runs, SQLite 1 run.
+each run listed; PostgreSQL file 4 runs (the 4th with a 120 s pause between first and
+incremental, which changed nothing), sql 2 runs, SQLite 1 run.
 10,000,000  file   sqlite     first         110.7         513  6.0x
 10,000,000  file   sqlite     incremental    24.9         454
-10,000,000  file   postgresql first         127.5 119.8 119.1   520-532  5.2x-5.6x
-10,000,000  file   postgresql incremental    29.3  29.4  29.5   379-385
+10,000,000  file   postgresql first         127.5 119.8 119.1 113.6   520-532  5.2x-5.9x
+10,000,000  file   postgresql incremental    29.3  29.4  29.5  29.5    379-387
 10,000,000  sql    sqlite     first         108.0         469  6.2x
 10,000,000  sql    sqlite     incremental    26.0         397
 10,000,000  sql    postgresql first         121.6 124.5         429-432  5.4x-5.5x
