@@ -304,12 +304,9 @@ def _load(config: Config, audience: AudienceConfig, work: Any, report: AudienceR
     from .sources import open_source
 
     source = open_source(audience, min_id_length=config.amplitude.min_id_length)
-    phase = _Phase(progress, f"{audience.key}: loading")
-    try:
+    with _Phase(progress, f"{audience.key}: loading") as phase:
         work.load(source.chunks(), computed=audience.kind == diff.COMPUTED_TRAIT, should_stop=stop,
                   on_rows=phase.advance)
-    finally:
-        phase.close()
     report.rows_read = source.rows_read
     # Deduplicating and indexing what was loaded takes seconds at millions of rows: shown as its
     # own phase, so that a terminal never sits on a finished loading bar.
