@@ -7,9 +7,11 @@ for byte, so the source's collation, order and duplicates do not matter.
 
 Vocabulary
 - identity: "u" + user_id, or "a" + anonymous_id for a profile without a user id.
-- current (temporary table `cur`): one row per identity from this run's source, with a
-  canonical JSON value (`true` for an audience member) and `conflict` = 1 when the source gave
-  one user several values (a computed trait); such a user is neither sent nor treated as gone.
+- staged rows (temporary `stage`): this run's source rows with their identity, duplicates
+  included; a value is canonical JSON, NULL for an audience member (whose value is `true`).
+- current (temporary view `cur`): one row per identity of the staged rows, with `conflict` = 1
+  when the source gave one user several values (a computed trait); such a user is neither sent
+  nor treated as gone. The diff reads the staged rows and folds only the users that changed.
 - planned state P: the outbox row's value when the user has one (pending or rejected), else
   the acknowledged value in `members`, else absent. Diffing against P rather than against the
   acknowledged state means an undelivered change is not planned twice, and a rejected value is
@@ -71,109 +73,109 @@ def current_view_sql(dialect: str, source: str = "stage") -> str:
     )
 
 
-def current_changes_sql(dialect: str, *, with_outbox: bool, backfill: bool) -> str:
-    """Rows of `cur` that need an operation: identity, user_id, anonymous_id, value, change.
-
-    Walks `cur` in key order, probing members (and the outbox) by primary key; `with_outbox`
-    False skips the outbox probe when the audience has no open outbox rows (the usual case).
-    """
-    planned = "CASE WHEN o.identity IS NOT NULL THEN o.value ELSE m.value END" if with_outbox else "m.value"
-    outbox_join = (
-        "LEFT JOIN outbox o ON o.audience_id = :aid AND o.identity = c.identity " if with_outbox else ""
-    )
-    differs = _distinct(dialect, planned, "c.value")
-    change = (
-        f"CASE WHEN {planned} IS NULL THEN '{ENTER}' WHEN {differs} THEN '{CHANGE}' ELSE '{RESEND}' END"
-    )
-    where = "c.conflict = 0" if backfill else f"c.conflict = 0 AND {differs}"
+def _fold_postgresql(rows: str) -> str:
+    """One row per identity of the change rows `rows` yields. PostgreSQL wants every selected
+    column grouped or aggregated; within one identity the planned state and the value are the
+    same on every row (conflicting users are left out), so min() only picks the smallest ids."""
     return (
-        f"SELECT c.identity AS identity, c.user_id AS user_id, c.anonymous_id AS anonymous_id, "
-        f"c.value AS value, {change} AS change "
-        "FROM cur c LEFT JOIN members m ON m.audience_id = :aid AND m.identity = c.identity "
-        f"{outbox_join}WHERE {where}"
+        "SELECT d.identity AS identity, min(d.user_id) AS user_id, min(d.anonymous_id) AS anonymous_id, "
+        f"min(d.value) AS value, min(d.change) AS change FROM ({rows}) d GROUP BY d.identity"
     )
 
 
-def current_and_gone_sql(kind: str, *, backfill: bool) -> str:
-    """PostgreSQL, for an audience without open outbox rows (the usual case): the rows of
-    current_changes_sql and gone_members_sql from one full join of `cur` and the members, one
-    pass over both sides instead of two (10M members: 5 s instead of 8 s)."""
-    differs = _distinct("postgresql", "m.value", "c.value")
+def _not_conflicting(dialect: str, identity: str) -> str:
+    if dialect == "sqlite":
+        return f"{identity} NOT IN (SELECT identity FROM conflicts)"
+    # A probe of the conflicts' primary key: NOT IN over a large list is not hashed by PostgreSQL.
+    return f"NOT EXISTS (SELECT 1 FROM conflicts x WHERE x.identity = {identity})"
+
+
+def staged_and_gone_sql(kind: str, *, backfill: bool, skip_conflicts: bool) -> str:
+    """PostgreSQL, for an audience without open outbox rows (the usual case): the changes of
+    staged_changes_sql and gone_members_sql from one full join of the staged rows and the
+    members, one pass over both sides. The staged rows are not folded first: only those that
+    survive the join are (10M members: the fold into a table of its own took as long as the join).
+    """
+    value = f"coalesce(s.value, '{TRUE}')"
+    differs = _distinct("postgresql", "m.value", value)
     change = (
-        f"CASE WHEN c.identity IS NULL THEN '{gone_change(kind)}' WHEN m.value IS NULL THEN '{ENTER}' "
+        f"CASE WHEN s.identity IS NULL THEN '{gone_change(kind)}' WHEN m.value IS NULL THEN '{ENTER}' "
         f"WHEN {differs} THEN '{CHANGE}' ELSE '{RESEND}' END"
     )
-    keep = "c.conflict = 0" if backfill else f"c.conflict = 0 AND {differs}"
-    return (
-        "SELECT coalesce(c.identity, m.identity) AS identity, "
-        "CASE WHEN c.identity IS NULL THEN m.user_id ELSE c.user_id END AS user_id, "
-        "CASE WHEN c.identity IS NULL THEN m.anonymous_id ELSE c.anonymous_id END AS anonymous_id, "
-        f"c.value AS value, {change} AS change "
-        "FROM cur c FULL JOIN (SELECT identity, user_id, anonymous_id, value FROM members "
-        "WHERE audience_id = :aid) m ON m.identity = c.identity "
-        f"WHERE c.identity IS NULL OR ({keep})"
+    keep = [] if backfill else [differs]
+    if skip_conflicts:
+        keep.append(_not_conflicting("postgresql", "s.identity"))
+    where = f"WHERE s.identity IS NULL OR ({' AND '.join(keep)})" if keep else ""
+    return _fold_postgresql(
+        "SELECT coalesce(s.identity, m.identity) AS identity, "
+        "CASE WHEN s.identity IS NULL THEN m.user_id ELSE s.user_id END AS user_id, "
+        "CASE WHEN s.identity IS NULL THEN m.anonymous_id ELSE s.anonymous_id END AS anonymous_id, "
+        f"CASE WHEN s.identity IS NULL THEN NULL ELSE {value} END AS value, {change} AS change "
+        "FROM stage s FULL JOIN (SELECT identity, user_id, anonymous_id, value FROM members "
+        f"WHERE audience_id = :aid) m ON m.identity = s.identity {where}"
     )
 
 
-def staged_changes_sql(*, with_outbox: bool, backfill: bool, skip_conflicts: bool) -> str:
-    """SQLite's form of current_changes_sql, reading the staged rows through their covering
-    index instead of the folded `cur`: rows are filtered against the planned state first and
-    only the survivors are folded, which is three times faster than folding every row. All rows
-    of one identity and value pass or fail together, so the fold sees each changed user whole;
-    users with conflicting values (listed in `conflicts`) are left out.
+def staged_changes_sql(dialect: str, *, with_outbox: bool, backfill: bool, skip_conflicts: bool) -> str:
+    """Rows that need an operation among the current users: identity, user_id, anonymous_id,
+    value, change. Reads the staged rows (on SQLite through their covering index) and folds only
+    those that differ from the planned state, which is three times faster than folding every row
+    first. All rows of one identity and value pass or fail together, so the fold sees each
+    changed user whole; users with conflicting values (listed in `conflicts`) are left out.
     """
     planned = "CASE WHEN o.identity IS NOT NULL THEN o.value ELSE m.value END" if with_outbox else "m.value"
     outbox_join = (
         "LEFT JOIN outbox o ON o.audience_id = :aid AND o.identity = s.identity " if with_outbox else ""
     )
     value = f"coalesce(s.value, '{TRUE}')"
-    differs = _distinct("sqlite", planned, value)
+    differs = _distinct(dialect, planned, value)
     conditions = [] if backfill else [differs]
     if skip_conflicts:
-        conditions.append("s.identity NOT IN (SELECT identity FROM conflicts)")
+        conditions.append(_not_conflicting(dialect, "s.identity"))
     where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
-    # `planned` and `value` are the same on every row of a group: SQLite takes them as they are.
     change = f"CASE WHEN {planned} IS NULL THEN '{ENTER}' WHEN {differs} THEN '{CHANGE}' ELSE '{RESEND}' END"
+    joins = f"FROM stage s LEFT JOIN members m ON m.audience_id = :aid AND m.identity = s.identity {outbox_join}"
+    if dialect != "sqlite":
+        return _fold_postgresql(
+            f"SELECT s.identity AS identity, s.user_id AS user_id, s.anonymous_id AS anonymous_id, "
+            f"{value} AS value, {change} AS change {joins}{where}")
+    # `planned` and `value` are the same on every row of a group: SQLite takes them as they are.
     return (
         "SELECT s.identity AS identity, min(s.user_id) AS user_id, min(s.anonymous_id) AS anonymous_id, "
-        f"{value} AS value, {change} AS change "
-        "FROM stage s LEFT JOIN members m ON m.audience_id = :aid AND m.identity = s.identity "
-        f"{outbox_join}{where}GROUP BY s.identity"
+        f"{value} AS value, {change} AS change {joins}{where}GROUP BY s.identity"
     )
 
 
-def gone_members_sql(kind: str, probe: str = "cur") -> str:
-    """Acknowledged members (without an open outbox row) that are no longer current.
-
-    `probe` is the relation checked for current identities: `cur`, or on SQLite the staged rows
-    themselves (their covering index answers the probe; a conflicting user is still current).
-    """
+def gone_members_sql(kind: str) -> str:
+    """Acknowledged members (without an open outbox row) that are no longer current: no staged
+    row has their identity (a user with conflicting values is still current)."""
     return (
         f"SELECT m.identity AS identity, m.user_id AS user_id, m.anonymous_id AS anonymous_id, "
         f"NULL AS value, '{gone_change(kind)}' AS change FROM members m "
         "WHERE m.audience_id = :aid "
         "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.audience_id = :aid AND o.identity = m.identity) "
-        f"AND NOT EXISTS (SELECT 1 FROM {probe} c WHERE c.identity = m.identity)"
+        "AND NOT EXISTS (SELECT 1 FROM stage c WHERE c.identity = m.identity)"
     )
 
 
-def gone_planned_sql(kind: str, probe: str = "cur") -> str:
+def gone_planned_sql(kind: str) -> str:
     """Users whose open plan gives them a value (pending or rejected) and who are no longer current."""
     return (
         f"SELECT o.identity AS identity, o.user_id AS user_id, o.anonymous_id AS anonymous_id, "
         f"NULL AS value, '{gone_change(kind)}' AS change FROM outbox o "
         "WHERE o.audience_id = :aid AND o.value IS NOT NULL "
-        f"AND NOT EXISTS (SELECT 1 FROM {probe} c WHERE c.identity = o.identity)"
+        "AND NOT EXISTS (SELECT 1 FROM stage c WHERE c.identity = o.identity)"
     )
 
 
-def plan_sql(select: str, *, upsert: bool, ordered: bool = False) -> str:
+def plan_sql(select: str, *, upsert: bool, ordered: bool = False, counted: bool = False) -> str:
     """Write the changes a SELECT above yields into the outbox for run :run_id.
 
     With open outbox rows, a newer plan replaces the older one for that user (upsert): only the
     newest value is ever sent after it, never an older one. `ordered` inserts in key order
     (PostgreSQL, whose hash joins yield rows at random: 10M rows into the outbox's B-tree took
-    58 s in random order, 21 s sorted first).
+    58 s in random order, 21 s sorted first). `counted` (PostgreSQL) makes the statement answer
+    (change, count) for the rows it wrote, instead of reading them back from the outbox.
     """
     insert = (
         "INSERT INTO outbox (audience_id, identity, user_id, anonymous_id, value, change, run_id, status) "
@@ -181,11 +183,15 @@ def plan_sql(select: str, *, upsert: bool, ordered: bool = False) -> str:
         f"FROM ({select}) d"
     )
     order = " ORDER BY d.identity" if ordered else ""
-    if not upsert:
-        return insert + order
-    # "WHERE true" settles SQLite's parsing ambiguity between a join's ON and the upsert's ON.
-    return (
-        f"{insert} WHERE true{order} ON CONFLICT (audience_id, identity) DO UPDATE SET "
-        "user_id = excluded.user_id, anonymous_id = excluded.anonymous_id, value = excluded.value, "
-        "change = excluded.change, run_id = excluded.run_id, status = 'pending'"
-    )
+    if upsert:
+        # "WHERE true" settles SQLite's parsing ambiguity between a join's ON and the upsert's ON.
+        insert = (
+            f"{insert} WHERE true{order} ON CONFLICT (audience_id, identity) DO UPDATE SET "
+            "user_id = excluded.user_id, anonymous_id = excluded.anonymous_id, value = excluded.value, "
+            "change = excluded.change, run_id = excluded.run_id, status = 'pending'"
+        )
+    else:
+        insert += order
+    if counted:
+        return f"WITH planned AS ({insert} RETURNING change) SELECT change, count(*) FROM planned GROUP BY change"
+    return insert

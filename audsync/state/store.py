@@ -427,6 +427,7 @@ class AudienceWork:
         # None: the audience has no state yet (a dry run never creates it); -1 matches nothing.
         self.aid = audience_id if audience_id is not None else -1
         self.loaded = 0
+        self.has_conflicts = False
 
     def reset(self) -> None:
         with transaction(self.conn, write=False):
@@ -435,8 +436,10 @@ class AudienceWork:
                 self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp.conflicts")
                 self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp.stage")
             else:
-                self.conn.exec_driver_sql("DROP TABLE IF EXISTS cur")
-                self.conn.exec_driver_sql("DROP TABLE IF EXISTS stage")
+                self.conn.exec_driver_sql("DROP VIEW IF EXISTS cur")
+                self.conn.exec_driver_sql("DROP VIEW IF EXISTS stage")
+                self.conn.exec_driver_sql("DROP TABLE IF EXISTS conflicts")
+                self.conn.exec_driver_sql("DROP TABLE IF EXISTS stage_rows")
 
     def load(self, chunks: Iterable[list[tuple]], *, computed: bool,
              should_stop: Callable[[], bool] = lambda: False,
@@ -479,10 +482,15 @@ class AudienceWork:
 
     def _load_postgresql(self, chunks, computed, should_stop, on_rows) -> None:  # noqa: ANN001
         self.conn.exec_driver_sql(
-            'CREATE TEMP TABLE stage (user_id text COLLATE "C", anonymous_id text COLLATE "C", value text)')
+            'CREATE TEMP TABLE stage_rows (user_id text COLLATE "C", anonymous_id text COLLATE "C", value text)')
+        # The identity is computed where it is read: a stored (generated) column made COPY slower
+        # by more than its reads cost.
+        self.conn.exec_driver_sql(
+            f"CREATE TEMP VIEW stage AS SELECT {diff.identity_sql()} AS identity, user_id, anonymous_id, value "
+            "FROM stage_rows")
         raw = self.conn.connection.driver_connection
         with raw.cursor() as cursor:
-            with cursor.copy("COPY stage (user_id, anonymous_id, value) FROM STDIN") as copy:
+            with cursor.copy("COPY stage_rows (user_id, anonymous_id, value) FROM STDIN") as copy:
                 for chunk in chunks:
                     if computed:
                         for u, a, v in chunk:
@@ -514,23 +522,27 @@ class AudienceWork:
                     self.conn.exec_driver_sql(
                         "INSERT INTO conflicts SELECT identity, count(*) FROM stage GROUP BY identity "
                         "HAVING min(value) IS NOT max(value)")
-            else:
-                self.conn.exec_driver_sql(
-                    'CREATE TEMP TABLE cur (identity text COLLATE "C" NOT NULL, user_id text, anonymous_id text, '
-                    "value text NOT NULL, n integer NOT NULL, conflict integer NOT NULL)")
-                staged = (f"(SELECT {diff.identity_sql()} AS identity, user_id, anonymous_id, value "
-                          "FROM stage) s")
-                users = self.conn.exec_driver_sql(
-                    f"INSERT INTO cur {diff.current_view_sql('postgresql', staged)}").rowcount
-                self.conn.exec_driver_sql("DROP TABLE stage")
-                # No index on cur: the diff reads it whole, by hash joins (an index build took as
-                # long as the diff itself at 10M rows). The statistics are what the planner needs.
-                self.conn.exec_driver_sql("ANALYZE cur")
-            conflict_users = conflict_rows = 0
-            if computed:
-                conflicts = "conflicts" if self.dialect == "sqlite" else "cur WHERE conflict = 1"
                 conflict_users, conflict_rows = self.conn.exec_driver_sql(
-                    f"SELECT count(*), coalesce(sum(n), 0) FROM {conflicts}").one()
+                    "SELECT count(*), coalesce(sum(n), 0) FROM conflicts").one()
+            else:
+                # No table of its own for `cur`: writing 10M folded rows cost as much as the diff.
+                # The diff folds only the staged users that changed (diff.staged_and_gone_sql).
+                self.conn.exec_driver_sql(f"CREATE TEMP VIEW cur AS {diff.current_view_sql('postgresql')}")
+                self.conn.exec_driver_sql(
+                    'CREATE TEMP TABLE conflicts (identity text COLLATE "C" PRIMARY KEY, n integer NOT NULL)')
+                self.conn.exec_driver_sql("ANALYZE stage_rows")  # what the planner needs for the joins
+                if computed:
+                    users, conflict_users, conflict_rows = self.conn.exec_driver_sql(
+                        "SELECT count(*), count(*) FILTER (WHERE conflict = 1), "
+                        "coalesce(sum(n) FILTER (WHERE conflict = 1), 0) FROM cur").one()
+                    if conflict_users:  # a second pass only when there are conflicts to list
+                        self.conn.exec_driver_sql(
+                            "INSERT INTO conflicts SELECT identity, n FROM cur WHERE conflict = 1")
+                else:
+                    users = self.conn.exec_driver_sql(
+                        "SELECT count(*) FROM (SELECT 1 FROM stage GROUP BY identity) g").scalar_one()
+                    conflict_users = conflict_rows = 0
+            self.has_conflicts = bool(conflict_users)
         users = int(users)
         conflict_users, conflict_rows = int(conflict_users), int(conflict_rows)
         duplicates = self.loaded - users - conflict_rows + conflict_users
@@ -542,18 +554,13 @@ class AudienceWork:
                                  {"aid": self.aid}).first() is not None
 
     def _change_selects(self, kind: str, backfill: bool, with_outbox: bool) -> list[str]:
-        if self.dialect == "sqlite":
-            probe = "stage"
-            current = diff.staged_changes_sql(with_outbox=with_outbox, backfill=backfill,
-                                              skip_conflicts=kind == diff.COMPUTED_TRAIT)
-        elif not with_outbox:
-            return [diff.current_and_gone_sql(kind, backfill=backfill)]
-        else:
-            probe = "cur"
-            current = diff.current_changes_sql(self.dialect, with_outbox=with_outbox, backfill=backfill)
-        selects = [current, diff.gone_members_sql(kind, probe)]
+        if self.dialect == "postgresql" and not with_outbox:
+            return [diff.staged_and_gone_sql(kind, backfill=backfill, skip_conflicts=self.has_conflicts)]
+        selects = [diff.staged_changes_sql(self.dialect, with_outbox=with_outbox, backfill=backfill,
+                                           skip_conflicts=self.has_conflicts),
+                   diff.gone_members_sql(kind)]
         if with_outbox:
-            selects.append(diff.gone_planned_sql(kind, probe))
+            selects.append(diff.gone_planned_sql(kind))
         return selects
 
     def _refresh_statistics(self) -> None:
@@ -571,12 +578,17 @@ class AudienceWork:
         with transaction(self.conn, write=True):
             with_outbox = self._has_outbox()
             params = {"aid": self.aid, "run_id": run_id}
+            postgresql = self.dialect == "postgresql"
+            counts: Counter[str] = Counter()
             for select in self._change_selects(kind, backfill, with_outbox):
-                self.conn.execute(sa.text(diff.plan_sql(select, upsert=with_outbox,
-                                                       ordered=self.dialect == "postgresql")), params)
-            counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
-                "SELECT change, count(*) FROM outbox WHERE audience_id = :aid AND run_id = :run_id "
-                "AND status = 'pending' GROUP BY change"), params)})
+                result = self.conn.execute(sa.text(diff.plan_sql(
+                    select, upsert=with_outbox, ordered=postgresql, counted=postgresql)), params)
+                if postgresql:  # reading 10M planned rows back took seconds
+                    counts.update({str(change): int(n) for change, n in result})
+            if not postgresql:  # SQLite has no INSERT inside WITH
+                counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
+                    "SELECT change, count(*) FROM outbox WHERE audience_id = :aid AND run_id = :run_id "
+                    "AND status = 'pending' GROUP BY change"), params)})
             if self.dialect == "postgresql" and sum(counts.values()) >= 10_000:
                 # Without fresh statistics the planner reads each page of the plan by scanning
                 # the whole outbox (18 s instead of 1.6 s to page through 1M rows).

@@ -163,3 +163,22 @@ def test_a_backfill_plan_resends_every_current_member_and_still_exits_the_gone(s
         work.build_current(computed=False)
         plan = work.plan(run, "audience", backfill=True)
     assert plan == {"resend": 1, "enter": 1, "exit": 1}
+
+
+def test_changed_users_given_several_times_are_planned_once_beside_a_conflict(store):
+    """Only the users that changed are folded (on PostgreSQL after the join with the members):
+    duplicates of a changed user still make one operation with the smallest ids, and a user with
+    conflicting values is left out whether or not earlier plans are still open."""
+    for acknowledged in (True, False):
+        aud = store.ensure_audience("d", f"k{acknowledged}", "K", "computed_trait")
+        run, _, _, pending = _sync(store, aud, [("u1", None, 1), ("u2", None, 2), ("u3", None, 3), ("u5", None, 5)],
+                                   kind="computed_trait")
+        if acknowledged:
+            _ack_all(store, aud, run, pending)
+        rows = [("u1", "dev9", 10), ("u1", "dev1", 10), ("u2", None, 20), ("u2", None, 21), ("u3", None, 3),
+                ("u3", "dev3", 3), ("u4", "dev8", 4), ("u4", "dev4", 4)]
+        _, counts, plan, pending = _sync(store, aud, rows, kind="computed_trait", chunk=2)
+        assert counts.users == 3 and counts.conflicting_users == 1 and counts.duplicate_rows == 3
+        assert plan == {"change": 1, "enter": 1, "unset": 1}
+        assert sorted((r.user_id, r.anonymous_id, r.value, r.change) for r in pending if r.run_id != run) == [
+            ("u1", "dev1", "10", "change"), ("u4", "dev4", "4", "enter"), ("u5", None, None, "unset")]
