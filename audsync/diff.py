@@ -116,6 +116,15 @@ def staged_and_gone_sql(kind: str, *, backfill: bool, skip_conflicts: bool) -> s
     )
 
 
+def all_entered_sql() -> str:
+    """Every current user enters: the diff when there is no planned state at all (PostgreSQL's
+    first sync). Read in `cur`'s own order, which is key order there."""
+    return (
+        f"SELECT c.identity AS identity, c.user_id AS user_id, c.anonymous_id AS anonymous_id, "
+        f"c.value AS value, '{ENTER}' AS change FROM cur c WHERE c.conflict = 0"
+    )
+
+
 def staged_changes_sql(dialect: str, *, with_outbox: bool, backfill: bool, skip_conflicts: bool) -> str:
     """Rows that need an operation among the current users: identity, user_id, anonymous_id,
     value, change. Reads the staged rows (on SQLite through their covering index) and folds only

@@ -428,6 +428,7 @@ class AudienceWork:
         self.aid = audience_id if audience_id is not None else -1
         self.loaded = 0
         self.has_conflicts = False
+        self.fresh = False  # PostgreSQL: no members and no outbox rows, `cur` written in key order
 
     def reset(self) -> None:
         with transaction(self.conn, write=False):
@@ -437,6 +438,7 @@ class AudienceWork:
                 self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp.stage")
             else:
                 self.conn.exec_driver_sql("DROP VIEW IF EXISTS cur")
+                self.conn.exec_driver_sql("DROP TABLE IF EXISTS cur_rows")
                 self.conn.exec_driver_sql("DROP VIEW IF EXISTS stage")
                 self.conn.exec_driver_sql("DROP TABLE IF EXISTS conflicts")
                 self.conn.exec_driver_sql("DROP TABLE IF EXISTS stage_rows")
@@ -525,12 +527,23 @@ class AudienceWork:
                 conflict_users, conflict_rows = self.conn.exec_driver_sql(
                     "SELECT count(*), coalesce(sum(n), 0) FROM conflicts").one()
             else:
-                # No table of its own for `cur`: writing 10M folded rows cost as much as the diff.
-                # The diff folds only the staged users that changed (diff.staged_and_gone_sql).
-                self.conn.exec_driver_sql(f"CREATE TEMP VIEW cur AS {diff.current_view_sql('postgresql')}")
                 self.conn.exec_driver_sql(
                     'CREATE TEMP TABLE conflicts (identity text COLLATE "C" PRIMARY KEY, n integer NOT NULL)')
                 self.conn.exec_driver_sql("ANALYZE stage_rows")  # what the planner needs for the joins
+                self.fresh = not self._has_rows("members") and not self._has_rows("outbox")
+                fold = diff.current_view_sql("postgresql")
+                if self.fresh:
+                    # Nothing to diff against (a first sync): every user is planned, so the fold
+                    # is written once, sorted, and the plan inserts it in that order with no sort
+                    # of its own (10M: a third less than folding it inside the plan).
+                    self.conn.exec_driver_sql("SET LOCAL enable_hashagg = off")
+                    users = self.conn.exec_driver_sql(
+                        f"CREATE TEMP TABLE cur_rows AS {fold} ORDER BY identity").rowcount
+                    self.conn.exec_driver_sql("CREATE TEMP VIEW cur AS SELECT * FROM cur_rows")
+                else:
+                    # No table for `cur`: writing 10M folded rows cost as much as the diff, which
+                    # folds only the staged users that changed (diff.staged_and_gone_sql).
+                    self.conn.exec_driver_sql(f"CREATE TEMP VIEW cur AS {fold}")
                 if computed:
                     users, conflict_users, conflict_rows = self.conn.exec_driver_sql(
                         "SELECT count(*), count(*) FILTER (WHERE conflict = 1), "
@@ -539,8 +552,9 @@ class AudienceWork:
                         self.conn.exec_driver_sql(
                             "INSERT INTO conflicts SELECT identity, n FROM cur WHERE conflict = 1")
                 else:
-                    users = self.conn.exec_driver_sql(
-                        "SELECT count(*) FROM (SELECT 1 FROM stage GROUP BY identity) g").scalar_one()
+                    if not self.fresh:
+                        users = self.conn.exec_driver_sql(
+                            "SELECT count(*) FROM (SELECT 1 FROM stage GROUP BY identity) g").scalar_one()
                     conflict_users = conflict_rows = 0
             self.has_conflicts = bool(conflict_users)
         users = int(users)
@@ -549,11 +563,16 @@ class AudienceWork:
         return CurrentCounts(users=users - conflict_users, duplicate_rows=duplicates,
                              conflicting_rows=conflict_rows, conflicting_users=conflict_users)
 
-    def _has_outbox(self) -> bool:
-        return self.conn.execute(sa.text("SELECT 1 FROM outbox WHERE audience_id = :aid LIMIT 1"),
+    def _has_rows(self, table: str) -> bool:
+        return self.conn.execute(sa.text(f"SELECT 1 FROM {table} WHERE audience_id = :aid LIMIT 1"),
                                  {"aid": self.aid}).first() is not None
 
+    def _has_outbox(self) -> bool:
+        return self._has_rows("outbox")
+
     def _change_selects(self, kind: str, backfill: bool, with_outbox: bool) -> list[str]:
+        if self.fresh and not with_outbox:
+            return [diff.all_entered_sql()]
         if self.dialect == "postgresql" and not with_outbox:
             return [diff.staged_and_gone_sql(kind, backfill=backfill, skip_conflicts=self.has_conflicts)]
         selects = [diff.staged_changes_sql(self.dialect, with_outbox=with_outbox, backfill=backfill,
@@ -582,7 +601,7 @@ class AudienceWork:
             counts: Counter[str] = Counter()
             for select in self._change_selects(kind, backfill, with_outbox):
                 result = self.conn.execute(sa.text(diff.plan_sql(
-                    select, upsert=with_outbox, ordered=postgresql, counted=postgresql)), params)
+                    select, upsert=with_outbox, ordered=postgresql and not self.fresh, counted=postgresql)), params)
                 if postgresql:  # reading 10M planned rows back took seconds
                     counts.update({str(change): int(n) for change, n in result})
             if not postgresql:  # SQLite has no INSERT inside WITH

@@ -182,3 +182,13 @@ def test_changed_users_given_several_times_are_planned_once_beside_a_conflict(st
         assert plan == {"change": 1, "enter": 1, "unset": 1}
         assert sorted((r.user_id, r.anonymous_id, r.value, r.change) for r in pending if r.run_id != run) == [
             ("u1", "dev1", "10", "change"), ("u4", "dev4", "4", "enter"), ("u5", None, None, "unset")]
+
+
+def test_a_first_sync_plans_every_user_once_and_leaves_out_conflicts(store):
+    aud = store.ensure_audience("d", "k", "K", "computed_trait")
+    rows = [("u3", None, 3), ("u1", "dev2", 1), ("u2", None, 2), ("u2", None, 7), ("u1", "dev1", 1), (None, "d4", 4)]
+    _, counts, plan, pending = _sync(store, aud, rows, kind="computed_trait", chunk=2)
+    assert (counts.users, counts.duplicate_rows, counts.conflicting_users, counts.conflicting_rows) == (3, 1, 1, 2)
+    assert plan == {"enter": 3}
+    assert [(r.identity, r.anonymous_id, r.value) for r in pending] == [
+        ("ad4", "d4", "4"), ("uu1", "dev1", "1"), ("uu3", None, "3")]
