@@ -300,7 +300,9 @@ def lease_name(config: Config, audience: AudienceConfig) -> str:
 
 
 def _load(config: Config, audience: AudienceConfig, work: Any, report: AudienceReport, stop: _Stop,
-          progress: Any) -> Any:
+          progress: Any) -> Counter:
+    """Load and index the source; returns the source's own skipped rows by reason (the folding's
+    counts come from _count, once the diff knows them)."""
     from .sources import open_source
 
     source = open_source(audience, min_id_length=config.amplitude.min_id_length)
@@ -311,10 +313,14 @@ def _load(config: Config, audience: AudienceConfig, work: Any, report: AudienceR
     # Deduplicating and indexing what was loaded takes seconds at millions of rows: shown as its
     # own phase, so that a terminal never sits on a finished loading bar.
     with _Phase(progress, f"{audience.key}: indexing", counted=False):
-        counts = work.build_current(computed=audience.kind == diff.COMPUTED_TRAIT)
+        work.build_current(computed=audience.kind == diff.COMPUTED_TRAIT)
+    return Counter(source.skipped)
+
+
+def _count(work: Any, report: AudienceReport, source_skipped: Counter) -> None:
+    counts = work.counts()
     report.members_in_source = counts.users
-    report.skipped = _skipped(Counter(source.skipped), counts)
-    return counts
+    report.skipped = _skipped(source_skipped, counts)
 
 
 def _sample(builder: OperationBuilder, rows: list[PendingRow]) -> list[dict[str, Any]]:
@@ -341,12 +347,14 @@ def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report
     builder = OperationBuilder(audience, config.amplitude, destination)
     stop = _Stop(None)
     with store.work(row.id if row else None) as work:
-        _load(config, audience, work, report, stop, progress)
+        source_skipped = _load(config, audience, work, report, stop, progress)
         if skip_backfill and report.first_sync:
+            _count(work, report, source_skipped)
             report.notes.append(f"would record {report.members_in_source:,} members as synced without sending")
             return
         with _Phase(progress, f"{audience.key}: diffing", counted=False):
             counts, rows = work.preview(audience.kind, backfill=mode == "backfill", sample=SAMPLE_SIZE)
+        _count(work, report, source_skipped)
     report.add_plan(counts)
     report.sample = _sample(builder, rows)
 
@@ -374,7 +382,7 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
             if not stop():
                 # 2-3. Load, diff, plan (one transaction).
                 with store.work(row.id) as work:
-                    _load(config, audience, work, report, stop, progress)
+                    source_skipped = _load(config, audience, work, report, stop, progress)
                     if not stop():
                         if skip_backfill and report.first_sync:
                             with _Phase(progress, f"{audience.key}: recording members", counted=False):
@@ -384,6 +392,7 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                                 report.notes.append("--skip-backfill ignored: this audience was synced before")
                             with _Phase(progress, f"{audience.key}: diffing and planning", counted=False):
                                 report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill"))
+                    _count(work, report, source_skipped)
                 # 4. Deliver this run's plan.
                 planned = report.entered + report.exited + report.changed + report.unset + report.resent
                 if planned and not stop():

@@ -9,8 +9,9 @@ def _sync(store, audience, rows, *, kind="audience", chunk=3):
     run = store.start_run(audience.id, "run")
     with store.work(audience.id) as work:
         work.load((rows[i:i + chunk] for i in range(0, len(rows), chunk)), computed=kind == "computed_trait")
-        counts = work.build_current(computed=kind == "computed_trait")
+        work.build_current(computed=kind == "computed_trait")
         plan = work.plan(run, kind)
+        counts = work.counts()
     pending = [row for page in store.pending_pages(audience.id) for row in page]
     return run, counts, plan, pending
 
@@ -192,3 +193,27 @@ def test_a_first_sync_plans_every_user_once_and_leaves_out_conflicts(store):
     assert plan == {"enter": 3}
     assert [(r.identity, r.anonymous_id, r.value) for r in pending] == [
         ("ad4", "d4", "4"), ("uu1", "dev1", "1"), ("uu3", None, "3")]
+
+
+def test_an_incremental_sync_counts_the_source_users_and_duplicates(store):
+    """The users in the source and the duplicate rows, whichever way the diff ran: a plan, a
+    dry run's preview or a backfill; with every earlier change acknowledged or still open."""
+    rows = [(f"u{i:02d}", None, None) for i in range(2, 13)] + [("u05", "dev", None), ("u11", None, None)]
+    random.Random(7).shuffle(rows)
+    for acknowledged in (True, False):
+        aud = store.ensure_audience("d", f"k{acknowledged}", "K", "audience")
+        run, _, _, pending = _sync(store, aud, [(f"u{i:02d}", None, None) for i in range(10)])
+        if acknowledged:
+            _ack_all(store, aud, run, pending)
+        for step in ("preview", "backfill", "plan"):
+            with store.work(aud.id) as work:
+                work.load([rows], computed=False)
+                work.build_current(computed=False)
+                if step == "preview":
+                    plan, _ = work.preview("audience")
+                else:
+                    plan = work.plan(store.start_run(aud.id, "run"), "audience", backfill=step == "backfill")
+                counts = work.counts()
+            assert (counts.users, counts.duplicate_rows) == (11, 2), (acknowledged, step)
+            if step == "preview":
+                assert plan == {"enter": 3, "exit": 2}
