@@ -67,13 +67,18 @@ Where the time went at 10M (seconds, peak RSS in MB):
                          delivering 2.4 (344), outside 1.3
   sql  postgresql incr.  loading 5.7 (214), indexing 11.0 (214), diffing and planning 9.6 (201),
                          delivering 2.4 (264), outside 1.2
-2026-11-29, third session: this machine ran 3x slower all day (bench/mapping.py 29,145 msg/s
-against 88,734 the day before; `python3 -c "sum(range(10**8))"` 2.2-3.1 s), so only comparisons
-made the same day mean anything. PostgreSQL no longer writes the folded source into a table of
-its own: the diff joins the staged rows with the members and folds only the users that changed,
-and the plan counts its rows as it writes them. file/PostgreSQL at 10M, before -> after:
-  first        382.4 -> 375.8 s   indexing 26.6 -> 14.6 s, diffing and planning 75.8 -> 85.4 s
-  incremental   79.9 ->  66.2 s   indexing 28.4 -> 13.8 s, diffing and planning 33.5 -> 31.3 s
+2026-11-29, third session: this machine ran 2.5-3x slower all day (bench/mapping.py 29,145 msg/s
+against 88,734 the day before; `python3 -c "sum(range(10**8))"` 2.0-3.1 s), so only comparisons
+made the same day mean anything. PostgreSQL no longer folds the whole source into a table of
+its own before the diff: the diff joins the staged rows with the members and folds only the
+users that changed, an audience's user count comes from the plan, a first sync writes the fold
+once in key order and inserts it without a sort, and the plan counts its rows as it writes them.
+file/PostgreSQL at 10M, same day, before (35bc648) -> after:
+  first        382.4 -> 332.7 s   indexing 26.6 -> 25.9 s, diffing and planning 75.8 -> 47.2 s,
+                                  delivering 265.3 -> 246.8 s
+  incremental   79.9 ->  46.8 s   indexing 28.4 -> 0.7 s, diffing and planning 33.5 -> 27.0 s
+file/SQLite the same day: first 278.3 s (diffing and planning 28.9 s, delivering 215.2 s),
+incremental 54.3 s.
 PostgreSQL 15 with its default settings (shared_buffers 128 MB, work_mem 4 MB; a larger work_mem
 made the fold and the plan's sort slower here, not faster). No autovacuum worker ran during the
 third file/PostgreSQL run (pg_stat_activity polled every second).
