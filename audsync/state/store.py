@@ -583,9 +583,10 @@ class AudienceWork:
         the members still current plus those who entered."""
         self._set_counts(members_before - planned.get(diff.gone_change(kind), 0) + planned.get(diff.ENTER, 0))
 
-    def _members_count(self) -> int | None:
-        """Members before the plan when plan() or preview() will count the users (see counts())."""
-        if self._counts is not None:
+    def _members_before_plan(self, with_outbox: bool) -> int | None:
+        """The members before the plan, when the plan is the one full join that counts the users
+        (see counts()): their count is still open and no outbox rows are."""
+        if self._counts is not None or with_outbox:
             return None
         return int(self.conn.execute(sa.text("SELECT count(*) FROM members WHERE audience_id = :aid"),
                                      {"aid": self.aid}).scalar_one())
@@ -593,9 +594,6 @@ class AudienceWork:
     def _has_rows(self, table: str) -> bool:
         return self.conn.execute(sa.text(f"SELECT 1 FROM {table} WHERE audience_id = :aid LIMIT 1"),
                                  {"aid": self.aid}).first() is not None
-
-    def _has_outbox(self) -> bool:
-        return self._has_rows("outbox")
 
     def _change_selects(self, kind: str, backfill: bool, with_outbox: bool) -> list[str]:
         if self.fresh and not with_outbox:
@@ -622,8 +620,8 @@ class AudienceWork:
         """Write this run's plan into the outbox, in one transaction (a crash leaves all or none)."""
         self._refresh_statistics()
         with transaction(self.conn, write=True):
-            with_outbox = self._has_outbox()
-            members_before = None if with_outbox else self._members_count()
+            with_outbox = self._has_rows("outbox")
+            members_before = self._members_before_plan(with_outbox)
             params = {"aid": self.aid, "run_id": run_id}
             postgresql = self.dialect == "postgresql"
             counts: Counter[str] = Counter()
@@ -638,7 +636,7 @@ class AudienceWork:
                     "AND status = 'pending' GROUP BY change"), params)})
             if members_before is not None:
                 self._count_from_plan(kind, counts, members_before)
-            if self.dialect == "postgresql" and sum(counts.values()) >= 10_000:
+            if postgresql and sum(counts.values()) >= 10_000:
                 # Without fresh statistics the planner reads each page of the plan by scanning
                 # the whole outbox (18 s instead of 1.6 s to page through 1M rows).
                 self.conn.exec_driver_sql("ANALYZE outbox")
@@ -651,8 +649,8 @@ class AudienceWork:
         """What plan() would write, without writing it (dry run)."""
         self._refresh_statistics()
         with transaction(self.conn, write=False):
-            with_outbox = self._has_outbox()
-            members_before = None if with_outbox else self._members_count()
+            with_outbox = self._has_rows("outbox")
+            members_before = self._members_before_plan(with_outbox)
             union = " UNION ALL ".join(self._change_selects(kind, backfill, with_outbox))
             params = {"aid": self.aid}
             counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
