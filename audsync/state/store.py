@@ -345,12 +345,15 @@ class StateStore:
         # members upsert (a value) or delete (an exit or $unset). Each id is an index probe; the
         # planner, misjudging a fresh outbox, otherwise chose sequential scans of the whole
         # outbox per batch (0.4 s per 20,000 acknowledgements at 1M pending instead of 0.13 s).
+        # The ids travel as one JSON text: psycopg's text[] adapter spent 1.2 s of Python, under
+        # the GIL the delivery loop needs, per million acknowledgements; orjson 0.1 s.
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
         conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
         conn.execute(sa.text(
-            "WITH acked AS ("
-            "  DELETE FROM outbox o WHERE o.audience_id = :a AND o.identity = ANY(CAST(:ids AS text[]))"
+            "WITH ids AS MATERIALIZED (SELECT json_array_elements_text(CAST(:ids AS json)) AS id"
+            "), acked AS ("
+            "  DELETE FROM outbox o WHERE o.audience_id = :a AND o.identity = ANY(ARRAY(SELECT id FROM ids))"
             "  RETURNING o.identity, o.user_id, o.anonymous_id, o.value"
             "), upserted AS ("
             "  INSERT INTO members (audience_id, identity, user_id, anonymous_id, value)"
@@ -361,8 +364,8 @@ class StateStore:
             "  DELETE FROM members m WHERE m.audience_id = :a"
             "  AND m.identity = ANY(ARRAY(SELECT identity FROM acked WHERE value IS NULL))"
             ") "
-            "DELETE FROM rejections r WHERE r.audience_id = :a AND r.identity = ANY(CAST(:ids AS text[]))"),
-            {"a": audience_id, "ids": list(delivered)})
+            "DELETE FROM rejections r WHERE r.audience_id = :a AND r.identity = ANY(ARRAY(SELECT id FROM ids))"),
+            {"a": audience_id, "ids": orjson.dumps(list(delivered)).decode()})
 
     # ---------------------------------------------------------------- status
 

@@ -93,6 +93,19 @@ def test_a_rejected_value_is_not_resent_until_it_changes(store):
     assert store.top_rejection_reasons(aud.id) == [("invalid user_properties", 1)]
 
 
+def test_an_acknowledged_later_value_clears_the_users_rejection(store):
+    aud = store.ensure_audience("d", "k", "K", "computed_trait")
+    run, _, _, _ = _sync(store, aud, [("u0001", None, "x"), ("u0002", None, "x")], kind="computed_trait")
+    store.settle(aud.id, run, [], [Rejected("uu0001", "identify", "invalid user_properties"),
+                                   Rejected("uu0002", "identify", "invalid user_properties")])
+    run, _, plan, pending = _sync(store, aud, [("u0001", None, "y"), ("u0002", None, "x")], kind="computed_trait")
+    assert plan == {"change": 1}
+    _ack_all(store, aud, run, pending)
+    assert [r["identity"] for r in store.rejections(aud.id)] == ["uu0002"]
+    assert store.audience_counts(aud.id) == {"members": 1, "pending": 0, "rejected": 1}
+    assert store.members(aud.id)["uu0001"][2] == '"y"'
+
+
 def test_acknowledged_exits_leave_the_synced_state(store):
     aud = store.ensure_audience("d", "k", "K", "audience")
     run, _, _, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None)])
