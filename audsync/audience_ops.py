@@ -83,7 +83,7 @@ class OperationBuilder:
         self.destination = destination
         self.translate = translate
         self.track_events = audience.send_track_events and audience.kind == "audience"
-        self._templates: dict[tuple, Callable[[dict], Any] | str | None] = {}
+        self._templates: dict[tuple, tuple[Callable[[dict], Any], bool, bool] | str] = {}
         self._verified: dict[tuple, int] = {}
 
     # -- messages as Segment would send them
@@ -139,7 +139,9 @@ class OperationBuilder:
 
     # -- templates
 
-    def _template(self, shape: tuple) -> Callable[[dict], Any] | str | None:
+    def _template(self, shape: tuple) -> tuple[Callable[[dict], Any], bool, bool] | str:
+        """The compiled template of a shape, and whether it holds the identify's and the track's
+        message ids: Amplitude's /identify has no insert_id, so most users need no hash at all."""
         has_user, has_anon, vtype, change = shape
         user = _S_USER if has_user else None
         anon = _S_ANON if has_anon else None
@@ -154,7 +156,9 @@ class OperationBuilder:
         except ValidationError:
             return "translate"  # this shape only works with real values: translate each user
         compiled = _compile(ops)
-        return compiled if compiled is not None else (lambda vals: ops)
+        encoded = orjson.dumps(ops).decode()
+        return (compiled if compiled is not None else (lambda vals: ops),
+                _S_MID in encoded, _S_TRACK_MID in encoded)
 
     def build(self, identity: str, user_id: str | None, anonymous_id: str | None, value_json: str | None,
               change: str, run_id: int) -> list:
@@ -163,17 +167,17 @@ class OperationBuilder:
         shape = (user_id is not None, anonymous_id is not None,
                  type(value).__name__ if self.audience.kind != "audience" else None, change)
         template = self._templates.get(shape)
-        if template is None and shape not in self._templates:
+        if template is None:
             template = self._templates[shape] = self._template(shape)
         if template == "translate":
             return self.translated(identity, user_id, anonymous_id, value_json, change, run_id)
-        vals = {
-            _S_USER: user_id, _S_ANON: anonymous_id, _S_VALUE: value,
-            _S_MID: message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id),
-        }
-        if self.track_events and change in (ENTER, EXIT):
+        fill, needs_mid, needs_track_mid = template
+        vals = {_S_USER: user_id, _S_ANON: anonymous_id, _S_VALUE: value}
+        if needs_mid:
+            vals[_S_MID] = message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id)
+        if needs_track_mid:
             vals[_S_TRACK_MID] = message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id)
-        ops = template(vals)
+        ops = fill(vals)
         seen = self._verified.get(shape, 0)
         if seen < _VERIFY_PER_SHAPE:
             self._verified[shape] = seen + 1
