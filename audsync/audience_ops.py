@@ -41,24 +41,39 @@ def message_id(destination: str, audience_key: str, identity: str, what: str, ru
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def _compile(node: Any) -> Callable[[dict], Any] | None:
-    """A function rebuilding `node` with sentinels replaced, or None when it holds none (then
-    the node itself is shared between operations: nothing downstream mutates them)."""
+def _compile(node: Any) -> Callable[[dict], Any] | str | None:
+    """How to rebuild `node` with sentinels replaced: None when it holds none (then the node
+    itself is shared between operations: nothing downstream mutates them), the sentinel itself
+    when the node is one (its parent copies the value in, without a call), else a function."""
     if isinstance(node, dict):
-        parts = {k: _compile(v) for k, v in node.items()}
-        if all(p is None for p in parts.values()):
+        leaves, calls = [], []
+        for key, child in node.items():
+            part = _compile(child)
+            if isinstance(part, str):
+                leaves.append((key, part))
+            elif part is not None:
+                calls.append((key, part))
+        if not leaves and not calls:
             return None
-        items = [(k, parts[k], v) for k, v in node.items()]
-        return lambda vals: {k: (f(vals) if f else v) for k, f, v in items}
+
+        # A copy of the node with only the changing keys replaced: keys keep their order.
+        def fill_dict(vals: dict, node: dict = node, leaves: list = leaves, calls: list = calls) -> dict:
+            copy = node.copy()
+            for key, sentinel in leaves:
+                copy[key] = vals[sentinel]
+            for key, fill in calls:
+                copy[key] = fill(vals)
+            return copy
+        return fill_dict
     if isinstance(node, list):
-        parts_l = [_compile(v) for v in node]
-        if all(p is None for p in parts_l):
+        parts = [_compile(v) for v in node]
+        if all(p is None for p in parts):
             return None
-        pairs = list(zip(parts_l, node))
-        return lambda vals: [f(vals) if f else v for f, v in pairs]
+        pairs = list(zip(parts, node))
+        return lambda vals: [v if p is None else vals[p] if isinstance(p, str) else p(vals) for p, v in pairs]
     if isinstance(node, str):
         if node in _SENTINELS:
-            return lambda vals: vals[node]
+            return node
         if any(s in node for s in _SENTINELS):
             def fill(vals: dict, text: str = node) -> str:
                 for s in _SENTINELS:
@@ -155,9 +170,9 @@ class OperationBuilder:
                 ops = ops + self.translate(self.track_message(user, anon, change, _S_TRACK_MID), self.settings)
         except ValidationError:
             return "translate"  # this shape only works with real values: translate each user
-        compiled = _compile(ops)
+        compiled = _compile(ops)  # a list: never a bare sentinel
         encoded = orjson.dumps(ops).decode()
-        return (compiled if compiled is not None else (lambda vals: ops),
+        return (compiled if callable(compiled) else (lambda vals: ops),
                 _S_MID in encoded, _S_TRACK_MID in encoded)
 
     def build(self, identity: str, user_id: str | None, anonymous_id: str | None, value_json: str | None,

@@ -256,22 +256,26 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
     ahead = Prefetched(pages, name="outbox-pages")
 
     def items() -> Iterator[tuple[str, dict]]:
+        # Once per user, ten million times: a PendingRow's fields are build's arguments, in order.
+        # A stop is checked per page; the watcher below stops the deliverer within 50 ms anyway.
+        build, expect = builder.build, settler.expect
         for page in ahead:
+            if stop():
+                return
             for row in page:
-                if stop():
-                    return
+                identity = row[0]
                 try:
-                    ops = builder.build(row.identity, row.user_id, row.anonymous_id, row.value, row.change,
-                                        row.run_id)
+                    ops = build(*row)
                 except ValidationError as exc:
-                    settler.settle_now(row.identity, "rejected", "identify", f"invalid: {exc}")
+                    settler.settle_now(identity, "rejected", "identify", f"invalid: {exc}")
                     continue
                 if not ops:  # the settings drop it: nothing to send, nothing left to do
-                    settler.settle_now(row.identity, "delivered")
+                    settler.settle_now(identity, "delivered")
                     continue
-                settler.expect(row.identity, len(ops))
+                if len(ops) > 1:
+                    expect(identity, len(ops))
                 for op in ops:
-                    yield row.identity, op
+                    yield identity, op
 
     try:
         with Deliverer(config.amplitude, config.delivery, on_response=on_response) as deliverer:

@@ -62,7 +62,8 @@ class AudienceRow:
 
 
 class PendingRow(NamedTuple):
-    # A tuple, not a dataclass: ten million of them are built on the delivery path.
+    # A tuple, not a dataclass: ten million of them are built on the delivery path. Its fields
+    # are OperationBuilder.build's arguments, in that order (sync._deliver passes *row).
     identity: str
     user_id: str | None
     anonymous_id: str | None
