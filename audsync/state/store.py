@@ -61,6 +61,29 @@ class AudienceRow:
     first_synced_at: float | None
 
 
+def _settle_postgresql_sql(*, entering_are_new: bool) -> str:
+    """Settling acknowledged users on PostgreSQL: the outbox rows of the JSON array :ids leave
+    the outbox and set (a value) or end (none) the users' synced state; their rejections go."""
+    upsert = ("ON CONFLICT (audience_id, identity) DO UPDATE SET user_id = excluded.user_id, "
+              "anonymous_id = excluded.anonymous_id, value = excluded.value")
+    insert = ("INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
+              "SELECT :a, identity, user_id, anonymous_id, value FROM acked WHERE value IS NOT NULL")
+    if entering_are_new:
+        inserts = (f"entered AS ({insert} AND change = '{diff.ENTER}'), "
+                   f"upserted AS ({insert} AND change <> '{diff.ENTER}' {upsert}), ")
+    else:
+        inserts = f"upserted AS ({insert} {upsert}), "
+    return (
+        "WITH ids AS MATERIALIZED (SELECT json_array_elements_text(CAST(:ids AS json)) AS id), "
+        "acked AS (DELETE FROM outbox o WHERE o.audience_id = :a AND o.identity = ANY(ARRAY(SELECT id FROM ids)) "
+        "RETURNING o.identity, o.user_id, o.anonymous_id, o.value, o.change), "
+        f"{inserts}"
+        "gone AS (DELETE FROM members m WHERE m.audience_id = :a "
+        "AND m.identity = ANY(ARRAY(SELECT identity FROM acked WHERE value IS NULL))) "
+        "DELETE FROM rejections r WHERE r.audience_id = :a AND r.identity = ANY(ARRAY(SELECT id FROM ids))"
+    )
+
+
 class PendingRow(NamedTuple):
     # A tuple, not a dataclass: ten million of them are built on the delivery path. Its fields
     # are OperationBuilder.build's arguments, in that order (sync._deliver passes *row).
@@ -343,7 +366,7 @@ class StateStore:
 
     def _settle_delivered_postgresql(self, conn: Connection, audience_id: int, delivered: Sequence[str]) -> None:
         # One round trip: the acknowledged outbox rows are deleted and returned, and feed the
-        # members upsert (a value) or delete (an exit or $unset). Each id is an index probe; the
+        # members insert (a value) or delete (an exit or $unset). Each id is an index probe; the
         # planner, misjudging a fresh outbox, otherwise chose sequential scans of the whole
         # outbox per batch (0.4 s per 20,000 acknowledgements at 1M pending instead of 0.13 s).
         # The ids travel as one JSON text: psycopg's text[] adapter spent 1.2 s of Python, under
@@ -351,22 +374,18 @@ class StateStore:
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
         conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
-        conn.execute(sa.text(
-            "WITH ids AS MATERIALIZED (SELECT json_array_elements_text(CAST(:ids AS json)) AS id"
-            "), acked AS ("
-            "  DELETE FROM outbox o WHERE o.audience_id = :a AND o.identity = ANY(ARRAY(SELECT id FROM ids))"
-            "  RETURNING o.identity, o.user_id, o.anonymous_id, o.value"
-            "), upserted AS ("
-            "  INSERT INTO members (audience_id, identity, user_id, anonymous_id, value)"
-            "  SELECT :a, identity, user_id, anonymous_id, value FROM acked WHERE value IS NOT NULL"
-            "  ON CONFLICT (audience_id, identity) DO UPDATE SET user_id = excluded.user_id,"
-            "  anonymous_id = excluded.anonymous_id, value = excluded.value"
-            "), gone AS ("
-            "  DELETE FROM members m WHERE m.audience_id = :a"
-            "  AND m.identity = ANY(ARRAY(SELECT identity FROM acked WHERE value IS NULL))"
-            ") "
-            "DELETE FROM rejections r WHERE r.audience_id = :a AND r.identity = ANY(ARRAY(SELECT id FROM ids))"),
-            {"a": audience_id, "ids": orjson.dumps(list(delivered)).decode()})
+        params = {"a": audience_id, "ids": orjson.dumps(list(delivered)).decode()}
+        # An entering user is almost never a member yet, and a plain insert costs PostgreSQL a
+        # third less than an upsert's speculative insertion (2 us of 6 per user, a first sync's
+        # every user). The exception, a user back before their exit was acknowledged, makes
+        # the insert fail; then the batch is settled again with upserts only.
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.text(_settle_postgresql_sql(entering_are_new=True)), params)
+        except sa.exc.IntegrityError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "23505":  # not a unique violation
+                raise
+            conn.execute(sa.text(_settle_postgresql_sql(entering_are_new=False)), params)
 
     # ---------------------------------------------------------------- status
 

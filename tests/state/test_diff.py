@@ -106,6 +106,20 @@ def test_an_acknowledged_later_value_clears_the_users_rejection(store):
     assert store.members(aud.id)["uu0001"][2] == '"y"'
 
 
+def test_a_user_back_before_their_exit_was_acknowledged_is_settled_beside_new_users(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    run, _, _, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None)])
+    _ack_all(store, aud, run, pending)
+    _sync(store, aud, [("u0002", None, None)])  # u0001's exit is planned, never acknowledged
+    run, _, plan, pending = _sync(store, aud, [("u0001", "dev9", None), ("u0002", None, None),
+                                               ("u0003", None, None)])
+    assert plan == {"enter": 2}  # u0001 enters again: its planned state was the exit
+    _ack_all(store, aud, run, pending)
+    assert store.members(aud.id) == {"uu0001": ("u0001", "dev9", "true"), "uu0002": ("u0002", None, "true"),
+                                     "uu0003": ("u0003", None, "true")}
+    assert store.audience_counts(aud.id) == {"members": 3, "pending": 0, "rejected": 0}
+
+
 def test_acknowledged_exits_leave_the_synced_state(store):
     aud = store.ensure_audience("d", "k", "K", "audience")
     run, _, _, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None)])
