@@ -80,6 +80,26 @@ file/PostgreSQL at 10M, same day, before (35bc648) -> after:
 file/SQLite the same day: first 278.3 s (diffing and planning 28.9 s, delivering 215.2 s),
 incremental 54.3 s. sql/PostgreSQL after the change, same day: first 302.3 s, incremental 39.2 s
 (loading 12.3 s, indexing 0.4 s, diffing and planning 18.1 s, delivering 5.6 s).
+2026-11-29, fourth session (bench/mapping.py 80,000-84,000 msg/s, 5-10% under its usual speed,
+yet this benchmark's unchanged code ran 24-46% slower than in the second session). Before the
+day's changes (6d22f92), file: PostgreSQL first 194.0 s (indexing 20.7, diffing and planning
+33.3, delivering 133.3), incremental 28.3 s; SQLite first 154.1 s, incremental 32.9 s. The PostgreSQL
+settle now sends its ids as one JSON text and inserts entering users without an upsert, and the
+delivery loop builds a user's identify without hashing message ids it does not carry. 10M first
+sync, file/PostgreSQL, old and new code alternated: 230.9 / 174.6 s and 195.5 / 160.4 s; audsync's
+own CPU 157.6 / 102.4 s and 133.2 / 91.0 s; PostgreSQL's 147.4 / 139.5 s and 127.3 / 127.9 s.
+After, the whole matrix in one invocation:
+10,000,000  file   postgresql first         151.4         472  4.4x
+10,000,000  file   postgresql incremental    29.4         377
+10,000,000  file   sqlite     first         147.5         527  4.5x
+10,000,000  file   sqlite     incremental    32.8         464
+10,000,000  sql    postgresql first         139.7         436  4.8x
+10,000,000  sql    postgresql incremental    30.9         255
+10,000,000  sql    sqlite     first         137.5         473  4.8x
+10,000,000  sql    sqlite     incremental    37.7         401
+  file postgresql first  loading 4.5, indexing 14.4, diffing and planning 29.9, delivering 100.2, outside 2.5
+  file sqlite first      loading 5.3, indexing 10.9, diffing and planning 18.5, delivering 108.4, outside 4.4
+  file postgresql incr.  loading 4.5, indexing 0.4, diffing and planning 18.7, delivering 4.0, outside 1.8
 PostgreSQL 15 with its default settings (shared_buffers 128 MB, work_mem 4 MB; a larger work_mem
 made the fold and the plan's sort slower here, not faster). No autovacuum worker ran during the
 third file/PostgreSQL run (pg_stat_activity polled every second).
