@@ -195,8 +195,8 @@ class _Settler:
         self.writer = Writer(name="settle")
 
     def expect(self, identity: str, operations: int) -> None:
-        if operations > 1:
-            self.expected[identity] = operations
+        """A user whose change needs several operations: settled once all of them are answered."""
+        self.expected[identity] = operations
 
     def settle_now(self, identity: str, status: str, api: str = "", reason: str = "") -> None:
         if status == "delivered":

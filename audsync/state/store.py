@@ -618,8 +618,12 @@ class AudienceWork:
         return self.conn.execute(sa.text(f"SELECT 1 FROM {table} WHERE audience_id = :aid LIMIT 1"),
                                  {"aid": self.aid}).first() is not None
 
+    def _everyone_enters(self, with_outbox: bool) -> bool:
+        """PostgreSQL's first sync: no members and no plan, so the diff is `cur` itself."""
+        return self.fresh and not with_outbox
+
     def _change_selects(self, kind: str, backfill: bool, with_outbox: bool) -> list[str]:
-        if self.fresh and not with_outbox:
+        if self._everyone_enters(with_outbox):
             return [diff.all_entered_sql()]
         if self.dialect == "postgresql" and not with_outbox:
             return [diff.staged_and_gone_sql(kind, backfill=backfill, skip_conflicts=self.has_conflicts)]
@@ -648,7 +652,7 @@ class AudienceWork:
             params = {"aid": self.aid, "run_id": run_id}
             postgresql = self.dialect == "postgresql"
             counts: Counter[str] = Counter()
-            everyone_enters = self.fresh and not with_outbox
+            everyone_enters = self._everyone_enters(with_outbox)
             for select in self._change_selects(kind, backfill, with_outbox):
                 # On PostgreSQL the statement counts what it writes (reading 10M planned rows back
                 # took seconds); where everyone enters, its row count is the count, and RETURNING
