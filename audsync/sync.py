@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator
 
 from . import diff
@@ -181,8 +182,11 @@ class _Settler:
     _RANK = {"delivered": 0, "rejected": 1, "undelivered": 2}
 
     def __init__(self, store: StateStore, audience_id: int, run_id: int, report: AudienceReport,
-                 phase: _Phase):
+                 phase: _Phase, gone: bool):
         self.store = store
+        # Promises that spare the store work on each batch: whether some user may be leaving, and
+        # whether some may have an earlier rejection (each user is delivered once per call).
+        self.hints = {"gone": gone, "rejections": store.has_rejections(audience_id)}
         self.audience_id = audience_id
         self.run_id = run_id
         self.report = report
@@ -234,7 +238,8 @@ class _Settler:
     def flush(self) -> None:
         """Hands the acknowledgements gathered so far to the writer thread (committed in order)."""
         if self.delivered or self.rejected:
-            self.writer.submit(self.store.settle, self.audience_id, self.run_id, self.delivered, self.rejected)
+            self.writer.submit(partial(self.store.settle, **self.hints), self.audience_id, self.run_id,
+                               self.delivered, self.rejected)
             self.delivered, self.rejected = [], []
         self.last_flush = time.monotonic()
 
@@ -248,11 +253,13 @@ class _Settler:
 
 def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
              pages: Iterable[list[PendingRow]], report: AudienceReport, stop: _Stop, progress: Any,
-             label: str, total: int, on_response: Callable[[str, int, int], None] | None = None) -> None:
+             label: str, total: int, gone: bool = True,
+             on_response: Callable[[str, int, int], None] | None = None) -> None:
+    """Delivers the pending rows of `pages`; `gone=False` promises that none is an exit or $unset."""
     from .delivery import Deliverer
 
     phase = _Phase(progress, label, total)
-    settler = _Settler(store, audience_id, run_id, report, phase)
+    settler = _Settler(store, audience_id, run_id, report, phase, gone)
     ahead = Prefetched(pages, name="outbox-pages")
 
     def items() -> Iterator[tuple[str, dict]]:
@@ -382,7 +389,7 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                 report.earlier_pending = earlier
                 _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, before_run=run_id),
                          report, stop, progress, f"{audience.key}: delivering earlier pending", earlier,
-                         on_response)
+                         on_response=on_response)
             if not stop():
                 # 2-3. Load, diff, plan (one transaction).
                 with store.work(row.id) as work:
@@ -401,7 +408,8 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                 planned = report.entered + report.exited + report.changed + report.unset + report.resent
                 if planned and not stop():
                     _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, run_id=run_id),
-                             report, stop, progress, f"{audience.key}: delivering", planned, on_response)
+                             report, stop, progress, f"{audience.key}: delivering", planned,
+                             gone=bool(report.exited or report.unset), on_response=on_response)
             report.stopped = stop()
             report.pending = store.pending_count(row.id)
             status = "stopped" if report.stopped else "partial" if (report.pending or report.rejected) else "ok"

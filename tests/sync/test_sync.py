@@ -130,6 +130,23 @@ def test_a_rejected_user_is_recorded_and_shown_by_status(project, amplitude):
     assert (entry.entered, entry.rejected) == (0, 0)
 
 
+def test_a_rejected_users_next_value_once_delivered_clears_the_rejection(project, amplitude):
+    def ltv(rows):
+        return project.config(audience(project, rows, name="LTV", kind="computed_trait"))
+
+    amplitude.reject.add("user0002")
+    (entry,) = run_once(ltv([("user0001", None, 1), ("user0002", None, 2)])).audiences
+    assert (entry.delivered, entry.rejected) == (1, 1)
+    amplitude.reject.clear()
+    cfg = ltv([("user0001", None, 1), ("user0002", None, 3)])
+    (entry,) = run_once(cfg).audiences
+    assert (entry.changed, entry.delivered, entry.rejected) == (1, 1, 0)
+    (st,) = status(cfg)
+    assert (st["rejected"], st["members"], st["top_rejection_reasons"]) == (0, 2, [])
+    assert members_of(cfg, "ltv")["uuser0002"][2] == "3"
+    assert amplitude.properties["user0002"] == {"ltv": 3}
+
+
 def test_an_undelivered_user_stays_pending_and_goes_first_next_run(project, amplitude):
     cfg = project.config(audience(project, [("user0001", None)]))
     run_once(cfg)
