@@ -12,11 +12,13 @@ disagrees (a setting that transforms the value, say) falls back to translate for
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Callable
 
 import orjson
 
 from .config import AmplitudeSettings, AudienceConfig
+from .delivery.deliverer import Encoded, encode
 from .diff import CHANGE, ENTER, EXIT, RESEND, UNSET
 from .errors import ValidationError
 
@@ -84,6 +86,48 @@ def _compile(node: Any) -> Callable[[dict], Any] | str | None:
     return None
 
 
+# A sentinel as a whole JSON string in an encoded operation: where the value's own encoding goes.
+_QUOTED_SENTINEL = re.compile(b'"(' + b"|".join(re.escape(x.encode()) for x in _SENTINELS) + b')"')
+
+
+def _compile_encoded(ops: list[dict]) -> Callable[[tuple], list[Encoded]] | None:
+    """How to encode `ops` (holding sentinels) for the values (user, anon, value, mid, track mid)
+    without building their dicts or running orjson over them: each encoding cut at the
+    sentinels that are whole strings, with the values' own encodings put in between, and each
+    operation's lanes. None when a sentinel sits inside a longer string or a lane is not a plain
+    value: such a shape is encoded from its dicts."""
+    names: dict[str, Any] = {"dumps": orjson.dumps}
+    exprs = []
+    for n, op in enumerate(ops):
+        api, data, *keys = encode(op)
+        parts = _QUOTED_SENTINEL.split(data)
+        texts, slots = parts[0::2], [p.decode() for p in parts[1::2]]
+        if any(x.encode() in text for text in texts for x in _SENTINELS):
+            return None
+        names[f"api{n}"] = api
+        pieces = []
+        for i, text in enumerate(texts):
+            if i:
+                pieces.append(f"dumps(v[{_SENTINELS.index(slots[i - 1])}])")
+            names[f"t{n}_{i}"] = text
+            pieces.append(f"t{n}_{i}")
+        lanes = []
+        for i, key in enumerate(keys):
+            if isinstance(key, str) and key in _SENTINELS:
+                lanes.append(f"v[{_SENTINELS.index(key)}]")
+            elif isinstance(key, tuple) and len(key) == 2 and key[0] == "d" and key[1] in _SENTINELS:
+                lanes.append(f"('d', v[{_SENTINELS.index(key[1])}])")
+            elif any(x in repr(key) for x in _SENTINELS):
+                return None
+            else:
+                names[f"k{n}_{i}"] = key
+                lanes.append(f"k{n}_{i}")
+        exprs.append(f"(api{n}, {' + '.join(pieces)}, {', '.join(lanes)})")
+    # Generated, as namedtuple and dataclasses do: one expression per shape, called ten million
+    # times, where every loop, branch or call would cost each of them.
+    return eval(f"lambda v: [{', '.join(exprs)}]", names)  # noqa: S307
+
+
 class OperationBuilder:
     """(identity, user_id, anonymous_id, value JSON, change, run_id) -> Amplitude operations."""
 
@@ -100,6 +144,8 @@ class OperationBuilder:
         self.track_events = audience.send_track_events and audience.kind == "audience"
         self._templates: dict[tuple, tuple[Callable[[dict], Any], bool, bool] | str] = {}
         self._verified: dict[tuple, int] = {}
+        self._encoders: dict[tuple, tuple[Callable[[tuple], list[Encoded]], bool, bool] | None] = {}
+        self._verified_encoded: dict[tuple, int] = {}
 
     # -- messages as Segment would send them
 
@@ -175,12 +221,56 @@ class OperationBuilder:
         return (compiled if callable(compiled) else (lambda vals: ops),
                 _S_MID in encoded, _S_TRACK_MID in encoded)
 
+    def _encoder(self, shape: tuple) -> tuple[Callable[[tuple], list[Encoded]], bool, bool] | None:
+        """The byte templates of a shape's operations (see _compile_encoded), and whether they
+        hold the message ids; None when the shape's operations are encoded from their dicts."""
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._templates[shape] = self._template(shape)
+        if template == "translate":
+            return None
+        fill, needs_mid, needs_track_mid = template
+        encoder = _compile_encoded(fill({s: s for s in _SENTINELS}))
+        return None if encoder is None else (encoder, needs_mid, needs_track_mid)
+
+    def build_encoded(self, identity: str, user_id: str | None, anonymous_id: str | None,
+                      value_json: str | None, change: str, run_id: int) -> list[Encoded]:
+        """build()'s operations, encoded for the Deliverer: the delivery loop's hot path."""
+        value, shape = self._shape(user_id, anonymous_id, value_json, change)
+        encoder = self._encoders.get(shape, False)
+        if encoder is False:
+            encoder = self._encoders[shape] = self._encoder(shape)
+        if encoder is None:
+            return [encode(op) for op in self.build(identity, user_id, anonymous_id, value_json, change, run_id)]
+        encode_all, needs_mid, needs_track_mid = encoder
+        mid = message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id) \
+            if needs_mid else None
+        track_mid = message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id) \
+            if needs_track_mid else None
+        vals = (user_id, anonymous_id, value, mid, track_mid)  # in _SENTINELS' order
+        ops = encode_all(vals)
+        seen = self._verified_encoded.get(shape, 0)
+        if seen < _VERIFY_PER_SHAPE:
+            self._verified_encoded[shape] = seen + 1
+            reference = [encode(op) for op in self.translated(identity, user_id, anonymous_id, value_json,
+                                                             change, run_id)]
+            if ops != reference:
+                self._encoders[shape] = None
+                return reference
+        return ops
+
+    def _shape(self, user_id: str | None, anonymous_id: str | None, value_json: str | None,
+               change: str) -> tuple[Any, tuple]:
+        """The value to send, and the shape of the message: what its template depends on."""
+        if self.audience.kind == "audience":
+            return change != EXIT, (user_id is not None, anonymous_id is not None, None, change)
+        value = None if value_json is None else orjson.loads(value_json)
+        return value, (user_id is not None, anonymous_id is not None, type(value).__name__, change)
+
     def build(self, identity: str, user_id: str | None, anonymous_id: str | None, value_json: str | None,
               change: str, run_id: int) -> list:
         """Operations for one planned change; raises ValidationError for a user the mapping refuses."""
-        value = self.value_of(value_json, change)
-        shape = (user_id is not None, anonymous_id is not None,
-                 type(value).__name__ if self.audience.kind != "audience" else None, change)
+        value, shape = self._shape(user_id, anonymous_id, value_json, change)
         template = self._templates.get(shape)
         if template is None:
             template = self._templates[shape] = self._template(shape)

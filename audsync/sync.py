@@ -252,7 +252,7 @@ class _Settler:
 
 
 def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
-             pages: Iterable[list[PendingRow]], report: AudienceReport, stop: _Stop, progress: Any,
+             pages: Iterable[list[tuple]], report: AudienceReport, stop: _Stop, progress: Any,
              label: str, total: int, gone: bool = True,
              on_response: Callable[[str, int, int], None] | None = None) -> None:
     """Delivers the pending rows of `pages`; `gone=False` promises that none is an exit or $unset."""
@@ -263,9 +263,10 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
     ahead = Prefetched(pages, name="outbox-pages")
 
     def items() -> Iterator[tuple[str, dict]]:
-        # Once per user, ten million times: a PendingRow's fields are build's arguments, in order.
+        # Once per user, ten million times: a pending row holds build's arguments, in order
+        # (PendingRow's fields).
         # A stop is checked per page; the watcher below stops the deliverer within 50 ms anyway.
-        build, expect = builder.build, settler.expect
+        build, expect = builder.build_encoded, settler.expect
         for page in ahead:
             if stop():
                 return

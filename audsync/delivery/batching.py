@@ -33,13 +33,14 @@ class Batcher:
     """Groups encoded items into requests that respect one limit; `cap` lowers the item count
     after a 413 so later requests stay under what Amplitude accepted."""
 
-    __slots__ = ("limit", "cap", "items", "size")
+    __slots__ = ("limit", "cap", "items", "size", "alone_max")
 
     def __init__(self, limit: Limit):
         self.limit = limit
         self.cap = limit.max_items
         self.items: list = []
         self.size = ENVELOPE_BYTES
+        self.alone_max = limit.max_bytes - ENVELOPE_BYTES  # the largest item a request can carry
 
     def fits(self, encoded_len: int) -> bool:
         # +1 for the comma between items
@@ -59,7 +60,7 @@ class Batcher:
         return closed
 
     def too_big_alone(self, encoded_len: int) -> bool:
-        return ENVELOPE_BYTES + encoded_len > self.limit.max_bytes
+        return encoded_len > self.alone_max
 
     def add(self, item, encoded_len: int) -> None:
         self.items.append(item)

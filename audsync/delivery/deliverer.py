@@ -60,6 +60,31 @@ class Outcomes:
         return f"Outcomes({len(self.refs)} {self.status} on {self.api}, reason={self.reason!r})"
 
 
+# An operation its caller encoded ahead: (api, encoded body, lane key, second lane key or None),
+# see lanes_of. `deliver` takes it beside the {"api", "body"} dict it would otherwise encode
+# itself: a caller that builds ten million alike operations from one template encodes them for
+# less than orjson over a dict. A plain tuple: a NamedTuple cost 0.4 us more per operation.
+Encoded = tuple
+
+
+def lanes_of(api: str, body: dict) -> tuple[Any, Any]:
+    """The lanes an operation waits in (module docstring): its user, else its device, else its
+    group; and its device too when it has both a user and a device."""
+    if api == "groupidentify":
+        return ("g", body.get("group_type"), body.get("group_value")), None
+    key = body.get("user_id")
+    device = body.get("device_id")
+    if key is None:
+        return ("d", device), None
+    return key, (("d", device) if device is not None else None)
+
+
+def encode(operation: dict) -> Encoded:
+    api, body = operation["api"], operation["body"]
+    key, key2 = lanes_of(api, body)
+    return (api, orjson.dumps(body), key, key2)
+
+
 @dataclass
 class DeliveryStats:
     delivered: Counter = field(default_factory=Counter)     # api -> items
@@ -125,9 +150,11 @@ class Deliverer:
         self._stop.set()
 
     # -- the loop ---------------------------------------------------------------------------
-    def deliver(self, items: Iterable[tuple[Any, dict]], on_outcomes: Callable[[Outcomes], None]) -> DeliveryStats:
-        """Delivers `(ref, operation)` pairs; every item's outcome reaches `on_outcomes`, in this
-        thread, exactly once (unless a stop or a fatal answer leaves it unacknowledged)."""
+    def deliver(self, items: Iterable[tuple[Any, dict | Encoded]],
+                on_outcomes: Callable[[Outcomes], None]) -> DeliveryStats:
+        """Delivers `(ref, operation)` pairs, an operation being an {"api", "body"} dict or an
+        Encoded one; every item's outcome reaches `on_outcomes`, in this thread, exactly once
+        (unless a stop or a fatal answer leaves it unacknowledged)."""
         run = _Run(self, iter(items), on_outcomes)
         return run.loop()
 
@@ -197,26 +224,18 @@ class _Run:
         if self.exhausted or self.outstanding >= self.window:
             return
         held, lanes, batchers, to_send = self.held, self.lanes, self.batchers, self.to_send
-        dumps, window, enough = orjson.dumps, self.window, self.o.delivery.concurrency * 2
+        window, enough = self.window, self.o.delivery.concurrency * 2
+        outstanding = self.outstanding
         for ref, operation in self.source:
-            api = operation["api"]
-            body = operation["body"]
-            data = dumps(body)
-            key2 = None
-            if api == "groupidentify":
-                key = ("g", body.get("group_type"), body.get("group_value"))
-            else:
-                key = body.get("user_id")
-                device = body.get("device_id")
-                if key is None:
-                    key = ("d", device)
-                elif device is not None:
-                    key2 = ("d", device)
+            api, data, key, key2 = operation if type(operation) is tuple else encode(operation)
             item = _Item(ref, api, data, key, key2)
-            self.outstanding += 1
+            outstanding += 1
             batcher = batchers[api]
-            if batcher.too_big_alone(len(data)):
+            size = len(data)
+            if size > batcher.alone_max:  # Batcher.too_big_alone, inlined
+                self.outstanding = outstanding
                 self.settle([item], REJECTED, "the item is larger than Amplitude accepts in one request", release=False)
+                outstanding = self.outstanding
             elif key2 is not None:
                 self.hold_two(item)
             elif key in held:
@@ -227,13 +246,15 @@ class _Run:
                 lane.append(item)
             else:
                 held.add(key)
-                closed = batcher.push(item, len(data))
+                closed = batcher.push(item, size)
                 if closed:
                     to_send.append((api, closed))
                 if len(batcher.items) >= batcher.cap:
                     to_send.append((api, batcher.take()))
-            if self.outstanding >= window or len(to_send) >= enough:
+            if outstanding >= window or len(to_send) >= enough:
+                self.outstanding = outstanding
                 return
+        self.outstanding = outstanding
         self.exhausted = True
 
     def hold_two(self, item: _Item) -> None:

@@ -2,7 +2,7 @@
 
 import random
 
-from audsync.state import Rejected
+from audsync.state import PendingRow, Rejected
 
 
 def _sync(store, audience, rows, *, kind="audience", chunk=3):
@@ -12,7 +12,7 @@ def _sync(store, audience, rows, *, kind="audience", chunk=3):
         work.build_current(computed=kind == "computed_trait")
         plan = work.plan(run, kind)
         counts = work.counts()
-    pending = [row for page in store.pending_pages(audience.id) for row in page]
+    pending = [PendingRow(*row) for page in store.pending_pages(audience.id) for row in page]
     return run, counts, plan, pending
 
 
