@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import diff
 from .audience_ops import OperationBuilder
@@ -252,7 +252,7 @@ class _Settler:
 
 
 def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
-             pages: Iterable[list[tuple]], report: AudienceReport, stop: _Stop, progress: Any,
+             pages: Iterable[list[Sequence]], report: AudienceReport, stop: _Stop, progress: Any,
              label: str, total: int, gone: bool = True,
              on_response: Callable[[str, int, int], None] | None = None) -> None:
     """Delivers the pending rows of `pages`; `gone=False` promises that none is an exit or $unset."""
