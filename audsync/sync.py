@@ -182,8 +182,14 @@ class _Settler:
     _RANK = {"delivered": 0, "rejected": 1, "undelivered": 2}
 
     def __init__(self, store: StateStore, audience_id: int, run_id: int, report: AudienceReport,
-                 phase: _Phase, gone: bool):
+                 phase: _Phase, gone: bool, by_range: bool):
         self.store = store
+        # The operations come from run_id's pending rows in key order, one per row: a request
+        # the Deliverer found to be a consecutive run of them (Outcomes.span) is settled as a
+        # key range (StateStore.settle).
+        self.by_range = by_range and store.settles_by_range
+        self.spans: list[tuple] = []
+        self.spanned: list[str] = []
         # Promises that spare the store work on each batch: whether some user may be leaving, and
         # whether some may have an earlier rejection (each user is delivered once per call).
         self.hints = {"gone": gone, "rejections": store.has_rejections(audience_id)}
@@ -214,7 +220,11 @@ class _Settler:
     def on_outcomes(self, outcomes: Any) -> None:
         status, api, reason = outcomes.status, outcomes.api, outcomes.reason or ""
         if not self.expected and status == "delivered":  # the common case, in bulk
-            self.delivered.extend(outcomes.refs)
+            if outcomes.span is not None and self.by_range:
+                self.spans.append(outcomes.span)
+                self.spanned.extend(outcomes.refs)
+            else:
+                self.delivered.extend(outcomes.refs)
             self.report.delivered += len(outcomes.refs)
             self.phase.advance(len(outcomes.refs))
         else:
@@ -231,16 +241,16 @@ class _Settler:
                 else:
                     del self.expected[ref]
                     self.settle_now(ref, *self.worst.pop(ref))
-        if (len(self.delivered) + len(self.rejected) >= SETTLE_ROWS
+        if (len(self.delivered) + len(self.spanned) + len(self.rejected) >= SETTLE_ROWS
                 or time.monotonic() - self.last_flush >= SETTLE_SECONDS):
             self.flush()
 
     def flush(self) -> None:
         """Hands the acknowledgements gathered so far to the writer thread (committed in order)."""
-        if self.delivered or self.rejected:
-            self.writer.submit(partial(self.store.settle, **self.hints), self.audience_id, self.run_id,
-                               self.delivered, self.rejected)
-            self.delivered, self.rejected = [], []
+        if self.delivered or self.rejected or self.spanned:
+            self.writer.submit(partial(self.store.settle, spans=self.spans, spanned=self.spanned, **self.hints),
+                               self.audience_id, self.run_id, self.delivered, self.rejected)
+            self.delivered, self.rejected, self.spans, self.spanned = [], [], [], []
         self.last_flush = time.monotonic()
 
     def close(self) -> None:
@@ -253,13 +263,14 @@ class _Settler:
 
 def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
              pages: Iterable[list[Sequence]], report: AudienceReport, stop: _Stop, progress: Any,
-             label: str, total: int, gone: bool = True,
+             label: str, total: int, gone: bool = True, this_run: bool = False,
              on_response: Callable[[str, int, int], None] | None = None) -> None:
-    """Delivers the pending rows of `pages`; `gone=False` promises that none is an exit or $unset."""
+    """Delivers the pending rows of `pages`; `gone=False` promises that none is an exit or $unset,
+    `this_run` that the pages are run_id's pending rows."""
     from .delivery import Deliverer
 
     phase = _Phase(progress, label, total)
-    settler = _Settler(store, audience_id, run_id, report, phase, gone)
+    settler = _Settler(store, audience_id, run_id, report, phase, gone, by_range=this_run)
     ahead = Prefetched(pages, name="outbox-pages")
 
     def items() -> Iterator[tuple[str, dict]]:
@@ -410,7 +421,7 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                 if planned and not stop():
                     _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, run_id=run_id),
                              report, stop, progress, f"{audience.key}: delivering", planned,
-                             gone=bool(report.exited or report.unset), on_response=on_response)
+                             gone=bool(report.exited or report.unset), this_run=True, on_response=on_response)
             report.stopped = stop()
             report.pending = store.pending_count(row.id)
             status = "stopped" if report.stopped else "partial" if (report.pending or report.rejected) else "ok"

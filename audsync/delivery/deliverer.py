@@ -43,12 +43,16 @@ class Outcome(NamedTuple):
 
 class Outcomes:
     """Items that ended alike (one status, api and reason), reported in one callback: a tuple per
-    item was a measurable share of the per-item cost at hundreds of thousands of items a second."""
+    item was a measurable share of the per-item cost at hundreds of thousands of items a second.
 
-    __slots__ = ("refs", "status", "api", "reason")
+    `span` is (first ref, last ref) when the items were exactly the consecutive run of the input
+    between those two (in any order), else None: a caller whose input is in key order can then
+    settle them as one key range."""
 
-    def __init__(self, refs: list, status: str, api: str, reason: str | None):
-        self.refs, self.status, self.api, self.reason = refs, status, api, reason
+    __slots__ = ("refs", "status", "api", "reason", "span")
+
+    def __init__(self, refs: list, status: str, api: str, reason: str | None, span: tuple | None = None):
+        self.refs, self.status, self.api, self.reason, self.span = refs, status, api, reason, span
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -104,10 +108,11 @@ class _Item:
     # window keeps the garbage collector's work (a third of the per-item cost) down
     # key: the user (else device, else group) lane; key2: the device lane of an item that has a
     # user too; waits: how many lanes still hold an earlier item of this one
-    __slots__ = ("ref", "api", "data", "key", "key2", "waits", "attempts", "first_try")
+    # seq: the item's position in the input
+    __slots__ = ("ref", "api", "data", "key", "key2", "seq", "waits", "attempts", "first_try")
 
-    def __init__(self, ref: Any, api: str, data: bytes, key: Any, key2: Any = None):
-        self.ref, self.api, self.data, self.key, self.key2 = ref, api, data, key, key2
+    def __init__(self, ref: Any, api: str, data: bytes, key: Any, key2: Any, seq: int):
+        self.ref, self.api, self.data, self.key, self.key2, self.seq = ref, api, data, key, key2, seq
         self.waits = 0
         self.attempts = 0
         self.first_try = 0.0
@@ -176,6 +181,7 @@ class _Run:
         self.held: set = set()
         self.lanes: dict[Any, deque[_Item]] = {}
         self.outstanding = 0
+        self.seq = 0
         self.in_flight: dict[Future, tuple[str, list[_Item]]] = {}
         # enough for `concurrency` full requests in flight and as many ready behind them
         self.window = max(10_000, owner.delivery.concurrency * 2 * 2_000)
@@ -228,7 +234,8 @@ class _Run:
         outstanding = self.outstanding
         for ref, operation in self.source:
             api, data, key, key2 = operation if type(operation) is tuple else encode(operation)
-            item = _Item(ref, api, data, key, key2)
+            item = _Item(ref, api, data, key, key2, self.seq)
+            self.seq += 1
             outstanding += 1
             batcher = batchers[api]
             size = len(data)
@@ -334,7 +341,13 @@ class _Run:
                     free(item.key)
                     if item.key2 is not None:
                         free(item.key2)
-        self.on_outcomes(Outcomes([item.ref for item in items], status, api, reason))
+        span = None
+        if status == DELIVERED:
+            seqs = [item.seq for item in items]
+            low, high = min(seqs), max(seqs)
+            if high - low + 1 == len(items):  # no item twice, so exactly the run low..high
+                span = (items[seqs.index(low)].ref, items[seqs.index(high)].ref)
+        self.on_outcomes(Outcomes([item.ref for item in items], status, api, reason, span))
 
     def settle_each(self, pairs: list[tuple[_Item, str]], status: str) -> None:
         by_reason: dict[str, list[_Item]] = {}

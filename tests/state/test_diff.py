@@ -106,6 +106,47 @@ def test_an_acknowledged_later_value_clears_the_users_rejection(store):
     assert store.members(aud.id)["uu0001"][2] == '"y"'
 
 
+def _spans_of(pending, *runs):
+    """(first, last) identity of each run of consecutive pending rows, given as index pairs."""
+    return [(pending[i].identity, pending[j].identity) for i, j in runs]
+
+
+def test_users_acknowledged_as_key_ranges_are_settled_like_their_ids(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    run, _, _, pending = _sync(store, aud, [(f"u{i:04d}", None, None) for i in range(10)])
+    first_old = _sync(store, store.ensure_audience("d", "other", "O", "audience"), [("u0003x", None, None)])
+    assert first_old[2] == {"enter": 1}  # another audience's row between them in key order
+    spanned = [r.identity for r in pending[0:4] + pending[6:9]]
+    store.settle(aud.id, run, [pending[9].identity], [], spans=_spans_of(pending, (0, 3), (6, 8)), spanned=spanned)
+    assert set(store.members(aud.id)) == {r.identity for r in pending[0:4] + pending[6:10]}
+    left = [PendingRow(*row) for page in store.pending_pages(aud.id) for row in page]
+    assert [r.identity for r in left] == ["uu0004", "uu0005"]
+
+
+def test_key_ranges_holding_a_row_not_acknowledged_are_settled_by_id_instead(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    run, _, _, pending = _sync(store, aud, [(f"u{i:04d}", None, None) for i in range(6)])
+    # uu0002 was not acknowledged (rejected, say), yet the caller's range covers it
+    spanned = [r.identity for r in pending if r.identity != "uu0002"]
+    store.settle(aud.id, run, [], [Rejected("uu0002", "identify", "invalid")],
+                 spans=_spans_of(pending, (0, 5)), spanned=spanned)
+    assert set(store.members(aud.id)) == set(spanned)
+    assert [r["identity"] for r in store.rejections(aud.id)] == ["uu0002"]
+    assert store.audience_counts(aud.id) == {"members": 5, "pending": 0, "rejected": 1}
+
+
+def test_key_ranges_only_settle_the_given_runs_rows(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    old_run, _, _, old = _sync(store, aud, [("u0001", None, None), ("u0003", None, None)])
+    run, _, plan, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None),
+                                               ("u0003", None, None), ("u0004", None, None)])
+    assert plan == {"enter": 2}  # uu0002 and uu0004; uu0001 and uu0003 are still pending from old_run
+    mine = [r for r in pending if r.run_id == run]
+    store.settle(aud.id, run, [], [], spans=[("uu0001", "uu0004")], spanned=[r.identity for r in mine])
+    assert set(store.members(aud.id)) == {"uu0002", "uu0004"}
+    assert {PendingRow(*row).identity for page in store.pending_pages(aud.id) for row in page} == {"uu0001", "uu0003"}
+
+
 def test_a_user_back_before_their_exit_was_acknowledged_is_settled_beside_new_users(store):
     aud = store.ensure_audience("d", "k", "K", "audience")
     run, _, _, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None)])
