@@ -704,7 +704,7 @@ class AudienceWork:
             return [diff.staged_and_gone_sql(kind, backfill=backfill, skip_conflicts=self.has_conflicts)]
         selects = [diff.staged_changes_sql(self.dialect, with_outbox=with_outbox, backfill=backfill,
                                            skip_conflicts=self.has_conflicts),
-                   diff.gone_members_sql(kind)]
+                   diff.gone_members_sql(kind, with_outbox=with_outbox)]
         if with_outbox:
             selects.append(diff.gone_planned_sql(kind))
         return selects
