@@ -59,6 +59,9 @@ def _sqlite_events(engine: Engine) -> None:
         # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last ones.
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA cache_size = -65536")
+        # The staged source lives in temporary tables, whose cache is otherwise 2 MB: 128 MB made
+        # the 2M incremental sync 0.4 s faster (7.3 -> 6.9 s) for 120 MB more peak RSS.
+        cursor.execute("PRAGMA temp.cache_size = -131072")
         cursor.close()
 
     @event.listens_for(engine, "begin")
