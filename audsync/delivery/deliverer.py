@@ -232,8 +232,14 @@ class _Run:
         held, lanes, batchers, to_send = self.held, self.lanes, self.batchers, self.to_send
         window, enough = self.window, self.o.delivery.concurrency * 2
         outstanding = self.outstanding
+        dumps = orjson.dumps
         for ref, operation in self.source:
-            api, data, key, key2 = operation if type(operation) is tuple else encode(operation)
+            if type(operation) is tuple:
+                api, data, key, key2 = operation
+            else:  # encode(), inlined: `audsync send` gives dicts
+                api, body = operation["api"], operation["body"]
+                data = dumps(body)
+                key, key2 = lanes_of(api, body)
             item = _Item(ref, api, data, key, key2, self.seq)
             self.seq += 1
             outstanding += 1
