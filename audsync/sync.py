@@ -297,7 +297,8 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
                     yield identity, op
 
     try:
-        with Deliverer(config.amplitude, config.delivery, on_response=on_response) as deliverer:
+        with Deliverer(config.amplitude, config.delivery, on_response=on_response,
+                       report_spans=settler.by_range) as deliverer:
             with stop.watch(deliverer.request_stop):
                 deliverer.deliver(items(), settler.on_outcomes)
     finally:

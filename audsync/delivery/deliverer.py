@@ -125,8 +125,10 @@ class Deliverer:
     def __init__(self, amplitude: AmplitudeSettings, delivery: DeliverySettings, *,
                  on_response: Callable[[str, int, int], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 rng: Callable[[], float] = random.random, transport: Transport | None = None):
+                 rng: Callable[[], float] = random.random, transport: Transport | None = None,
+                 report_spans: bool = False):
         self.amplitude = amplitude
+        self.report_spans = report_spans  # Outcomes.span for delivered requests (else None)
         self.delivery = delivery
         self.on_response = on_response
         self.clock = clock
@@ -348,7 +350,7 @@ class _Run:
                     if item.key2 is not None:
                         free(item.key2)
         span = None
-        if status == DELIVERED:
+        if status == DELIVERED and self.o.report_spans:
             seqs = [item.seq for item in items]
             low, high = min(seqs), max(seqs)
             if high - low + 1 == len(items):  # no item twice, so exactly the run low..high

@@ -326,3 +326,31 @@ def test_400_naming_no_item_does_not_shrink_later_requests(fake):
     result = deliver(fake, [identify(f"user-{u:05d}") for u in range(20_000)])
     assert len(result.refs(DELIVERED)) == 20_000
     assert len(fake.requests) <= 22
+
+
+def _spanned_outcomes(fake, operations, report_spans=True, **delivery):
+    seen = []
+    with Deliverer(amplitude_settings(fake), fast_delivery(**delivery), report_spans=report_spans) as deliverer:
+        deliverer.deliver(enumerate(operations), seen.append)
+    return seen
+
+
+def test_a_delivered_request_that_was_a_consecutive_run_of_the_input_says_so(fake):
+    # Refs are input positions here, so a span (first, last) names exactly range(first, last + 1).
+    fake.max_items = 10  # 413s split the first requests into consecutive halves
+    fake.throttled = {"user-0012": 1}  # ... and a 429 takes one user out of its request
+    seen = _spanned_outcomes(fake, [identify(f"user-{u:04d}") for u in range(40)])
+    delivered = [o for o in seen if o.status == DELIVERED]
+    assert sorted(ref for o in delivered for ref in o.refs) == list(range(40))
+    spanned = [o for o in delivered if o.span is not None]
+    assert spanned and any(o.span is None for o in delivered)
+    for o in spanned:
+        assert sorted(o.refs) == list(range(o.span[0], o.span[1] + 1))
+    for o in delivered:
+        if o.span is None:
+            assert sorted(o.refs) != list(range(min(o.refs), max(o.refs) + 1))
+
+
+def test_spans_are_only_reported_when_asked_for(fake):
+    seen = _spanned_outcomes(fake, [identify(f"user-{u:04d}") for u in range(20)], report_spans=False)
+    assert seen and all(o.span is None for o in seen)
