@@ -107,6 +107,25 @@ bench/mapping.py 81,594 msg/s just before):
 10,000,000  file   sqlite     first         149.7         546  4.5x
 10,000,000  file   sqlite     incremental    36.4         435
   file postgresql first  loading 4.0, indexing 14.6, diffing and planning 25.9, delivering 93.1, outside 2.5
+2026-11-29, fifth session (bench/mapping.py 66,800-70,000 msg/s against its usual 88,700). Before
+the session's changes (b4afc0e), file: SQLite first 138.2 s (delivering 95.8), incremental 35.6 s;
+PostgreSQL first 150.4 s (delivering 94.5), incremental 27.1 s. Identifies are now encoded from
+byte templates, SQLite hands outbox pages over as one JSON text, PostgreSQL settles acknowledged
+key ranges instead of ids (jit off), a SQLite first sync counts its plan by row count and closes
+its work connection instead of dropping the staged tables, and a diff without open outbox rows
+does not look members up there. After, the whole matrix in one invocation:
+10,000,000  file   postgresql first         119.9         445  5.6x
+10,000,000  file   postgresql incremental    27.5         388
+10,000,000  file   sqlite     first         109.8         598  6.1x
+10,000,000  file   sqlite     incremental    31.7         570
+10,000,000  sql    postgresql first         135.1         381  4.9x
+10,000,000  sql    postgresql incremental    32.8         215
+10,000,000  sql    sqlite     first         112.6         535  5.9x
+10,000,000  sql    sqlite     incremental    33.9         531
+  file postgresql first  loading 4.9, indexing 18.1, diffing and planning 22.3, delivering 72.1, outside 2.4
+  file sqlite first      loading 5.9, indexing 9.3, diffing and planning 19.0, delivering 74.0, outside 1.6
+  file sqlite incr.      loading 6.1, indexing 9.7, diffing and planning 12.1, delivering 2.3, outside 1.5
+  sql  postgresql first  loading 10.2, indexing 20.2, diffing and planning 25.9, delivering 76.2, outside 2.5
 PostgreSQL 15 with its default settings (shared_buffers 128 MB, work_mem 4 MB; a larger work_mem
 made the fold and the plan's sort slower here, not faster). No autovacuum worker ran during the
 third file/PostgreSQL run (pg_stat_activity polled every second).
