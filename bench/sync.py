@@ -126,6 +126,16 @@ does not look members up there. After, the whole matrix in one invocation:
   file sqlite first      loading 5.9, indexing 9.3, diffing and planning 19.0, delivering 74.0, outside 1.6
   file sqlite incr.      loading 6.1, indexing 9.7, diffing and planning 12.1, delivering 2.3, outside 1.5
   sql  postgresql first  loading 10.2, indexing 20.2, diffing and planning 25.9, delivering 76.2, outside 2.5
+The same matrix again half an hour later (12:37-12:47, bench/mapping.py 69,500 msg/s before and after):
+10,000,000  file   postgresql first         115.3         449  5.8x
+10,000,000  file   postgresql incremental    28.2         385
+10,000,000  file   sqlite     first         101.8         589  6.5x
+10,000,000  file   sqlite     incremental    29.2         565
+10,000,000  sql    postgresql first         117.9         381  5.7x
+10,000,000  sql    postgresql incremental    29.0         215
+10,000,000  sql    sqlite     first         107.3         560  6.2x
+10,000,000  sql    sqlite     incremental    32.7         531
+  sql  sqlite incr.      loading 9.7, indexing 8.4, diffing and planning 11.3, delivering 1.9, outside 1.4
 PostgreSQL 15 with its default settings (shared_buffers 128 MB, work_mem 4 MB; a larger work_mem
 made the fold and the plan's sort slower here, not faster). No autovacuum worker ran during the
 third file/PostgreSQL run (pg_stat_activity polled every second).
