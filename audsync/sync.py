@@ -330,9 +330,15 @@ def _load(config: Config, audience: AudienceConfig, work: Any, report: AudienceR
     from .sources import open_source
 
     source = open_source(audience, min_id_length=config.amplitude.min_id_length)
-    with _Phase(progress, f"{audience.key}: loading") as phase:
-        work.load(source.chunks(), computed=audience.kind == diff.COMPUTED_TRAIT, should_stop=stop,
-                  on_rows=phase.advance)
+    # The source is read on a helper thread while this one writes the chunks into the state
+    # database: reading and writing each release the GIL for most of their work.
+    chunks = Prefetched(source.chunks(), name="source")
+    try:
+        with _Phase(progress, f"{audience.key}: loading") as phase:
+            work.load(chunks, computed=audience.kind == diff.COMPUTED_TRAIT, should_stop=stop,
+                      on_rows=phase.advance)
+    finally:
+        chunks.close()
     report.rows_read = source.rows_read
     # Deduplicating and indexing what was loaded takes seconds at millions of rows: shown as its
     # own phase, so that a terminal never sits on a finished loading bar.
