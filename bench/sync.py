@@ -136,6 +136,10 @@ The same matrix again half an hour later (12:37-12:47, bench/mapping.py 69,500 m
 10,000,000  sql    sqlite     first         107.3         560  6.2x
 10,000,000  sql    sqlite     incremental    32.7         531
   sql  sqlite incr.      loading 9.7, indexing 8.4, diffing and planning 11.3, delivering 1.9, outside 1.4
+Then, with the source read on a helper thread while its chunks are written (sql/SQLite only):
+10,000,000  sql    sqlite     first         111.3         538  6.0x
+10,000,000  sql    sqlite     incremental    30.9         539
+  sql  sqlite incr.      loading 6.9, indexing 8.8, diffing and planning 11.9, delivering 2.0, outside 1.4
 PostgreSQL 15 with its default settings (shared_buffers 128 MB, work_mem 4 MB; a larger work_mem
 made the fold and the plan's sort slower here, not faster). No autovacuum worker ran during the
 third file/PostgreSQL run (pg_stat_activity polled every second).
