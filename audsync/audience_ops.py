@@ -224,9 +224,7 @@ class OperationBuilder:
     def _encoder(self, shape: tuple) -> tuple[Callable[[tuple], list[Encoded]], bool, bool] | None:
         """The byte templates of a shape's operations (see _compile_encoded), and whether they
         hold the message ids; None when the shape's operations are encoded from their dicts."""
-        template = self._templates.get(shape)
-        if template is None:
-            template = self._templates[shape] = self._template(shape)
+        template = self._template_of(shape)
         if template == "translate":
             return None
         fill, needs_mid, needs_track_mid = template
@@ -243,11 +241,10 @@ class OperationBuilder:
         if encoder is None:
             return [encode(op) for op in self.build(identity, user_id, anonymous_id, value_json, change, run_id)]
         encode_all, needs_mid, needs_track_mid = encoder
-        mid = message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id) \
-            if needs_mid else None
-        track_mid = message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id) \
-            if needs_track_mid else None
-        vals = (user_id, anonymous_id, value, mid, track_mid)  # in _SENTINELS' order
+        # in _SENTINELS' order; most shapes hold no message id (a call here costs 0.15 us a user)
+        vals = ((user_id, anonymous_id, value, None, None) if not (needs_mid or needs_track_mid) else
+                (user_id, anonymous_id, value, *self._message_ids(identity, change, run_id, needs_mid,
+                                                                  needs_track_mid)))
         ops = encode_all(vals)
         seen = self._verified_encoded.get(shape, 0)
         if seen < _VERIFY_PER_SHAPE:
@@ -258,6 +255,20 @@ class OperationBuilder:
                 self._encoders[shape] = None
                 return reference
         return ops
+
+    def _template_of(self, shape: tuple) -> tuple[Callable[[dict], Any], bool, bool] | str:
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._templates[shape] = self._template(shape)
+        return template
+
+    def _message_ids(self, identity: str, change: str, run_id: int, identify: bool,
+                     track: bool) -> tuple[str | None, str | None]:
+        """The identify's and the track event's message ids, each only when its template holds it."""
+        return (message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id)
+                if identify else None,
+                message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id)
+                if track else None)
 
     def _shape(self, user_id: str | None, anonymous_id: str | None, value_json: str | None,
                change: str) -> tuple[Any, tuple]:
@@ -271,18 +282,12 @@ class OperationBuilder:
               change: str, run_id: int) -> list:
         """Operations for one planned change; raises ValidationError for a user the mapping refuses."""
         value, shape = self._shape(user_id, anonymous_id, value_json, change)
-        template = self._templates.get(shape)
-        if template is None:
-            template = self._templates[shape] = self._template(shape)
+        template = self._template_of(shape)
         if template == "translate":
             return self.translated(identity, user_id, anonymous_id, value_json, change, run_id)
         fill, needs_mid, needs_track_mid = template
-        vals = {_S_USER: user_id, _S_ANON: anonymous_id, _S_VALUE: value}
-        if needs_mid:
-            vals[_S_MID] = message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id)
-        if needs_track_mid:
-            vals[_S_TRACK_MID] = message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id)
-        ops = fill(vals)
+        mid, track_mid = self._message_ids(identity, change, run_id, needs_mid, needs_track_mid)
+        ops = fill({_S_USER: user_id, _S_ANON: anonymous_id, _S_VALUE: value, _S_MID: mid, _S_TRACK_MID: track_mid})
         seen = self._verified.get(shape, 0)
         if seen < _VERIFY_PER_SHAPE:
             self._verified[shape] = seen + 1

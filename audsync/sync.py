@@ -273,7 +273,7 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
     settler = _Settler(store, audience_id, run_id, report, phase, gone, by_range=this_run)
     ahead = Prefetched(pages, name="outbox-pages")
 
-    def items() -> Iterator[tuple[str, dict]]:
+    def items() -> Iterator[tuple[str, tuple]]:  # (identity, encoded operation)
         # Once per user, ten million times: a pending row holds build's arguments, in order
         # (PendingRow's fields).
         # A stop is checked per page; the watcher below stops the deliverer within 50 ms anyway.
