@@ -41,6 +41,26 @@ def canonical_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=_json_default).decode()
 
 
+def _copy_text_of_user_ids(chunk: list[tuple]) -> str | None:
+    """COPY's text format for a chunk whose rows hold a user id and nothing else (an audience's
+    usual source), made in one join: written row by row, it held the GIL for 0.27 s per million
+    rows, time the thread reading the source could not use. None when a row holds more, or an id
+    holds a character the text format would need escaped (it then goes row by row)."""
+    if not chunk:
+        return None
+    users, anons, _ = zip(*chunk)
+    if anons.count(None) != len(anons) or None in users:
+        return None
+    try:
+        text = "\n".join(users)
+    except TypeError:  # an id that is not text: write_row adapts it
+        return None
+    if text.count("\n") != len(users) - 1 or "\\" in text or "\t" in text or "\r" in text:
+        return None
+    row_end = "\t\\N\t\\N\n"  # no anonymous id, no value
+    return text.replace("\n", row_end) + row_end
+
+
 @dataclass(frozen=True)
 class LeaseInfo:
     name: str
@@ -592,6 +612,8 @@ class AudienceWork:
                     if computed:
                         for u, a, v in chunk:
                             copy.write_row((u, a, canonical_json(v)))
+                    elif (text := _copy_text_of_user_ids(chunk)) is not None:
+                        copy.write(text)
                     else:
                         for row in chunk:
                             copy.write_row(row)

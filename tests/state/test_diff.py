@@ -59,6 +59,26 @@ def test_the_diff_does_not_depend_on_source_order(store):
     assert {r.user_id for r in pending if r.change == "exit"} == set(ids[:10])
 
 
+def test_ids_are_staged_exactly_whatever_characters_they_hold(store):
+    # Chunks of user ids only take PostgreSQL's bulk COPY text; an id its format would need
+    # escaped, or a chunk holding an anonymous id, goes row by row: every id must land as given.
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    odd = ["tab\there", "back\\slash", "new\nline", "carriage\rret", "\\N", "\\.", "quote'\"", "ünï ✓"]
+    plain = [f"user{i:04d}" for i in range(12)]
+    chunks = ([[(u, None, None) for u in plain[:4]], [(odd[0], None, None), (None, "dev-1", None)]]
+              + [[(plain[4 + i], None, None), (u, None, None)] for i, u in enumerate(odd[1:])]
+              + [[(u, None, None) for u in plain[4 + len(odd) - 1:]]])
+    run = store.start_run(aud.id, "run")
+    with store.work(aud.id) as work:
+        work.load(iter(chunks), computed=False)
+        work.build_current(computed=False)
+        plan = work.plan(run, "audience")
+    pending = [PendingRow(*row) for page in store.pending_pages(aud.id) for row in page]
+    assert plan == {"enter": len(plain) + len(odd) + 1}
+    assert sorted((r.user_id, r.anonymous_id) for r in pending if r.user_id) == sorted((u, None) for u in plain + odd)
+    assert [r.anonymous_id for r in pending if r.user_id is None] == ["dev-1"]
+
+
 def test_a_user_id_and_an_anonymous_id_with_the_same_text_are_different_profiles(store):
     aud = store.ensure_audience("d", "k", "K", "audience")
     _, counts, plan, _ = _sync(store, aud, [("same1", None, None), (None, "same1", None)])
