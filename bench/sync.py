@@ -140,6 +140,44 @@ Then, with the source read on a helper thread while its chunks are written (sql/
 10,000,000  sql    sqlite     first         111.3         538  6.0x
 10,000,000  sql    sqlite     incremental    30.9         539
   sql  sqlite incr.      loading 6.9, indexing 8.8, diffing and planning 11.9, delivering 2.0, outside 1.4
+2026-11-29, sixth session (bench/mapping.py 81,300-86,500 msg/s). The fifth session's final code
+(6388911), the whole matrix in one invocation, 13:23-13:36, right after the machine started:
+10,000,000  file   postgresql first         125.2         441  5.3x
+10,000,000  file   postgresql incremental    28.6         413
+10,000,000  file   sqlite     first         117.7         621  5.7x
+10,000,000  file   sqlite     incremental    29.4         613
+10,000,000  sql    postgresql first         146.1         395  4.6x
+10,000,000  sql    postgresql incremental    40.7         223
+10,000,000  sql    sqlite     first         125.8         549  5.3x
+10,000,000  sql    sqlite     incremental    27.9         544
+  file postgresql first  loading 4.7, indexing 17.2, diffing and planning 28.3, delivering 72.6, outside 2.5
+  sql  postgresql first  loading 12.4, indexing 17.2, diffing and planning 26.4, delivering 87.0, outside 3.1
+  sql  postgresql incr.  loading 12.7, indexing 0.5, diffing and planning 20.0, delivering 5.1, outside 2.3
+Then PostgreSQL's COPY took chunks of user ids as one text instead of row by row (PostgreSQL only):
+10,000,000  file   postgresql first         122.0         464  5.5x
+10,000,000  file   postgresql incremental    30.9         434
+10,000,000  sql    postgresql first         142.2         391  4.7x
+10,000,000  sql    postgresql incremental    35.8         227
+  sql  postgresql incr.  loading 11.1, indexing 0.4, diffing and planning 17.1, delivering 5.1, outside 2.2
+And the whole matrix again, 14:26-14:38, bench/mapping.py 83,571 msg/s just before:
+10,000,000  file   postgresql first         139.9         453  4.8x
+10,000,000  file   postgresql incremental    27.0         426
+10,000,000  file   sqlite     first         121.9         619  5.5x
+10,000,000  file   sqlite     incremental    25.7         592
+10,000,000  sql    postgresql first         148.6         400  4.5x
+10,000,000  sql    postgresql incremental    34.8         227
+10,000,000  sql    sqlite     first         125.6         543  5.3x
+10,000,000  sql    sqlite     incremental    30.5         533
+  file postgresql first  loading 5.4, indexing 16.3, diffing and planning 20.7, delivering 94.2, outside 3.2
+  file sqlite first      loading 4.2, indexing 9.1, diffing and planning 16.0, delivering 90.8, outside 1.8
+  sql  postgresql incr.  loading 10.6, indexing 0.5, diffing and planning 16.2, delivering 5.7, outside 1.7
+  sql  sqlite incr.      loading 7.6, indexing 9.6, diffing and planning 9.7, delivering 2.1, outside 1.6
+Delivering the same ten million identifies took 72.6-94.2 s within the hour, with the same code.
+PostgreSQL's statement log (log_min_duration_statement, set for the run and reset after) for the
+file/PostgreSQL pair: first sync COPY 4.0 s, the sorted fold into a temporary table 14.0 s, the plan's
+insert of 10M rows into the outbox 20.7 s; incremental COPY 5.4 s, the plan (one hash join) 16.7 s,
+the outbox probe and the members count 1.0 s and 0.6 s (the outbox holds ten million dead rows
+until autovacuum has passed).
 PostgreSQL 15 with its default settings (shared_buffers 128 MB, work_mem 4 MB; a larger work_mem
 made the fold and the plan's sort slower here, not faster). No autovacuum worker ran during the
 third file/PostgreSQL run (pg_stat_activity polled every second).
