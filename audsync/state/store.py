@@ -55,7 +55,8 @@ def _copy_text_of_user_ids(chunk: list[tuple]) -> str | None:
         text = "\n".join(users)
     except TypeError:  # an id that is not text: write_row adapts it
         return None
-    if text.count("\n") != len(users) - 1 or "\\" in text or "\t" in text or "\r" in text:
+    if (text.count("\n") != len(users) - 1 or "\\" in text or "\t" in text or "\r" in text
+            or "\x00" in text):  # write_row's error names NUL; COPY's would say "invalid byte sequence"
         return None
     row_end = "\t\\N\t\\N\n"  # no anonymous id, no value
     return text.replace("\n", row_end) + row_end
@@ -563,10 +564,15 @@ class AudienceWork:
              on_rows: Callable[[int], None] = lambda n: None) -> int:
         """Stage every (user_id, anonymous_id, value) row; values as canonical JSON text."""
         with transaction(self.conn, write=False):
-            if self.dialect == "sqlite":
-                self._load_sqlite(chunks, computed, should_stop, on_rows)
-            else:
-                self._load_postgresql(chunks, computed, should_stop, on_rows)
+            try:
+                if self.dialect == "sqlite":
+                    self._load_sqlite(chunks, computed, should_stop, on_rows)
+                else:
+                    self._load_postgresql(chunks, computed, should_stop, on_rows)
+            except self.conn.dialect.loaded_dbapi.Error as exc:
+                # Written through the driver's own cursor, so SQLAlchemy does not wrap what the
+                # database refuses (PostgreSQL: an id holding a NUL character).
+                raise translate_db_error(exc, self.store.url) from None
         return self.loaded
 
     def _load_sqlite(self, chunks, computed, should_stop, on_rows) -> None:  # noqa: ANN001

@@ -283,6 +283,19 @@ def test_a_state_database_failure_while_settling_ends_the_run_with_a_clear_error
     assert all(amplitude.properties[u] == {KEY: True} for u, _ in rows)
 
 
+def test_an_id_postgresql_cannot_store_ends_the_run_with_a_clear_error_not_a_traceback(project, amplitude):
+    rows = [("user0001", None), ("user\x00two", None)]
+    cfg = project.config(audience(project, rows))
+    report = run_once(cfg)
+    (entry,) = report.audiences
+    if project.state_url.startswith("sqlite"):  # SQLite stores any text: the user is rejected alone
+        assert entry.error is None and (entry.delivered, entry.rejected) == (1, 1)
+        assert amplitude.properties == {"user0001": {KEY: True}}
+        return
+    assert report.exit_code == 2 and "cannot contain NUL" in entry.error
+    assert amplitude.identifies == [] and members_of(cfg) == {}
+
+
 def test_a_run_on_a_terminal_shows_each_phase_in_order_and_ends_each_line(project, amplitude):
     import io
 
