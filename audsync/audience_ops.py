@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import orjson
 
 from .config import AmplitudeSettings, AudienceConfig
-from .delivery.deliverer import Encoded, encode
+from .delivery.deliverer import Bundle, Encoded, encode
 from .diff import CHANGE, ENTER, EXIT, RESEND, UNSET
 from .errors import ValidationError
 
@@ -90,42 +90,87 @@ def _compile(node: Any) -> Callable[[dict], Any] | str | None:
 _QUOTED_SENTINEL = re.compile(b'"(' + b"|".join(re.escape(x.encode()) for x in _SENTINELS) + b')"')
 
 
-def _compile_encoded(ops: list[dict]) -> Callable[[tuple], list[Encoded]] | None:
-    """How to encode `ops` (holding sentinels) for the values (user, anon, value, mid, track mid)
-    without building their dicts or running orjson over them: each encoding cut at the
-    sentinels that are whole strings, with the values' own encodings put in between, and each
-    operation's lanes. None when a sentinel sits inside a longer string or a lane is not a plain
-    value: such a shape is encoded from its dicts."""
-    names: dict[str, Any] = {"dumps": orjson.dumps}
-    exprs = []
-    for n, op in enumerate(ops):
+def _encoding_plan(ops: list[dict]) -> list[tuple] | None:
+    """How `ops` (holding sentinels) encode for any values: per operation its api, the texts of
+    its encoding between the sentinels that are whole strings, the index (in _SENTINELS) of each
+    such sentinel, and its lanes: ("v", i) the value itself, ("d", i) the device lane of it, or
+    ("k", key) a constant. None when a sentinel sits inside a longer string or a lane is not a
+    plain value: such a shape is encoded from its dicts."""
+    plan = []
+    for op in ops:
         api, data, *keys = encode(op)
         parts = _QUOTED_SENTINEL.split(data)
-        texts, slots = parts[0::2], [p.decode() for p in parts[1::2]]
+        texts, slots = parts[0::2], [_SENTINELS.index(p.decode()) for p in parts[1::2]]
         if any(x.encode() in text for text in texts for x in _SENTINELS):
             return None
+        lanes = []
+        for key in keys:
+            if isinstance(key, str) and key in _SENTINELS:
+                lanes.append(("v", _SENTINELS.index(key)))
+            elif isinstance(key, tuple) and len(key) == 2 and key[0] == "d" and key[1] in _SENTINELS:
+                lanes.append(("d", _SENTINELS.index(key[1])))
+            elif any(x in repr(key) for x in _SENTINELS):
+                return None
+            else:
+                lanes.append(("k", key))
+        plan.append((api, texts, slots, lanes))
+    return plan
+
+
+def _plan_expressions(plan: list[tuple], value: Callable[[int], str], names: dict[str, Any]) -> list[tuple]:
+    """Per operation of `plan`: Python expressions of its encoding and of its two lanes, with
+    `value(i)` the expression of the i-th sentinel's value; constants go into `names`."""
+    exprs = []
+    for n, (api, texts, slots, lanes) in enumerate(plan):
         names[f"api{n}"] = api
         pieces = []
         for i, text in enumerate(texts):
             if i:
-                pieces.append(f"dumps(v[{_SENTINELS.index(slots[i - 1])}])")
+                pieces.append(f"dumps({value(slots[i - 1])})")
             names[f"t{n}_{i}"] = text
             pieces.append(f"t{n}_{i}")
-        lanes = []
-        for i, key in enumerate(keys):
-            if isinstance(key, str) and key in _SENTINELS:
-                lanes.append(f"v[{_SENTINELS.index(key)}]")
-            elif isinstance(key, tuple) and len(key) == 2 and key[0] == "d" and key[1] in _SENTINELS:
-                lanes.append(f"('d', v[{_SENTINELS.index(key[1])}])")
-            elif any(x in repr(key) for x in _SENTINELS):
-                return None
+        lane_exprs = []
+        for i, (kind, what) in enumerate(lanes):
+            if kind == "v":
+                lane_exprs.append(value(what))
+            elif kind == "d":
+                lane_exprs.append(f"('d', {value(what)})")
             else:
-                names[f"k{n}_{i}"] = key
-                lanes.append(f"k{n}_{i}")
-        exprs.append(f"(api{n}, {' + '.join(pieces)}, {', '.join(lanes)})")
-    # Generated, as namedtuple and dataclasses do: one expression per shape, called ten million
-    # times, where every loop, branch or call would cost each of them.
-    return eval(f"lambda v: [{', '.join(exprs)}]", names)  # noqa: S307
+                names[f"k{n}_{i}"] = what
+                lane_exprs.append(f"k{n}_{i}")
+        exprs.append((f"api{n}", " + ".join(pieces), *lane_exprs))
+    return exprs
+
+
+# Generated, as namedtuple and dataclasses do: one expression per shape, called ten million
+# times, where every loop, branch or call would cost each of them.
+
+def _compile_encoded(plan: list[tuple]) -> Callable[[tuple], list[Encoded]]:
+    """The operations of `plan` for the values (user, anon, value, mid, track mid)."""
+    names: dict[str, Any] = {"dumps": orjson.dumps}
+    ops = ", ".join("(" + ", ".join(expr) + ")" for expr in _plan_expressions(plan, lambda i: f"v[{i}]", names))
+    return eval(f"lambda v: [{ops}]", names)  # noqa: S307
+
+
+# Where a pending row (PendingRow's field order) holds the values an encoding can take from it.
+_ROW_FIELD = {_SENTINELS.index(_S_USER): 1, _SENTINELS.index(_S_ANON): 2}
+
+
+def _compile_page(plan: list[tuple]) -> Callable[[Sequence[Sequence]], tuple[list, list, list | None]] | None:
+    """For a plan of one operation filled from the row's ids alone and whose first lane is the
+    row's own: pending rows -> (encodings, lanes, second lanes or None), one comprehension each.
+    None for any other plan."""
+    if len(plan) != 1 or any(slot not in _ROW_FIELD for slot in plan[0][2]):
+        return None
+    first, second = plan[0][3]
+    # a constant lane would make every row wait for the one before it
+    if first[0] == "k" or first[1] not in _ROW_FIELD or (
+            second != ("k", None) and (second[0] == "k" or second[1] not in _ROW_FIELD)):
+        return None
+    names: dict[str, Any] = {"dumps": orjson.dumps}
+    _, data, key, key2 = _plan_expressions(plan, lambda i: f"r[{_ROW_FIELD[i]}]", names)[0]
+    seconds = "None" if second == ("k", None) else f"[{key2} for r in rows]"
+    return eval(f"lambda rows: ([{data} for r in rows], [{key} for r in rows], {seconds})", names)  # noqa: S307
 
 
 class OperationBuilder:
@@ -146,6 +191,7 @@ class OperationBuilder:
         self._verified: dict[tuple, int] = {}
         self._encoders: dict[tuple, tuple[Callable[[tuple], list[Encoded]], bool, bool] | None] = {}
         self._verified_encoded: dict[tuple, int] = {}
+        self._page_encoders: dict[tuple, tuple[str, Callable] | None] = {}
 
     # -- messages as Segment would send them
 
@@ -221,15 +267,61 @@ class OperationBuilder:
         return (compiled if callable(compiled) else (lambda vals: ops),
                 _S_MID in encoded, _S_TRACK_MID in encoded)
 
-    def _encoder(self, shape: tuple) -> tuple[Callable[[tuple], list[Encoded]], bool, bool] | None:
-        """The byte templates of a shape's operations (see _compile_encoded), and whether they
-        hold the message ids; None when the shape's operations are encoded from their dicts."""
+    def _plan(self, shape: tuple) -> tuple[list[tuple], bool, bool] | None:
+        """The encoding plan of a shape's operations (see _encoding_plan), and whether they hold
+        the message ids; None when the shape's operations are encoded from their dicts."""
         template = self._template_of(shape)
         if template == "translate":
             return None
         fill, needs_mid, needs_track_mid = template
-        encoder = _compile_encoded(fill({s: s for s in _SENTINELS}))
-        return None if encoder is None else (encoder, needs_mid, needs_track_mid)
+        plan = _encoding_plan(fill({s: s for s in _SENTINELS}))
+        return None if plan is None else (plan, needs_mid, needs_track_mid)
+
+    def _encoder(self, shape: tuple) -> tuple[Callable[[tuple], list[Encoded]], bool, bool] | None:
+        planned = self._plan(shape)
+        if planned is None:
+            return None
+        plan, needs_mid, needs_track_mid = planned
+        return _compile_encoded(plan), needs_mid, needs_track_mid
+
+    def _page_encoder(self, shape: tuple) -> tuple[str, Callable] | None:
+        planned = self._plan(shape)
+        if planned is None or planned[1] or planned[2]:
+            return None
+        encode_rows = _compile_page(planned[0])
+        return None if encode_rows is None else (planned[0][0][0], encode_rows)
+
+    def encode_page(self, rows: Sequence[Sequence]) -> Bundle | None:
+        """A page of pending rows (PendingRow's field order, distinct identities) as one Bundle:
+        when every row has the same shape and it makes one operation filled from the ids alone
+        (an audience's identify, the case that reaches ten million users). None otherwise: the
+        caller builds the rows one by one."""
+        if self.audience.kind != "audience" or not rows:
+            return None
+        kinds = {(r[1] is not None, r[2] is not None, r[4]) for r in rows}
+        if len(kinds) != 1:
+            return None
+        has_user, has_anon, change = kinds.pop()
+        shape = (has_user, has_anon, None, change)
+        encoder = self._page_encoders.get(shape, False)
+        if encoder is False:
+            encoder = self._page_encoders[shape] = self._page_encoder(shape)
+        if encoder is None:
+            return None
+        api, encode_rows = encoder
+        datas, keys, keys2 = encode_rows(rows)
+        # The page's first rows through the one-by-one path, which checks every shape's first
+        # users against translate: a disagreement turns the page encoding off for the shape.
+        # A row the mapping refuses leaves the page to the one-by-one path, which rejects it.
+        for i, row in enumerate(rows[:_VERIFY_PER_SHAPE]):
+            try:
+                one_by_one = self.build_encoded(*row)
+            except ValidationError:
+                return None
+            if one_by_one != [(api, datas[i], keys[i], None if keys2 is None else keys2[i])]:
+                self._page_encoders[shape] = None
+                return None
+        return Bundle([r[0] for r in rows], api, datas, keys, keys2)
 
     def build_encoded(self, identity: str, user_id: str | None, anonymous_id: str | None,
                       value_json: str | None, change: str, run_id: int) -> list[Encoded]:

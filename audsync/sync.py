@@ -267,20 +267,25 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
              on_response: Callable[[str, int, int], None] | None = None) -> None:
     """Delivers the pending rows of `pages`; `gone=False` promises that none is an exit or $unset,
     `this_run` that the pages are run_id's pending rows."""
-    from .delivery import Deliverer
+    from .delivery import Bundle, Deliverer
 
     phase = _Phase(progress, label, total)
     settler = _Settler(store, audience_id, run_id, report, phase, gone, by_range=this_run)
     ahead = Prefetched(pages, name="outbox-pages")
 
-    def items() -> Iterator[tuple[str, tuple]]:  # (identity, encoded operation)
-        # Once per user, ten million times: a pending row holds build's arguments, in order
-        # (PendingRow's fields).
+    def items() -> Iterator[tuple[str, tuple] | Bundle]:  # (identity, encoded operation), or a page's
+        # A page whose rows all make one operation of one shape goes as one Bundle; other rows
+        # are built one by one, ten million times at most: a pending row holds build's
+        # arguments, in order (PendingRow's fields).
         # A stop is checked per page; the watcher below stops the deliverer within 50 ms anyway.
-        build, expect = builder.build_encoded, settler.expect
+        build, expect, encode_page = builder.build_encoded, settler.expect, builder.encode_page
         for page in ahead:
             if stop():
                 return
+            bundle = encode_page(page)
+            if bundle is not None:
+                yield bundle
+                continue
             for row in page:
                 identity = row[0]
                 try:

@@ -11,6 +11,7 @@ items read ahead is bounded, so memory does not depend on the input's size.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 import logging
 import random
 import threading
@@ -18,6 +19,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import accumulate, chain
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import orjson
@@ -25,7 +27,7 @@ import orjson
 from ..config import AmplitudeSettings, DeliverySettings
 from ..errors import FatalDeliveryError
 from . import policy
-from .batching import Batcher, limit_for
+from .batching import ENVELOPE_BYTES, Batcher, limit_for
 from .transport import Answer, Transport
 
 log = logging.getLogger("audsync.delivery")
@@ -89,6 +91,28 @@ def encode(operation: dict) -> Encoded:
     return (api, orjson.dumps(body), key, key2)
 
 
+class Bundle:
+    """Operations of one api that the caller encoded together, consecutive in its input, one per
+    ref (a page of an audience's outbox). The Deliverer admits a bundle whole when no unsettled
+    item holds any of its lanes and no two of its operations share one: it goes out in requests
+    of its own, and only a request Amplitude did not accept becomes items, one by one. Any other
+    bundle is taken operation by operation, like pairs. keys2: the second lanes, or None when no
+    operation has one."""
+
+    __slots__ = ("refs", "api", "datas", "keys", "keys2")
+
+    def __init__(self, refs: list, api: str, datas: list[bytes], keys: list, keys2: list | None = None):
+        self.refs, self.api, self.datas, self.keys, self.keys2 = refs, api, datas, keys, keys2
+
+    def pairs(self) -> Iterator[tuple[Any, Encoded]]:
+        keys2 = self.keys2 if self.keys2 is not None else [None] * len(self.refs)
+        api = self.api
+        return ((ref, (api, data, key, key2)) for ref, data, key, key2 in zip(self.refs, self.datas, self.keys, keys2))
+
+    def __repr__(self) -> str:
+        return f"Bundle({len(self.refs)} on {self.api})"
+
+
 @dataclass
 class DeliveryStats:
     delivered: Counter = field(default_factory=Counter)     # api -> items
@@ -119,6 +143,23 @@ class _Item:
 
     def __lt__(self, other: "_Item") -> bool:  # heap order when due times tie
         return id(self) < id(other)
+
+
+class _Chunk:
+    """One request's share of an admitted Bundle: consecutive in the input from position `seq`."""
+
+    __slots__ = ("refs", "datas", "keys", "keys2", "seq")
+
+    def __init__(self, refs: list, datas: list[bytes], keys: list, keys2: list | None, seq: int):
+        self.refs, self.datas, self.keys, self.keys2, self.seq = refs, datas, keys, keys2, seq
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def items(self, api: str) -> list[_Item]:
+        keys2 = self.keys2 if self.keys2 is not None else [None] * len(self.refs)
+        return [_Item(ref, api, data, key, key2, self.seq + i)
+                for i, (ref, data, key, key2) in enumerate(zip(self.refs, self.datas, self.keys, keys2))]
 
 
 class Deliverer:
@@ -157,10 +198,10 @@ class Deliverer:
         self._stop.set()
 
     # -- the loop ---------------------------------------------------------------------------
-    def deliver(self, items: Iterable[tuple[Any, dict | Encoded]],
+    def deliver(self, items: Iterable[tuple[Any, dict | Encoded] | Bundle],
                 on_outcomes: Callable[[Outcomes], None]) -> DeliveryStats:
         """Delivers `(ref, operation)` pairs, an operation being an {"api", "body"} dict or an
-        Encoded one; every item's outcome reaches `on_outcomes`, in this thread, exactly once
+        Encoded one, and Bundles of encoded operations; every item's outcome reaches `on_outcomes`, in this thread, exactly once
         (unless a stop or a fatal answer leaves it unacknowledged)."""
         run = _Run(self, iter(items), on_outcomes)
         return run.loop()
@@ -169,22 +210,23 @@ class Deliverer:
 class _Run:
     """State of one `deliver` call; lives in the caller's thread only."""
 
-    def __init__(self, owner: Deliverer, source: Iterator[tuple[Any, dict]],
+    def __init__(self, owner: Deliverer, source: Iterator[tuple[Any, dict | Encoded] | Bundle],
                  on_outcomes: Callable[[Outcomes], None]):
         self.o = owner
         self.settings = owner.delivery
+        self.input = source
         self.source = source
         self.exhausted = False
         self.on_outcomes = on_outcomes
         self.stats = DeliveryStats()
         self.batchers = {api: Batcher(limit) for api, limit in owner._limits.items()}
-        self.to_send: deque[tuple[str, list[_Item]]] = deque()
+        self.to_send: deque[tuple[str, list[_Item] | _Chunk]] = deque()
         self.retry: list[tuple[float, _Item]] = []
         self.held: set = set()
         self.lanes: dict[Any, deque[_Item]] = {}
         self.outstanding = 0
         self.seq = 0
-        self.in_flight: dict[Future, tuple[str, list[_Item]]] = {}
+        self.in_flight: dict[Future, tuple[str, list[_Item] | _Chunk, float]] = {}
         # enough for `concurrency` full requests in flight and as many ready behind them
         self.window = max(10_000, owner.delivery.concurrency * 2 * 2_000)
         self.fatal: str | None = None
@@ -228,14 +270,32 @@ class _Run:
         return any(b.items for b in self.batchers.values())
 
     def fill(self) -> None:
+        while self._fill():
+            pass
+
+    def _fill(self) -> bool:
+        """Reads the input into batches until the window is full; True when it put a bundle back
+        as pairs (Bundle) and must read again."""
         # the per-item hot path: locals and inlined lane keys keep it at a few microseconds per item
         if self.exhausted or self.outstanding >= self.window:
-            return
+            return False
         held, lanes, batchers, to_send = self.held, self.lanes, self.batchers, self.to_send
         window, enough = self.window, self.o.delivery.concurrency * 2
         outstanding = self.outstanding
         dumps = orjson.dumps
-        for ref, operation in self.source:
+        for entry in self.source:
+            if type(entry) is Bundle:
+                self.outstanding = outstanding
+                if not self.admit(entry):
+                    # the pairs before the rest of the input (nothing of an earlier bundle is left
+                    # in self.source by now: this never nests)
+                    self.source = chain(entry.pairs(), self.input)
+                    return True
+                outstanding = self.outstanding
+                if outstanding >= window or len(to_send) >= enough:
+                    return False
+                continue
+            ref, operation = entry
             if type(operation) is tuple:
                 api, data, key, key2 = operation
             else:  # encode(), inlined: `audsync send` gives dicts
@@ -268,9 +328,36 @@ class _Run:
                     to_send.append((api, batcher.take()))
             if outstanding >= window or len(to_send) >= enough:
                 self.outstanding = outstanding
-                return
+                return False
         self.outstanding = outstanding
         self.exhausted = True
+        return False
+
+    def admit(self, bundle: Bundle) -> bool:
+        """Takes a bundle whole, in requests of its own that respect its api's limits; False when
+        it must go operation by operation (Bundle)."""
+        n = len(bundle.refs)
+        if not n:
+            return True
+        keys = bundle.keys if bundle.keys2 is None else bundle.keys + [k for k in bundle.keys2 if k is not None]
+        batcher = self.batchers[bundle.api]
+        sizes = [len(data) + 1 for data in bundle.datas]  # +1: the comma between items
+        if (max(sizes) - 1 > batcher.alone_max or len(set(keys)) != len(keys)
+                or not self.held.isdisjoint(keys)):
+            return False
+        self.held.update(keys)
+        room = batcher.limit.max_bytes - ENVELOPE_BYTES
+        ends = list(accumulate(sizes, initial=0))  # ends[i]: the bytes of the first i items
+        refs, datas, keys1, keys2 = bundle.refs, bundle.datas, bundle.keys, bundle.keys2
+        start = 0
+        while start < n:
+            end = max(start + 1, min(n, start + batcher.cap, bisect_right(ends, ends[start] + room, lo=start) - 1))
+            self.to_send.append((bundle.api, _Chunk(refs[start:end], datas[start:end], keys1[start:end],
+                                                    None if keys2 is None else keys2[start:end], self.seq + start)))
+            start = end
+        self.seq += n
+        self.outstanding += n
+        return True
 
     def hold_two(self, item: _Item) -> None:
         """Holds both lanes of an item with a user and a device; it waits behind each one that
@@ -324,7 +411,8 @@ class _Run:
                     self.to_send.append((api, batcher.take()))
         while self.to_send and len(self.in_flight) < limit:
             api, batch = self.to_send.popleft()
-            future = self.o._pool.submit(self.o.transport.send, api, [item.data for item in batch])
+            datas = batch.datas if type(batch) is _Chunk else [item.data for item in batch]
+            future = self.o._pool.submit(self.o.transport.send, api, datas)
             self.in_flight[future] = (api, batch, self.o.clock())
 
     # -- outcomes -----------------------------------------------------------------------------
@@ -339,16 +427,7 @@ class _Run:
             self.stats.reasons[reason] += len(items)
         self.outstanding -= len(items)
         if release:
-            lanes, held = self.lanes, self.held
-            if not lanes:  # nobody waits behind these items
-                held.difference_update([item.key for item in items])
-                held.difference_update([item.key2 for item in items if item.key2 is not None])
-            else:
-                free = self.release
-                for item in items:
-                    free(item.key)
-                    if item.key2 is not None:
-                        free(item.key2)
+            self.release_all([item.key for item in items], [item.key2 for item in items])
         span = None
         if status == DELIVERED and self.o.report_spans:
             seqs = [item.seq for item in items]
@@ -356,6 +435,27 @@ class _Run:
             if high - low + 1 == len(items):  # no item twice, so exactly the run low..high
                 span = (items[seqs.index(low)].ref, items[seqs.index(high)].ref)
         self.on_outcomes(Outcomes([item.ref for item in items], status, api, reason, span))
+
+    def settle_chunk(self, api: str, chunk: _Chunk) -> None:
+        """A delivered chunk of a bundle: settle() without making its items."""
+        self.stats.delivered[api] += len(chunk.refs)
+        self.outstanding -= len(chunk.refs)
+        self.release_all(chunk.keys, chunk.keys2)
+        span = (chunk.refs[0], chunk.refs[-1]) if self.o.report_spans else None  # a chunk is a run
+        self.on_outcomes(Outcomes(chunk.refs, DELIVERED, api, None, span))
+
+    def release_all(self, keys: list, keys2: list | None) -> None:
+        """Releases the lanes of settled operations; keys2 may hold None (no second lane)."""
+        if not self.lanes:  # nobody waits behind these operations
+            self.held.difference_update(keys)
+            if keys2 is not None:
+                self.held.difference_update([key for key in keys2 if key is not None])
+            return
+        free = self.release
+        for key, key2 in zip(keys, keys2 if keys2 is not None else [None] * len(keys)):
+            free(key)
+            if key2 is not None:
+                free(key2)
 
     def settle_each(self, pairs: list[tuple[_Item, str]], status: str) -> None:
         by_reason: dict[str, list[_Item]] = {}
@@ -373,14 +473,19 @@ class _Run:
         heapq.heappush(self.retry, (due, item))
         return True
 
-    def handle(self, api: str, batch: list[_Item], answer: Answer, sent: float) -> None:
+    def handle(self, api: str, batch: list[_Item] | _Chunk, answer: Answer, sent: float) -> None:
         self.stats.requests += 1
         self.stats.statuses[answer.status] += 1
         if self.o.on_response is not None:
             self.o.on_response(api, answer.status, len(batch))
         if answer.status == 200:
-            self.settle(batch, DELIVERED, None)
+            if type(batch) is _Chunk:
+                self.settle_chunk(api, batch)
+            else:
+                self.settle(batch, DELIVERED, None)
             return
+        if type(batch) is _Chunk:  # off the happy path, a chunk's operations go on as items
+            batch = batch.items(api)
         for item in batch:  # the deadline counts from an item's first send (set here, off the happy path)
             if item.first_try == 0.0:
                 item.first_try = sent

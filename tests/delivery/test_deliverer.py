@@ -12,7 +12,8 @@ from collections import Counter
 
 import pytest
 
-from audsync.delivery import DELIVERED, REJECTED, UNDELIVERED, Deliverer
+from audsync.delivery import DELIVERED, REJECTED, UNDELIVERED, Bundle, Deliverer
+from audsync.delivery.deliverer import encode
 from audsync.errors import FatalDeliveryError
 
 from .conftest import amplitude_settings, fast_delivery
@@ -354,3 +355,132 @@ def test_a_delivered_request_that_was_a_consecutive_run_of_the_input_says_so(fak
 def test_spans_are_only_reported_when_asked_for(fake):
     seen = _spanned_outcomes(fake, [identify(f"user-{u:04d}") for u in range(20)], report_spans=False)
     assert seen and all(o.span is None for o in seen)
+
+
+# -- bundles: operations a caller encoded together (a page of an audience's outbox) ---------------
+
+def bundle_of(first_ref: int, operations: list[dict]) -> Bundle:
+    encoded = [encode(op) for op in operations]
+    keys2 = [e[3] for e in encoded]
+    return Bundle(list(range(first_ref, first_ref + len(operations))), encoded[0][0], [e[1] for e in encoded],
+                  [e[2] for e in encoded], None if all(k is None for k in keys2) else keys2)
+
+
+def deliver_entries(fake, entries, count, report_spans=True, **delivery):
+    """Delivers pairs and bundles (refs: input positions 0..count-1); checks one outcome each."""
+    outcomes = []
+    with Deliverer(amplitude_settings(fake), fast_delivery(**delivery), report_spans=report_spans) as deliverer:
+        stats = deliverer.deliver(entries, outcomes.append)
+    refs = Counter(ref for o in outcomes for ref in o.refs)
+    assert set(refs) == set(range(count)) and all(n == 1 for n in refs.values())
+    return stats, outcomes
+
+
+def n_of(item):
+    return item["user_properties"]["$set"]["n"]
+
+
+def test_a_bundle_goes_whole_in_requests_within_the_limits_each_a_consecutive_run(fake):
+    ops = [identify(f"user-{u:05d}", u) for u in range(4_500)]
+    stats, outcomes = deliver_entries(fake, [bundle_of(0, ops[:2_500]), bundle_of(2_500, ops[2_500:])], 4_500)
+    assert stats.total_delivered == 4_500 and {u: p["n"] for u, p in fake.properties.items()} == \
+        {f"user-{u:05d}": u for u in range(4_500)}
+    assert max(len(r["items"]) for r in fake.requests) == 1_000  # /identify's cap
+    for o in outcomes:  # each request was a run of one bundle, and says so
+        assert o.status == DELIVERED and o.refs == list(range(o.span[0], o.span[1] + 1))
+
+
+def test_a_bundle_respects_the_byte_limit(fake):
+    # 1,000 items of 2 kB: within /identify's count, twice its 1 MB (the fake answers 413 above it)
+    ops = [{"api": "identify", "body": {"user_id": f"user-{u:04d}", "user_properties": {"$set": {"x": "y" * 2_000}}}}
+           for u in range(1_000)]
+    stats, _ = deliver_entries(fake, [bundle_of(0, ops)], 1_000)
+    assert stats.total_delivered == 1_000 and {r["status"] for r in fake.requests} == {200}
+    assert len(fake.requests) == 3
+
+
+def test_a_bundle_waits_behind_an_earlier_item_of_one_of_its_users_and_order_holds(fake):
+    fake.delay_s = 0.02
+    entries = [(0, identify("user-00003", 0)),                                  # in flight first
+               bundle_of(1, [identify(f"user-{u:05d}", 1) for u in range(10)]),  # user-00003 again
+               (11, identify("user-00003", 2)), (12, identify("user-00007", 2))]
+    deliver_entries(fake, entries, 13)
+    assert [n_of(i) for i in fake.arrivals["user-00003"]] == [0, 1, 2]
+    assert [n_of(i) for i in fake.arrivals["user-00007"]] == [1, 2]
+    assert not _overlaps(fake.requests, "user-00003")
+
+
+def test_an_item_after_a_bundle_waits_for_its_users_operation_in_the_bundle(fake):
+    fake.delay_s = 0.02
+    entries = [bundle_of(0, [identify(f"user-{u:05d}", 0) for u in range(3_000)]),
+               (3_000, identify("user-02999", 1)), (3_001, identify("user-00000", 1))]
+    deliver_entries(fake, entries, 3_002, concurrency=2)
+    for who in ("user-02999", "user-00000"):
+        assert [n_of(i) for i in fake.arrivals[who]] == [0, 1]
+        assert not _overlaps(fake.requests, who)
+
+
+def test_a_bundle_holding_one_user_twice_goes_item_by_item_in_order(fake):
+    ops = [identify("user-00001", 0), identify("user-00002", 0), identify("user-00001", 1)]
+    deliver_entries(fake, [bundle_of(0, ops)], 3)
+    assert [n_of(i) for i in fake.arrivals["user-00001"]] == [0, 1]
+
+
+def test_a_bundles_device_lanes_count_too(fake):
+    # two users on one device: the second identify waits for the first (Amplitude orders per device)
+    ops = [{"api": "identify", "body": {"user_id": f"user-{u}", "device_id": "shared-device",
+                                        "user_properties": {"$set": {"n": u}}}} for u in range(2)]
+    bundle = bundle_of(0, ops)
+    assert bundle.keys2 == [("d", "shared-device")] * 2
+    deliver_entries(fake, [bundle], 2)
+    assert [i["user_id"] for i in fake.identifies] == ["user-0", "user-1"]
+    assert len(fake.requests) == 2  # never both in one request: the second waited for the first
+
+
+def test_a_bundles_failed_requests_go_on_item_by_item_and_each_item_ends_once(fake):
+    fake.max_items = 300                       # 413s split the bundle's requests
+    fake.throttled = {"user-00042": 2}         # a 429 pauses one user
+    fake.reject = {"user-00500"}               # a 400 names one item
+    fake.fail_next = [503]                     # and a whole request is retried
+    ops = [identify(f"user-{u:05d}", u) for u in range(2_000)]
+    stats, outcomes = deliver_entries(fake, [bundle_of(0, ops)], 2_000)
+    rejected = [ref for o in outcomes if o.status == REJECTED for ref in o.refs]
+    assert rejected == [500]
+    assert stats.total_delivered == 1_999 and fake.properties["user-00042"] == {"n": 42}
+    for o in outcomes:
+        if o.status == DELIVERED and o.span is not None:
+            assert sorted(o.refs) == list(range(o.span[0], o.span[1] + 1))
+
+
+def test_a_bundle_with_an_item_too_big_for_any_request_goes_item_by_item(fake):
+    ops = [identify(f"user-{u:05d}") for u in range(50)]
+    ops[7] = {"api": "identify", "body": {"user_id": "big-user", "user_properties": {"$set": {"x": "y" * 1_100_000}}}}
+    stats, outcomes = deliver_entries(fake, [bundle_of(0, ops)], 50)
+    assert [ref for o in outcomes if o.status == REJECTED for ref in o.refs] == [7]
+    assert stats.total_delivered == 49
+
+
+def test_a_stop_leaves_a_bundles_unanswered_requests_unacknowledged(fake):
+    fake.delay_s = 0.2
+    ops = [identify(f"user-{u:05d}") for u in range(20_000)]
+    bundles, outcomes = [bundle_of(0, ops[:10_000]), bundle_of(10_000, ops[10_000:])], []
+    with Deliverer(amplitude_settings(fake), fast_delivery(concurrency=2)) as deliverer:
+        threading.Timer(0.05, deliverer.request_stop).start()
+        deliverer.deliver(bundles, outcomes.append)
+    delivered = {ref for o in outcomes for ref in o.refs}
+    assert 0 < len(delivered) < 20_000 and all(o.status == DELIVERED for o in outcomes)
+    assert {i["user_id"] for i in fake.identifies} == {ops[ref]["body"]["user_id"] for ref in delivered}
+
+
+def test_users_of_an_acknowledged_bundle_can_come_again_in_a_later_one(fake):
+    # The first bundle fills the read-ahead window, so the second is read once requests of the
+    # first were acknowledged: its users' lanes must be free again, or it would wait forever.
+    first = [identify(f"user-{u:05d}", 0) for u in range(20_000)]
+    again = [identify(f"user-{u:05d}", 1) for u in range(1_000)]
+    entries = [bundle_of(0, first), bundle_of(20_000, again)]
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(result=deliver_entries(fake, entries, 21_000)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the second bundle never went"
+    assert all(fake.properties[f"user-{u:05d}"] == {"n": 1} for u in range(1_000))

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+import audsync.errors
 import audsync.mapping  # noqa: E402
 
 if not hasattr(audsync.mapping, "translate"):
@@ -129,3 +130,62 @@ def test_a_mapping_no_byte_template_can_express_is_encoded_from_its_dicts(embeds
         (op,) = builder.build_encoded(*args)
         assert op == encode({"api": "identify", "body": builder.translated(*args)[0]["body"]})
         assert op[2] == user.format(i) and f'"GOLD{i}"'.encode() in op[1]
+
+
+def _page(n: int, user: bool = True, anon: bool = False, change: str = "enter", start: int = 0) -> list[tuple]:
+    return [(f"u{i:06d}", f"user{i:06d}" if user else None, f"device{i:06d}" if anon else None,
+             None if change == "exit" else "true", change, 7) for i in range(start, start + n)]
+
+
+def _one_by_one(builder, rows):
+    return [op for row in rows for op in _encoded_reference(builder, *row)]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(
+    f"{f.name}" for f in dataclasses.fields(s) if getattr(s, f.name) != getattr(AmplitudeSettings(), f.name)) or "defaults")
+@pytest.mark.parametrize("user,anon", [(True, False), (True, True), (False, True)])
+@pytest.mark.parametrize("change", ["enter", "exit", "resend"])
+def test_a_page_encoded_at_once_equals_its_rows_translated_one_by_one(settings, user, anon, change):
+    builder = OperationBuilder(_audience("audience"), settings, "dest")
+    for start in (0, 50, 100):  # later pages too, past the verification of the shape's first users
+        rows = _page(50, user, anon, change, start)
+        bundle = builder.encode_page(rows)
+        expected = _one_by_one(builder, rows)
+        if bundle is None:  # a shape the page path does not take: it must be one holding message ids
+            assert settings.send_to_batch_endpoint
+            continue
+        assert bundle.refs == [row[0] for row in rows]
+        keys2 = bundle.keys2 or [None] * len(rows)
+        assert [(bundle.api, *op) for op in zip(bundle.datas, bundle.keys, keys2)] == expected
+
+
+@pytest.mark.parametrize("rows,why", [
+    (_page(3) + _page(3, change="exit", start=3), "two changes"),
+    (_page(3) + _page(3, anon=True, start=3), "ids present differently"),
+    ([], "empty"),
+])
+def test_a_page_of_mixed_shapes_is_left_to_the_one_by_one_path(rows, why):
+    assert OperationBuilder(_audience("audience"), AmplitudeSettings(), "dest").encode_page(rows) is None, why
+
+
+def test_pages_that_need_more_than_ids_are_left_to_the_one_by_one_path():
+    traits = OperationBuilder(_audience("computed_trait"), AmplitudeSettings(), "dest")
+    assert traits.encode_page([("u1", "user1", None, '"gold"', "change", 1)]) is None
+    tracked = OperationBuilder(_audience("audience", track=True), AmplitudeSettings(), "dest")
+    assert tracked.encode_page(_page(5)) is None  # a track event per user, with its insert_id
+
+
+def test_a_page_whose_first_row_the_mapping_refuses_is_left_to_the_one_by_one_path():
+    builder = OperationBuilder(_audience("audience"), AmplitudeSettings(min_id_length=9), "dest")
+    rows = [("ushort", "short", None, "true", "enter", 1), *_page(5)]
+    assert builder.encode_page(rows) is None
+    with pytest.raises(audsync.errors.ValidationError):
+        builder.build_encoded(*rows[0])
+
+
+def test_a_mapping_no_byte_template_can_express_never_goes_by_pages():
+    builder = OperationBuilder(_audience("audience"), AmplitudeSettings(), "dest",
+                               translate=_translate_that(embeds_ids=True))
+    rows = _page(20)
+    assert builder.encode_page(rows) is None
+    assert [builder.build_encoded(*row) for row in rows] == [_encoded_reference(builder, *row) for row in rows]
