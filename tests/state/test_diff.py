@@ -167,6 +167,22 @@ def test_key_ranges_only_settle_the_given_runs_rows(store):
     assert {PendingRow(*row).identity for page in store.pending_pages(aud.id) for row in page} == {"uu0001", "uu0003"}
 
 
+def test_a_key_range_settles_new_values_unsets_and_earlier_rejections_like_ids(store):
+    aud = store.ensure_audience("d", "k", "K", "computed_trait")
+    users = [(f"u000{i}", None, f"v{i}") for i in range(1, 5)]
+    run, _, _, pending = _sync(store, aud, users, kind="computed_trait")
+    store.settle(aud.id, run, [r.identity for r in pending if r.identity != "uu0002"],
+                 [Rejected("uu0002", "identify", "invalid user_properties")])
+    run, _, plan, pending = _sync(store, aud, [("u0001", None, "w1"), ("u0002", None, "w2"), ("u0004", None, "v4")],
+                                  kind="computed_trait")
+    assert plan == {"change": 2, "unset": 1} and [r.identity for r in pending] == ["uu0001", "uu0002", "uu0003"]
+    store.settle(aud.id, run, [], [], spans=_spans_of(pending, (0, 2)), spanned=[r.identity for r in pending])
+    assert store.members(aud.id) == {"uu0001": ("u0001", None, '"w1"'), "uu0002": ("u0002", None, '"w2"'),
+                                     "uu0004": ("u0004", None, '"v4"')}
+    assert store.audience_counts(aud.id) == {"members": 3, "pending": 0, "rejected": 0}
+    assert store.rejections(aud.id) == []
+
+
 def test_a_user_back_before_their_exit_was_acknowledged_is_settled_beside_new_users(store):
     aud = store.ensure_audience("d", "k", "K", "audience")
     run, _, _, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None)])
