@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from operator import itemgetter
 from typing import Any, Callable, Sequence
 
 import orjson
@@ -154,6 +155,7 @@ def _compile_encoded(plan: list[tuple]) -> Callable[[tuple], list[Encoded]]:
 
 # Where a pending row (PendingRow's field order) holds the values an encoding can take from it.
 _ROW_FIELD = {_SENTINELS.index(_S_USER): 1, _SENTINELS.index(_S_ANON): 2}
+_USER, _ANON, _CHANGE = itemgetter(1), itemgetter(2), itemgetter(4)
 
 
 def _compile_page(plan: list[tuple]) -> Callable[[Sequence[Sequence]], tuple[list, list, list | None]] | None:
@@ -298,11 +300,13 @@ class OperationBuilder:
         caller builds the rows one by one."""
         if self.audience.kind != "audience" or not rows:
             return None
-        kinds = {(r[1] is not None, r[2] is not None, r[4]) for r in rows}
-        if len(kinds) != 1:
+        # column by column in C (a tuple per row for a set of shapes cost a third of the encoding)
+        n = len(rows)
+        changes = set(map(_CHANGE, rows))
+        users, anons = list(map(_USER, rows)).count(None), list(map(_ANON, rows)).count(None)
+        if len(changes) != 1 or users not in (0, n) or anons not in (0, n):
             return None
-        has_user, has_anon, change = kinds.pop()
-        shape = (has_user, has_anon, None, change)
+        shape = (users == 0, anons == 0, None, changes.pop())
         encoder = self._page_encoders.get(shape, False)
         if encoder is False:
             encoder = self._page_encoders[shape] = self._page_encoder(shape)
