@@ -221,7 +221,7 @@ class _Settler:
         status, api, reason = outcomes.status, outcomes.api, outcomes.reason or ""
         if not self.expected and status == "delivered":  # the common case, in bulk
             if outcomes.span is not None and self.by_range:
-                self.spans.append(outcomes.span)
+                self.spans.append((outcomes.positions, outcomes.span))
                 self.spanned.extend(outcomes.refs)
             else:
                 self.delivered.extend(outcomes.refs)
@@ -248,7 +248,8 @@ class _Settler:
     def flush(self) -> None:
         """Hands the acknowledgements gathered so far to the writer thread (committed in order)."""
         if self.delivered or self.rejected or self.spanned:
-            self.writer.submit(partial(self.store.settle, spans=self.spans, spanned=self.spanned, **self.hints),
+            self.writer.submit(partial(self.store.settle, spans=_joined(self.spans), spanned=self.spanned,
+                                       **self.hints),
                                self.audience_id, self.run_id, self.delivered, self.rejected)
             self.delivered, self.rejected, self.spans, self.spanned = [], [], [], []
         self.last_flush = time.monotonic()
@@ -259,6 +260,19 @@ class _Settler:
             self.flush()
         finally:
             self.writer.close()
+
+
+def _joined(spans: list[tuple[tuple[int, int], tuple]]) -> list[tuple]:
+    """Key ranges (first, last) of runs given with their positions in the input, runs that
+    follow each other joined: SQLite runs a statement per range, and each one waits for the
+    interpreter's lock when it is done (20 requests of one batch come back as a few runs)."""
+    joined: list[list] = []
+    for (start, end), (first, last) in sorted(spans, key=lambda span: span[0][0]):
+        if joined and joined[-1][1] + 1 == start:
+            joined[-1][1], joined[-1][3] = end, last
+        else:
+            joined.append([start, end, first, last])
+    return [(first, last) for _, _, first, last in joined]
 
 
 def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
@@ -273,7 +287,7 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
     settler = _Settler(store, audience_id, run_id, report, phase, gone, by_range=this_run)
     ahead = Prefetched(pages, name="outbox-pages")
 
-    def items() -> Iterator[tuple[str, tuple] | Bundle]:  # (identity, encoded operation), or a page's
+    def items() -> Iterator[tuple[str, tuple] | Bundle]:  # (identity, encoded operation) or a page
         # A page whose rows all make one operation of one shape goes as one Bundle; other rows
         # are built one by one, ten million times at most: a pending row holds build's
         # arguments, in order (PendingRow's fields).

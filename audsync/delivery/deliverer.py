@@ -5,17 +5,18 @@ Per-user order: an item is admitted only when no earlier item sharing its user_i
 device_id (group for groupidentify) is unsettled; later ones wait in the lane of each id they
 share. Both ids count because Amplitude orders per device: an anonymous event (device only) and
 the identify that names its user (user and device) must not overtake each other. The window of
-items read ahead is bounded, so memory does not depend on the input's size.
+items read ahead is bounded (give or take one Bundle), so memory does not depend on the input's
+size.
 """
 
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
 import logging
 import random
 import threading
 import time
+from bisect import bisect_right
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -49,12 +50,15 @@ class Outcomes:
 
     `span` is (first ref, last ref) when the items were exactly the consecutive run of the input
     between those two (in any order), else None: a caller whose input is in key order can then
-    settle them as one key range."""
+    settle them as one key range. `positions` is then that run's (first, last) positions in the
+    input (counted in items), so that runs that follow each other can be joined."""
 
-    __slots__ = ("refs", "status", "api", "reason", "span")
+    __slots__ = ("refs", "status", "api", "reason", "span", "positions")
 
-    def __init__(self, refs: list, status: str, api: str, reason: str | None, span: tuple | None = None):
+    def __init__(self, refs: list, status: str, api: str, reason: str | None, span: tuple | None = None,
+                 positions: tuple[int, int] | None = None):
         self.refs, self.status, self.api, self.reason, self.span = refs, status, api, reason, span
+        self.positions = positions
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -201,8 +205,9 @@ class Deliverer:
     def deliver(self, items: Iterable[tuple[Any, dict | Encoded] | Bundle],
                 on_outcomes: Callable[[Outcomes], None]) -> DeliveryStats:
         """Delivers `(ref, operation)` pairs, an operation being an {"api", "body"} dict or an
-        Encoded one, and Bundles of encoded operations; every item's outcome reaches `on_outcomes`, in this thread, exactly once
-        (unless a stop or a fatal answer leaves it unacknowledged)."""
+        Encoded one, and Bundles of encoded operations; every item's outcome reaches
+        `on_outcomes`, in this thread, exactly once (unless a stop or a fatal answer leaves it
+        unacknowledged)."""
         run = _Run(self, iter(items), on_outcomes)
         return run.loop()
 
@@ -428,21 +433,23 @@ class _Run:
         self.outstanding -= len(items)
         if release:
             self.release_all([item.key for item in items], [item.key2 for item in items])
-        span = None
+        span = positions = None
         if status == DELIVERED and self.o.report_spans:
             seqs = [item.seq for item in items]
             low, high = min(seqs), max(seqs)
             if high - low + 1 == len(items):  # no item twice, so exactly the run low..high
-                span = (items[seqs.index(low)].ref, items[seqs.index(high)].ref)
-        self.on_outcomes(Outcomes([item.ref for item in items], status, api, reason, span))
+                span, positions = (items[seqs.index(low)].ref, items[seqs.index(high)].ref), (low, high)
+        self.on_outcomes(Outcomes([item.ref for item in items], status, api, reason, span, positions))
 
     def settle_chunk(self, api: str, chunk: _Chunk) -> None:
         """A delivered chunk of a bundle: settle() without making its items."""
         self.stats.delivered[api] += len(chunk.refs)
         self.outstanding -= len(chunk.refs)
         self.release_all(chunk.keys, chunk.keys2)
-        span = (chunk.refs[0], chunk.refs[-1]) if self.o.report_spans else None  # a chunk is a run
-        self.on_outcomes(Outcomes(chunk.refs, DELIVERED, api, None, span))
+        span = positions = None
+        if self.o.report_spans:  # a chunk is a run
+            span, positions = (chunk.refs[0], chunk.refs[-1]), (chunk.seq, chunk.seq + len(chunk.refs) - 1)
+        self.on_outcomes(Outcomes(chunk.refs, DELIVERED, api, None, span, positions))
 
     def release_all(self, keys: list, keys2: list | None) -> None:
         """Releases the lanes of settled operations; keys2 may hold None (no second lane)."""

@@ -347,6 +347,7 @@ def test_a_delivered_request_that_was_a_consecutive_run_of_the_input_says_so(fak
     assert spanned and any(o.span is None for o in delivered)
     for o in spanned:
         assert sorted(o.refs) == list(range(o.span[0], o.span[1] + 1))
+        assert o.positions == o.span  # refs are the input positions here
     for o in delivered:
         if o.span is None:
             assert sorted(o.refs) != list(range(min(o.refs), max(o.refs) + 1))
@@ -388,6 +389,7 @@ def test_a_bundle_goes_whole_in_requests_within_the_limits_each_a_consecutive_ru
     assert max(len(r["items"]) for r in fake.requests) == 1_000  # /identify's cap
     for o in outcomes:  # each request was a run of one bundle, and says so
         assert o.status == DELIVERED and o.refs == list(range(o.span[0], o.span[1] + 1))
+        assert o.positions == o.span
 
 
 def test_a_bundle_respects_the_byte_limit(fake):

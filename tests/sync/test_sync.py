@@ -308,3 +308,13 @@ def test_a_run_on_a_terminal_shows_each_phase_in_order_and_ends_each_line(projec
                 for frame in out.getvalue().split("\r\x1b[2K") if frame.endswith("\n")]
     assert finished == [f"{KEY}: loading: 2", f"{KEY}: indexing", f"{KEY}: diffing and planning",
                         f"{KEY}: delivering"]
+
+
+def test_key_ranges_of_runs_that_follow_each_other_in_the_input_are_joined():
+    from audsync.sync import _joined
+
+    # requests answered out of order: (positions in the input, (first key, last key))
+    spans = [((2000, 2999), ("k2000", "k2999")), ((0, 999), ("k0000", "k0999")),
+             ((1000, 1999), ("k1000", "k1999")), ((4000, 4999), ("k4000", "k4999"))]
+    assert _joined(spans) == [("k0000", "k2999"), ("k4000", "k4999")]  # 3000-3999 still in flight
+    assert _joined([]) == []
