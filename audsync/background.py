@@ -1,8 +1,8 @@
 """State-database round trips taken off the delivery loop's thread.
 
-The loop that feeds the Deliverer is the sync's bottleneck (one core of Python); reading the next
-page of the outbox and committing acknowledgements are database work that releases the GIL, so
-doing them on helper threads lets them overlap with delivery on a second core. Both helpers keep
+The loop that feeds the Deliverer needs the interpreter's lock; reading the next page of the
+outbox and committing acknowledgements are database work that releases it, so doing them on
+helper threads lets them overlap with delivery on a second core. Both helpers keep
 at most `depth` pages or batches in hand, so memory stays bounded.
 """
 

@@ -181,6 +181,27 @@ until autovacuum has passed).
 PostgreSQL 15 with its default settings (shared_buffers 128 MB, work_mem 4 MB; a larger work_mem
 made the fold and the plan's sort slower here, not faster). No autovacuum worker ran during the
 third file/PostgreSQL run (pg_stat_activity polled every second).
+2026-12-05, seventh session, a slow day (bench/mapping.py 23,000 msg/s against its usual 88,700;
+unchanged code ran file/SQLite 1.6x slower than on 2026-11-29). Outbox pages now go to the
+Deliverer as Bundles, SQLite settles key ranges, and the Settler joins the ranges of requests
+that follow each other. The sixth session's final code (e6d3002), file/SQLite only:
+10,000,000  file   sqlite     first         194.7         578  3.4x
+10,000,000  file   sqlite     incremental    53.9         540
+  file sqlite first      loading 9.4, indexing 12.7, diffing and planning 45.7, delivering 122.1, outside 4.8
+After, the whole matrix in one invocation (20:01-20:22):
+10,000,000  file   sqlite     first         158.5         589  4.2x
+10,000,000  file   sqlite     incremental    52.3         574
+10,000,000  file   postgresql first         187.9         456  3.5x
+10,000,000  file   postgresql incremental    42.2         405
+10,000,000  sql    sqlite     first         150.3         547  4.4x
+10,000,000  sql    sqlite     incremental    58.5         538
+10,000,000  sql    postgresql first         199.0         401  3.3x
+10,000,000  sql    postgresql incremental    53.5         228
+  file sqlite first      loading 10.2, indexing 14.9, diffing and planning 48.3, delivering 81.9, outside 3.2
+  file postgresql first  loading 7.6, indexing 31.1, diffing and planning 48.2, delivering 97.7, outside 3.4
+  sql  postgresql incr.  loading 18.3, indexing 0.6, diffing and planning 24.4, delivering 7.1, outside 3.1
+(The "vs SDK" column still divides by the SDK's speed measured on a usual day; the SDK was not
+measured on this slow day.)
 """
 
 from __future__ import annotations
