@@ -187,7 +187,7 @@ class _Settler:
         # The operations come from run_id's pending rows in key order, one per row: a request
         # the Deliverer found to be a consecutive run of them (Outcomes.span) is settled as a
         # key range (StateStore.settle).
-        self.by_range = by_range and store.settles_by_range
+        self.by_range = by_range
         self.spans: list[tuple] = []
         self.spanned: list[str] = []
         # Promises that spare the store work on each batch: whether some user may be leaving, and

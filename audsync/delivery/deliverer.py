@@ -95,6 +95,11 @@ def encode(operation: dict) -> Encoded:
     return (api, orjson.dumps(body), key, key2)
 
 
+def _second_lanes(keys2: list | None, keys: list) -> list:
+    """Second lanes one per operation: a bundle's or chunk's keys2, where None means none has one."""
+    return keys2 if keys2 is not None else [None] * len(keys)
+
+
 class Bundle:
     """Operations of one api that the caller encoded together, consecutive in its input, one per
     ref (a page of an audience's outbox). The Deliverer admits a bundle whole when no unsettled
@@ -109,9 +114,9 @@ class Bundle:
         self.refs, self.api, self.datas, self.keys, self.keys2 = refs, api, datas, keys, keys2
 
     def pairs(self) -> Iterator[tuple[Any, Encoded]]:
-        keys2 = self.keys2 if self.keys2 is not None else [None] * len(self.refs)
         api = self.api
-        return ((ref, (api, data, key, key2)) for ref, data, key, key2 in zip(self.refs, self.datas, self.keys, keys2))
+        return ((ref, (api, data, key, key2))
+                for ref, data, key, key2 in zip(self.refs, self.datas, self.keys, _second_lanes(self.keys2, self.keys)))
 
     def __repr__(self) -> str:
         return f"Bundle({len(self.refs)} on {self.api})"
@@ -161,9 +166,8 @@ class _Chunk:
         return len(self.refs)
 
     def items(self, api: str) -> list[_Item]:
-        keys2 = self.keys2 if self.keys2 is not None else [None] * len(self.refs)
-        return [_Item(ref, api, data, key, key2, self.seq + i)
-                for i, (ref, data, key, key2) in enumerate(zip(self.refs, self.datas, self.keys, keys2))]
+        lanes = zip(self.refs, self.datas, self.keys, _second_lanes(self.keys2, self.keys))
+        return [_Item(ref, api, data, key, key2, self.seq + i) for i, (ref, data, key, key2) in enumerate(lanes)]
 
 
 class Deliverer:
@@ -459,7 +463,7 @@ class _Run:
                 self.held.difference_update([key for key in keys2 if key is not None])
             return
         free = self.release
-        for key, key2 in zip(keys, keys2 if keys2 is not None else [None] * len(keys)):
+        for key, key2 in zip(keys, _second_lanes(keys2, keys)):
             free(key)
             if key2 is not None:
                 free(key2)
