@@ -202,6 +202,28 @@ After, the whole matrix in one invocation (20:01-20:22):
   sql  postgresql incr.  loading 18.3, indexing 0.6, diffing and planning 24.4, delivering 7.1, outside 3.1
 (The "vs SDK" column still divides by the SDK's speed measured on a usual day; the SDK was not
 measured on this slow day.)
+2026-12-05, eighth session, in the evening, a usual-speed day (bench/mapping.py 87,500 msg/s).
+No code change; the seventh session's final code (80a2aed), the whole matrix twice, one invocation
+each (about 20:55 and 21:35):
+10,000,000  file   sqlite     first          52.9   56.3   604-619  12.6x 11.8x
+10,000,000  file   sqlite     incremental    19.4   21.8   610-613
+10,000,000  file   postgresql first          69.3   72.7   456-497   9.6x  9.2x
+10,000,000  file   postgresql incremental    18.7   19.2   408-425
+10,000,000  sql    sqlite     first          51.8   55.3   537-539  12.9x 12.1x
+10,000,000  sql    sqlite     incremental    20.2   22.4   536-538
+10,000,000  sql    postgresql first          68.9   70.8   400-403   9.7x  9.4x
+10,000,000  sql    postgresql incremental    22.6   23.4   228-230
+  file sqlite first      loading 2.9, indexing 7.6, diffing and planning 15.0, delivering 26.4, outside 1.0
+  file sqlite incr.      loading 2.9, indexing 6.8, diffing and planning 7.6, delivering 1.3, outside 0.9
+  file postgresql first  loading 2.9, indexing 12.2, diffing and planning 18.8, delivering 34.1, outside 1.4
+  file postgresql incr.  loading 3.0, indexing 0.2, diffing and planning 11.5, delivering 2.9, outside 1.2
+  sql  postgresql first  loading 6.1, indexing 11.2, diffing and planning 16.9, delivering 33.4, outside 1.4
+  sql  postgresql incr.  loading 6.5, indexing 0.2, diffing and planning 11.8, delivering 2.9, outside 1.1
+The sixth session's code (e6d3002) against 80a2aed, file/SQLite, alternated 2x the same evening:
+  first        61.4 62.3 -> 48.7 50.8 s   delivering 37.5 38.7 -> 25.2 27.3 s
+  incremental  18.0 18.8 -> 19.0 19.2 s
+1M, medians of 3, the same evening: first 6.4 (file/SQLite), 7.7 (file/PostgreSQL), 6.6
+(sql/SQLite), 7.9 s (sql/PostgreSQL); incremental 3.0, 2.5, 3.0, 2.7 s; peak RSS 227-430 MB.
 """
 
 from __future__ import annotations
