@@ -41,6 +41,17 @@ def _needs_cleaning(values) -> bool:
     return False
 
 
+def sent_unchanged(value: Any) -> bool:
+    """Whether translate sends this property value exactly as given: a string, a boolean, a
+    64-bit integer or a finite float (containers, nulls and the rest are transformed)."""
+    kind = value.__class__
+    if kind is str or kind is bool:
+        return True
+    if kind is int:
+        return _INT_MIN <= value <= _INT_MAX
+    return kind is float and value - value == 0.0
+
+
 def clean_value(value: Any) -> Any:
     """A value fit to send, or None when it must not be sent (null, NaN, infinity)."""
     kind = value.__class__
