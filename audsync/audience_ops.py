@@ -264,7 +264,7 @@ class OperationBuilder:
         elif vtype == _PER_USER:
             return "translate"
         else:
-            value = None if change == UNSET or vtype == "NoneType" else _S_VALUE
+            value = None if change == UNSET or vtype is type(None) else _S_VALUE
         try:
             ops = self._identify_ops(self.identify_message(user, anon, value, change, _S_MID), change)
             if self.track_events and change in (ENTER, EXIT):
@@ -379,7 +379,9 @@ class OperationBuilder:
         if self.audience.kind == "audience":
             return change != EXIT, (user_id is not None, anonymous_id is not None, None, change)
         value = None if value_json is None else orjson.loads(value_json)
-        vtype = type(value).__name__ if value is None or sent_unchanged(value) else _PER_USER
+        vtype = value.__class__
+        if not (vtype is str or vtype is bool or value is None or sent_unchanged(value)):  # no call for most
+            vtype = _PER_USER
         return value, (user_id is not None, anonymous_id is not None, vtype, change)
 
     def build(self, identity: str, user_id: str | None, anonymous_id: str | None, value_json: str | None,
