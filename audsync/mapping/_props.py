@@ -13,8 +13,8 @@ from typing import Any
 
 from ._common import invalid
 
-_INT_MIN = -(2**63)  # JSON encoders (orjson) and Amplitude's store take 64-bit integers only
-_INT_MAX = 2**64 - 1
+INT_MIN = -(2**63)  # JSON encoders (orjson) and Amplitude's store take 64-bit integers only
+INT_MAX = 2**64 - 1
 MAX_DEPTH = 40  # levels of nesting Amplitude accepts in a properties object (amplitude-api.md 2.2, 6.1)
 
 
@@ -34,7 +34,7 @@ def _needs_cleaning(values) -> bool:
         if kind is str or kind is bool:
             continue
         if kind is int:
-            if _INT_MIN <= value <= _INT_MAX:
+            if INT_MIN <= value <= INT_MAX:
                 continue
             return True
         if kind is float:
@@ -52,7 +52,7 @@ def sent_unchanged(value: Any) -> bool:
     if kind is str or kind is bool:
         return True
     if kind is int:
-        return _INT_MIN <= value <= _INT_MAX
+        return INT_MIN <= value <= INT_MAX
     return kind is float and value - value == 0.0
 
 
@@ -68,7 +68,7 @@ def clean_value(value: Any, depth: int = 2) -> Any:
                                         "Amplitude accepts")
         return clean_props(value, depth) if isinstance(value, dict) else clean_list(value, depth)
     if isinstance(value, int) and not isinstance(value, bool):
-        return value if _INT_MIN <= value <= _INT_MAX else _big_int(value)
+        return value if INT_MIN <= value <= INT_MAX else _big_int(value)
     if isinstance(value, float):
         return value if value - value == 0.0 else None
     return value

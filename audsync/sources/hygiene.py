@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from ..errors import SourceError
 from ..mapping._common import BLOCKED_IDS
-from ..mapping._props import MAX_DEPTH
+from ..mapping._props import INT_MAX, INT_MIN, MAX_DEPTH
 
 NO_ID = "no id"
 SHORT_ID = "id shorter than min_id_length"
@@ -211,17 +211,16 @@ def _json_value(value: Any, where: Where, index: int) -> Any:
         return value  # as read: far too deep, Hygiene.rows skips it (TOO_DEEP)
 
 
-# Integers JSON encoders (orjson, which writes the state database's values) write.
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _CHECKED = {int, dict, list}
 
 
 def _refused(value: Any, depth: int = 2) -> str | None:
     """Why a value cannot be stored and sent: nested deeper than Amplitude accepts (the
-    user-properties object being the first level), or holding an integer beyond 64 bits."""
+    user-properties object being the first level), or holding an integer beyond 64 bits (the
+    state database's values are written by orjson, which stops there)."""
     kind = value.__class__
     if kind is int:
-        return None if _INT_MIN <= value <= _INT_MAX else BIG_INTEGER
+        return None if INT_MIN <= value <= INT_MAX else BIG_INTEGER
     if depth > MAX_DEPTH:
         return TOO_DEEP
     for child in value.values() if kind is dict else value:
@@ -235,7 +234,7 @@ def _refused(value: Any, depth: int = 2) -> str | None:
 def _refusals(values: list[Any]) -> list[str | None] | None:
     """Per value why it is refused (see _refused); None when none is."""
     types = set(map(type, values))
-    if not types & _CHECKED or (types == {int} and _INT_MIN <= min(values) and max(values) <= _INT_MAX):
+    if not types & _CHECKED or (types == {int} and INT_MIN <= min(values) and max(values) <= INT_MAX):
         return None
     reasons = [_refused(v) if v.__class__ in _CHECKED else None for v in values]
     return reasons if any(reasons) else None
