@@ -4,9 +4,12 @@ Every identify goes through `mapping.translate`, so every identify setting appli
 device id preference, min_id_length, version name ...). Translating ten million messages one by
 one is too slow, so translate runs once per *shape* of message (which ids are present, the kind
 of value, the change) with sentinel strings in place of the ids, value and message id; the
-result is compiled into a template that copies only the parts holding a sentinel. The first
-users of every shape are also translated for real and compared: a shape whose template
-disagrees (a setting that transforms the value, say) falls back to translate for every user.
+result is compiled into a template that copies only the parts holding a sentinel. A template
+copies a value in as it is, so it serves only values translate sends unchanged (strings,
+booleans, 64-bit integers, finite floats) and null (whose template is translated with null);
+any other value (an object, a list, NaN...) is translated for its user. The first users of
+every shape are also translated for real and compared: a shape whose template disagrees (a
+setting that transforms the value, say) falls back to translate for every user.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .config import AmplitudeSettings, AudienceConfig
 from .delivery.deliverer import Bundle, Encoded, encode
 from .diff import CHANGE, ENTER, EXIT, RESEND, UNSET
 from .errors import ValidationError
+from .mapping._props import sent_unchanged
 
 ENTERED_EVENT = "Audience Entered"
 EXITED_EVENT = "Audience Exited"
@@ -33,6 +37,7 @@ _S_VALUE = "audsyncsentinel0value5e2d"
 _S_MID = "audsyncsentinel0mid0c88a"
 _S_TRACK_MID = "audsyncsentinel0tmid44e1"
 _SENTINELS = (_S_USER, _S_ANON, _S_VALUE, _S_MID, _S_TRACK_MID)
+_PER_USER = "translate"  # the kind of value of a shape no template serves
 
 Translate = Callable[[dict, AmplitudeSettings], list]
 
@@ -256,8 +261,10 @@ class OperationBuilder:
         anon = _S_ANON if has_anon else None
         if self.audience.kind == "audience":
             value: Any = change != EXIT
+        elif vtype == _PER_USER:
+            return "translate"
         else:
-            value = None if change == UNSET else _S_VALUE
+            value = None if change == UNSET or vtype is type(None) else _S_VALUE
         try:
             ops = self._identify_ops(self.identify_message(user, anon, value, change, _S_MID), change)
             if self.track_events and change in (ENTER, EXIT):
@@ -372,7 +379,10 @@ class OperationBuilder:
         if self.audience.kind == "audience":
             return change != EXIT, (user_id is not None, anonymous_id is not None, None, change)
         value = None if value_json is None else orjson.loads(value_json)
-        return value, (user_id is not None, anonymous_id is not None, type(value).__name__, change)
+        vtype = value.__class__
+        if not (vtype is str or vtype is bool or value is None or sent_unchanged(value)):  # no call for most
+            vtype = _PER_USER
+        return value, (user_id is not None, anonymous_id is not None, vtype, change)
 
     def build(self, identity: str, user_id: str | None, anonymous_id: str | None, value_json: str | None,
               change: str, run_id: int) -> list:

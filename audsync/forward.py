@@ -83,7 +83,12 @@ class _Rejects:
             message = None
         if isinstance(message, dict):
             message["_audsync"] = note
-            self.handle.write(orjson.dumps(message) + b"\n")
+            try:
+                line = orjson.dumps(message)
+            except orjson.JSONEncodeError:
+                # nested deeper than orjson writes (it reads deeper): the note goes into the text as read
+                line = b'{"_audsync":' + orjson.dumps(note) + b"," + raw.strip()[1:]
+            self.handle.write(line + b"\n")
         else:  # not an object: keep the text as read so nothing is lost
             self.handle.write(orjson.dumps({"_audsync": note, "raw": raw.decode("utf-8", "replace").rstrip("\n")}) + b"\n")
 

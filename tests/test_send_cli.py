@@ -147,3 +147,21 @@ def test_delete_users_with_wrong_secret_exits_2(tmp_path, fake):
 def test_delete_users_needs_ids(tmp_path, fake):
     result = run(["delete-users", "--config", str(config(tmp_path, fake, extra=f'secret_key = "{SECRET}"'))])
     assert result.returncode == 2 and "USER_ID" in result.stderr
+
+
+def test_send_rejects_a_message_nested_too_deeply_alone_and_writes_it_to_rejects_as_read(tmp_path, fake):
+    deep: dict = {"leaf": 1}
+    for _ in range(300):
+        deep = {"a": deep}
+    hostile = {"type": "track", "userId": "user-deep1", "event": "Played", "properties": deep}
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join([track("user-good1", 1), json.dumps(hostile), track("user-good2", 3)]) + "\n")
+    rejects = tmp_path / "rejects.jsonl"
+    result = run(["send", "--config", str(config(tmp_path, fake)), str(source), "--rejects", str(rejects)])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert sorted(e["user_id"] for e in fake.events) == ["user-good1", "user-good2"]
+    assert "invalid (not translated): 1" in result.stdout
+    (written,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    note = written.pop("_audsync")
+    assert note["line"] == 2 and note["status"] == "invalid" and "nested more than 40 levels" in note["reason"]
+    assert written == hostile  # the message as read: fix it and send it again

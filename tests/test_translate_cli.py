@@ -114,3 +114,22 @@ def test_memory_does_not_grow_with_the_input_length(tmp_path, config):
     large.write_bytes(line * 60_000)
     grown = _peak_rss_kib(config, large) - _peak_rss_kib(config, small)
     assert grown < 8_000, f"peak RSS grew by {grown} KiB for 30x the input"
+
+
+def _nested(levels: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_a_line_nested_deeper_than_amplitude_accepts_is_rejected_and_the_stream_goes_on(config):
+    deep_traits = {"type": "identify", "userId": "user-00004", "traits": {"x": _nested(40)}}  # 41 levels
+    hostile = {"type": "track", "userId": "user-00005", "event": "E", "properties": _nested(300)}
+    stdin = "\n".join(json.dumps(m) for m in (TRACK, deep_traits, hostile, IDENTIFY)) + "\n"
+    result = run(["translate", "--config", str(config)], stdin=stdin)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert [op["body"]["user_id"] for op in lines(result.stdout)] == ["user-00002", "user-00001"]
+    errors = lines(result.stderr)
+    assert [e["line"] for e in errors] == [2, 3]
+    assert all("nested more than 40 levels" in e["error"] for e in errors)

@@ -3,6 +3,7 @@
 Amplitude must never receive a null property value (the Identify API ignores it, the SDKs strip
 it) nor an array holding arrays (seed page, Troubleshooting): nulls are dropped at every depth and
 such an array travels as its compact JSON string, so the call still arrives and nothing is lost.
+Properties nested deeper than Amplitude accepts (40 levels) make the message invalid.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_INT_MIN = -(2**63)  # JSON encoders (orjson) and Amplitude's store take 64-bit integers only
-_INT_MAX = 2**64 - 1
+from ._common import invalid
+
+INT_MIN = -(2**63)  # JSON encoders (orjson) and Amplitude's store take 64-bit integers only
+INT_MAX = 2**64 - 1
+MAX_DEPTH = 40  # levels of nesting Amplitude accepts in a properties object (amplitude-api.md 2.2, 6.1)
 
 
 def _big_int(value: int) -> float | str:
@@ -30,7 +34,7 @@ def _needs_cleaning(values) -> bool:
         if kind is str or kind is bool:
             continue
         if kind is int:
-            if _INT_MIN <= value <= _INT_MAX:
+            if INT_MIN <= value <= INT_MAX:
                 continue
             return True
         if kind is float:
@@ -41,23 +45,36 @@ def _needs_cleaning(values) -> bool:
     return False
 
 
-def clean_value(value: Any) -> Any:
-    """A value fit to send, or None when it must not be sent (null, NaN, infinity)."""
+def sent_unchanged(value: Any) -> bool:
+    """Whether translate sends this property value exactly as given: a string, a boolean, a
+    64-bit integer or a finite float (containers, nulls and the rest are transformed)."""
+    kind = value.__class__
+    if kind is str or kind is bool:
+        return True
+    if kind is int:
+        return INT_MIN <= value <= INT_MAX
+    return kind is float and value - value == 0.0
+
+
+def clean_value(value: Any, depth: int = 2) -> Any:
+    """A value fit to send, or None when it must not be sent (null, NaN, infinity). `depth` is
+    the level a container value sits at: 2 right under a properties object."""
     kind = value.__class__
     if kind is str or kind is bool:
         return value
-    if isinstance(value, dict):
-        return clean_props(value)
-    if isinstance(value, (list, tuple)):
-        return clean_list(value)
+    if isinstance(value, (dict, list, tuple)):
+        if depth > MAX_DEPTH:
+            raise invalid("properties", f"a value is nested more than {MAX_DEPTH} levels deep, deeper than "
+                                        "Amplitude accepts")
+        return clean_props(value, depth) if isinstance(value, dict) else clean_list(value, depth)
     if isinstance(value, int) and not isinstance(value, bool):
-        return value if _INT_MIN <= value <= _INT_MAX else _big_int(value)
+        return value if INT_MIN <= value <= INT_MAX else _big_int(value)
     if isinstance(value, float):
         return value if value - value == 0.0 else None
     return value
 
 
-def clean_props(props: dict) -> dict:
+def clean_props(props: dict, depth: int = 1) -> dict:
     """A new dict without null values, nested values cleaned; the input is never mutated."""
     if not _needs_cleaning(props.values()):
         return props.copy()
@@ -67,13 +84,13 @@ def clean_props(props: dict) -> dict:
         if kind is str or kind is bool:
             out[key] = value
         elif value is not None:
-            value = clean_value(value)
+            value = clean_value(value, depth + 1)
             if value is not None:
                 out[key] = value
     return out
 
 
-def clean_list(items: list | tuple) -> list | str:
+def clean_list(items: list | tuple, depth: int = 2) -> list | str:
     for item in items:
         if isinstance(item, (list, tuple)):
             return json.dumps(items, separators=(",", ":"), ensure_ascii=False, default=str, skipkeys=True)
@@ -85,7 +102,7 @@ def clean_list(items: list | tuple) -> list | str:
         if kind is str or kind is bool:
             out.append(item)
         elif item is not None:
-            item = clean_value(item)
+            item = clean_value(item, depth + 1)
             if item is not None:
                 out.append(item)
     return out

@@ -60,7 +60,7 @@ def track(message: dict, properties: dict, context: dict, base: EventBase, table
     once = settings.track_products_once
     props.pop("products", None)
     if once:
-        props["products"] = [clean_props({k: p[k] for k in _PRODUCT_KEYS if k in p}) for _, p in products]
+        props["products"] = [clean_props({k: p[k] for k in _PRODUCT_KEYS if k in p}, 3) for _, p in products]
     order_revenue = None
     if total is not None and not per_product:
         order_revenue = revenue_fields(properties, total, True, settings.use_log_revenue_v2)

@@ -27,12 +27,15 @@ import pyarrow.compute as pc
 
 from ..errors import SourceError
 from ..mapping._common import BLOCKED_IDS
+from ..mapping._props import INT_MAX, INT_MIN, MAX_DEPTH
 
 NO_ID = "no id"
 SHORT_ID = "id shorter than min_id_length"
 BLOCKED_ID = "blocked id"
 NO_VALUE = "no value"
-REASONS = (NO_ID, SHORT_ID, BLOCKED_ID, NO_VALUE)
+TOO_DEEP = f"value nested more than {MAX_DEPTH} levels"
+BIG_INTEGER = "value holding an integer beyond 64 bits"
+REASONS = (NO_ID, SHORT_ID, BLOCKED_ID, NO_VALUE, TOO_DEEP, BIG_INTEGER)
 
 Where = Callable[[int], str]
 """Index of a row in the chunk -> its place for messages ("members.jsonl:17", "... query row 3")."""
@@ -198,7 +201,43 @@ def values_from_python(values: Sequence[Any], where: Where) -> list[Any]:
     if types <= {str, int, bool, float, _NONE}:
         number = _number
         return [number(v, where, i) if type(v) is float else v for i, v in enumerate(values)]
-    return [json_value(v, where, i) for i, v in enumerate(values)]
+    return [_json_value(v, where, i) for i, v in enumerate(values)]
+
+
+def _json_value(value: Any, where: Where, index: int) -> Any:
+    try:
+        return json_value(value, where, index)
+    except RecursionError:
+        return value  # as read: far too deep, Hygiene.rows skips it (TOO_DEEP)
+
+
+_CHECKED = {int, dict, list}
+
+
+def _refused(value: Any, depth: int = 2) -> str | None:
+    """Why a value cannot be stored and sent: nested deeper than Amplitude accepts (the
+    user-properties object being the first level), or holding an integer beyond 64 bits (the
+    state database's values are written by orjson, which stops there)."""
+    kind = value.__class__
+    if kind is int:
+        return None if INT_MIN <= value <= INT_MAX else BIG_INTEGER
+    if depth > MAX_DEPTH:
+        return TOO_DEEP
+    for child in value.values() if kind is dict else value:
+        if child.__class__ in _CHECKED:
+            reason = _refused(child, depth + 1)
+            if reason is not None:
+                return reason
+    return None
+
+
+def _refusals(values: list[Any]) -> list[str | None] | None:
+    """Per value why it is refused (see _refused); None when none is."""
+    types = set(map(type, values))
+    if not types & _CHECKED or (types == {int} and INT_MIN <= min(values) and max(values) <= INT_MAX):
+        return None
+    reasons = [_refused(v) if v.__class__ in _CHECKED else None for v in values]
+    return reasons if any(reasons) else None
 
 
 def values_from_arrow(array: pa.Array, where: Where) -> list[Any]:
@@ -233,6 +272,11 @@ class Hygiene:
                 has_value = pa.array([v is not None for v in values], pa.bool_())
                 count(NO_VALUE, pc.and_(keep, pc.invert(has_value)))
                 keep = pc.and_(keep, has_value)
+            refused = _refusals(values)
+            if refused is not None:
+                for reason in (TOO_DEEP, BIG_INTEGER):
+                    count(reason, pc.and_(keep, pa.array([r == reason for r in refused], pa.bool_())))
+                keep = pc.and_(keep, pa.array([r is None for r in refused], pa.bool_()))
         else:
             values = None
         kept = _Kept(keep)

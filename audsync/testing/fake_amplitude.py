@@ -2,7 +2,8 @@
 
 Endpoints: /2/httpapi and /batch (JSON), /identify and /groupidentify (form fields, urlencoded or
 multipart), /usermap, /api/2/deletions/users (basic auth). It validates like Amplitude (API key,
-required fields, id lengths with options.min_id_length, request limits -> 413), dedups events on
+required fields, id lengths with options.min_id_length, request limits -> 413, properties Amplitude
+refuses: an array holding an array, nesting deeper than 40 levels), dedups events on
 insert_id, applies user-property operations per user in arrival order, and plays scripted faults:
 429 for chosen users (throttle or daily quota), 5xx bursts, 413 above N items, slow answers and
 dropped connections.
@@ -24,6 +25,8 @@ from urllib.parse import parse_qs
 import orjson
 
 MB = 1_000_000
+MAX_DEPTH = 40  # properties nest at most 40 levels (amplitude-api.md 2.2, 6.1)
+PROPERTY_FIELDS = ("event_properties", "user_properties", "group_properties")
 BLOCKED = {"anonymous", "nil", "none", "null", "n/a", "na", "undefined", "unknown", '""',
            "00000000-0000-0000-0000-000000000000", "{}", "lmy47d", "0", "-1"}
 
@@ -44,6 +47,26 @@ def parse_form(content_type: str, raw: bytes) -> dict[str, str]:
             fields[name] = value[:-2].decode() if value.endswith(b"\r\n") else value.decode()
         return fields
     return {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+
+
+def refused_properties(props: dict) -> bool:
+    """Whether Amplitude refuses a properties object: an array holding an array anywhere in it
+    (seed page, Troubleshooting) or nesting deeper than 40 levels. Operations ($set...) count
+    from their own objects."""
+    if props and all(isinstance(k, str) and k.startswith("$") for k in props):
+        return any(isinstance(v, dict) and _refused(v, 1) for v in props.values())
+    return _refused(props, 1)
+
+
+def _refused(node: dict | list, depth: int) -> bool:
+    if depth > MAX_DEPTH:
+        return True
+    for child in node.values() if isinstance(node, dict) else node:
+        if isinstance(child, list) and isinstance(node, list):
+            return True
+        if isinstance(child, (dict, list)) and _refused(child, depth + 1):
+            return True
+    return False
 
 
 class FakeAmplitude:
@@ -238,6 +261,8 @@ class FakeAmplitude:
             if kind == "groupidentify":
                 if not item.get("group_type") or not item.get("group_value"):
                     missing["group_type"].append(i)
+                elif isinstance(item.get("group_properties"), dict) and refused_properties(item["group_properties"]):
+                    invalid["group_properties"].append(i)
                 continue
             if kind == "event" and not item.get("event_type"):
                 missing["event_type"].append(i)
@@ -247,6 +272,10 @@ class FakeAmplitude:
                 missing["user_id"].append(i)
             elif all(len(x) < min_len or x.lower() in BLOCKED for x in present):
                 invalid_ids.append(i)
+            for name in PROPERTY_FIELDS:
+                props = item.get(name)
+                if isinstance(props, dict) and refused_properties(props):
+                    invalid[name].append(i)
             who = self.who(item)
             if who in self.reject:
                 invalid["user_properties"].append(i)
@@ -321,6 +350,8 @@ class FakeAmplitude:
             props = {"$set": props}
         for op, values in props.items():
             for key, value in (values or {}).items():
+                if value is None:  # Amplitude ignores a null (amplitude-api.md 6.3)
+                    continue
                 if op == "$set":
                     state[key] = value
                 elif op == "$setOnce":

@@ -170,3 +170,24 @@ def test_translate_never_mutates_its_input_and_gives_the_same_output_twice(skele
         return
     assert message == before
     assert translate(message, amplitude) == first
+
+
+def _nested(levels: int, leaf=1):
+    value = leaf
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("message", [
+    lambda v: {"type": "identify", "userId": "user-12345", "traits": {"x": v}},
+    lambda v: {"type": "track", "userId": "user-12345", "event": "E", "properties": {"x": v}},
+    lambda v: {"type": "track", "userId": "user-12345", "event": "E", "properties": {"x": [v]}},
+    lambda v: {"type": "group", "userId": "user-12345", "groupId": "g1", "traits": {"t": "a", "v": "b", "x": v}},
+])
+def test_properties_nested_up_to_40_levels_pass_and_deeper_ones_make_the_message_invalid(message):
+    settings = AmplitudeSettings(group_type_trait="t", group_value_trait="v")
+    assert translate(message(_nested(30)), settings)
+    for levels in (40, 300):  # the property object itself is the first level
+        with pytest.raises(ValidationError, match="nested more than 40 levels deep"):
+            translate(message(_nested(levels)), settings)

@@ -108,5 +108,5 @@ def test_deeply_nested_properties_are_a_validation_error_not_a_crash():
     for value in (deep, nested):
         try:
             run(track(properties={"deep": value}))
-        except ValidationError as exc:
-            assert exc.field == "message"
+        except ValidationError as exc:  # objects: Amplitude's 40 levels; arrays of arrays: Python's recursion
+            assert exc.field in ("message", "properties")

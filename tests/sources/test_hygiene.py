@@ -13,8 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 from audsync.errors import SourceError
 from audsync.mapping._common import BLOCKED_IDS
-from audsync.sources.hygiene import (BLOCKED_ID, NO_ID, NO_VALUE, SHORT_ID, Hygiene, ids_from_arrow,
-                                     ids_from_python, json_value, values_from_python)
+from audsync.sources.hygiene import (BIG_INTEGER, BLOCKED_ID, NO_ID, NO_VALUE, SHORT_ID, TOO_DEEP, Hygiene,
+                                     ids_from_arrow, ids_from_python, json_value, values_from_python)
 
 
 def where(i: int) -> str:
@@ -89,6 +89,22 @@ def test_computed_trait_rows_without_value_are_counted_as_no_value():
                           values=[1.5, None, float("nan"), False, None])
     assert rows == [("user-0001", None, 1.5), ("user-0004", None, False)]
     assert skipped == {NO_VALUE: 2, NO_ID: 1}  # no id is the reason when both are missing
+
+
+def _nested(levels: int) -> dict:
+    value: dict = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_values_too_deep_for_amplitude_or_beyond_64_bit_integers_skip_their_rows_with_the_reason():
+    values = [2**64, -(2**63) - 1, [1, {"n": 2**70}], _nested(40), _nested(2000), 2**64 - 1, _nested(39), [[1]]]
+    rows, skipped = clean([f"user-{i:04d}" for i in range(len(values))], values=values)
+    assert rows == [("user-0005", None, 2**64 - 1), ("user-0006", None, _nested(39)), ("user-0007", None, [[1]])]
+    assert skipped == {BIG_INTEGER: 3, TOO_DEEP: 2}
+    _, skipped = clean(["user-0001", "user-0002"], values=[2**64, 5])  # a column of integers only
+    assert skipped == {BIG_INTEGER: 1}
 
 
 def test_audience_rows_carry_no_value():
@@ -175,6 +191,8 @@ def reference(user, anon, value, min_length, computed):
         return NO_ID
     if computed and value is None:
         return NO_VALUE
+    if computed and not -(2**63) <= value < 2**64:
+        return BIG_INTEGER
     return (user, anon, value if computed else None)
 
 
