@@ -164,3 +164,16 @@ def test_the_longest_interval_still_schedules(tmp_path):
 
     cfg = load(write(tmp_path, "[daemon]\ndefault_schedule = 'every 36500d'\n"), environ={})
     assert next_run(cfg.daemon.default_schedule, datetime.now(timezone.utc)).year < 9999
+
+
+def test_reprs_mask_url_passwords_in_either_form(tmp_path):
+    cfg = load(write(tmp_path, '''
+        [state]
+        url = "postgresql+psycopg://sync:state-pw-1@db/state?sslmode=require"
+        [[audiences]]
+        name = "A"
+        source = { type = "sql", url = "postgresql://reader@wh/db?PASSWORD=source-pw-2&sslmode=require", query = "SELECT 1" }
+    '''.replace("\n        ", "\n")), environ={})
+    shown = repr(cfg)
+    assert "state-pw-1" not in shown and "source-pw-2" not in shown
+    assert "sync:***@db/state" in shown and "PASSWORD=***&sslmode=require" in shown
