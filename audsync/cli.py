@@ -115,12 +115,12 @@ def _report_run(report, dry_run: bool) -> int:
 
     _say_migrations(report.migrations)
     for audience in report.audiences:
-        print(audience.summary_line())
+        print(redact(audience.summary_line()))
         if dry_run and audience.sample:
             for change in audience.sample:
                 print("  " + json.dumps(change, default=str, ensure_ascii=False))
         for note in audience.notes:
-            print(f"  note: {note}")
+            print(redact(f"  note: {note}"))
     return report.exit_code
 
 
@@ -195,7 +195,7 @@ def _send(args: argparse.Namespace) -> int:
     finally:
         if rejects is not None:
             rejects.close()
-    print(summary.render())
+    print(redact(summary.render()))
     return summary.exit_code
 
 
@@ -209,7 +209,7 @@ def _delete_users(args: argparse.Namespace) -> int:
     cfg = config_module.load(args.config)
     ids = chain(args.user_ids, read_ids(args.from_file) if args.from_file else ())
     report = delete_users(cfg.amplitude, cfg.delivery, ids)
-    print(report.render())
+    print(redact(report.render()))
     return report.exit_code
 
 

@@ -154,7 +154,8 @@ def test_settings_are_frozen(tmp_path):
 
 def test_a_default_schedule_that_never_fires_is_rejected_when_the_config_loads(tmp_path):
     message = error_of(tmp_path, "[daemon]\ndefault_schedule = '0 0 30 2 *'\n")
-    assert message == f"{tmp_path / 'config.toml'}: daemon.default_schedule: '0 0 30 2 *' never fires: no date matches it"
+    assert message == (f"{tmp_path / 'config.toml'}: daemon.default_schedule: '0 0 30 2 *' never fires: "
+                       "no date matches it")
 
 
 def test_the_longest_interval_still_schedules(tmp_path):
