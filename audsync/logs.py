@@ -25,6 +25,8 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        # Strings first: JSON escapes would hide a secret holding quotes or non-ASCII letters.
+        entry = {k: redact(v) if isinstance(v, str) else v for k, v in entry.items()}
         return redact(json.dumps(entry, default=str))
 
 

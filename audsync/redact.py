@@ -44,4 +44,3 @@ def url_password(url: str) -> str | None:
     query = {k.lower(): v for k, v in parsed.query.items()}
     password = parsed.password or query.get("password")
     return password if isinstance(password, str) and password else None
-

@@ -178,3 +178,14 @@ def test_reprs_mask_url_passwords_in_either_form(tmp_path):
     shown = repr(cfg)
     assert "state-pw-1" not in shown and "source-pw-2" not in shown
     assert "sync:***@db/state" in shown and "PASSWORD=***&sslmode=require" in shown
+
+
+def test_json_logs_mask_a_secret_that_json_would_escape(tmp_path):
+    import logging
+
+    from audsync.logs import JsonFormatter
+
+    load(write(tmp_path, '[amplitude]\nsecret_key = "sécret-\\"key\\"-9"\n'), environ={})
+    record = logging.LogRecord("audsync", logging.ERROR, __file__, 1, "answer: %s", ('sécret-"key"-9',), None)
+    line = JsonFormatter().format(record)
+    assert "cret" not in line and "answer: ***" in line
