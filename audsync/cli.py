@@ -13,6 +13,7 @@ from typing import Sequence
 
 from . import config as config_module
 from . import logs
+from .redact import redact
 from .runtime import tune_gc_for_streaming
 from .errors import AudsyncError, UsageError
 
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--metrics-port", type=int, metavar="N",
                    help="serve Prometheus /metrics and /healthz on this port")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="H",
+                   help="address the metrics port listens on (default 127.0.0.1, this machine only; "
+                        "0.0.0.0 for every interface)")
     p.set_defaults(handler=_daemon)
 
     p = commands.add_parser("db", help="state database maintenance")
@@ -111,12 +115,12 @@ def _report_run(report, dry_run: bool) -> int:
 
     _say_migrations(report.migrations)
     for audience in report.audiences:
-        print(audience.summary_line())
+        print(redact(audience.summary_line()))
         if dry_run and audience.sample:
             for change in audience.sample:
                 print("  " + json.dumps(change, default=str, ensure_ascii=False))
         for note in audience.notes:
-            print(f"  note: {note}")
+            print(redact(f"  note: {note}"))
     return report.exit_code
 
 
@@ -145,9 +149,9 @@ def _status(args: argparse.Namespace) -> int:
     cfg = config_module.load(args.config)
     entries = status(cfg)
     if args.json:
-        print(json.dumps({"audiences": entries}, indent=2, default=str))
+        print(redact(json.dumps({"audiences": entries}, indent=2, default=str)))
     else:
-        print(format_status(entries))
+        print(redact(format_status(entries)))
     return 0
 
 
@@ -155,7 +159,7 @@ def _daemon(args: argparse.Namespace) -> int:
     from .scheduler import run_daemon
 
     cfg = config_module.load(args.config)
-    return run_daemon(cfg, metrics_port=args.metrics_port)
+    return run_daemon(cfg, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -191,7 +195,7 @@ def _send(args: argparse.Namespace) -> int:
     finally:
         if rejects is not None:
             rejects.close()
-    print(summary.render())
+    print(redact(summary.render()))
     return summary.exit_code
 
 
@@ -205,7 +209,7 @@ def _delete_users(args: argparse.Namespace) -> int:
     cfg = config_module.load(args.config)
     ids = chain(args.user_ids, read_ids(args.from_file) if args.from_file else ())
     report = delete_users(cfg.amplitude, cfg.delivery, ids)
-    print(report.render())
+    print(redact(report.render()))
     return report.exit_code
 
 
@@ -216,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except AudsyncError as exc:
-        print(f"audsync: {exc}", file=sys.stderr)
+        print(redact(f"audsync: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("audsync: interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ file and the dotted key. Only this module reads the environment.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import difflib
 import hashlib
@@ -18,13 +19,23 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 from .keys import KEY_PATTERN, snake_case
+from .redact import redact, remember, url_password
 
 QUERY_PARAM_SIDES = ("user_properties", "event_properties")
 AUDIENCE_KINDS = ("audience", "computed_trait")
 _EVERY = re.compile(r"^every\s+(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+KEY_VARIABLES = {"api_key": "AMPLITUDE_API_KEY", "secret_key": "AMPLITUDE_SECRET_KEY"}
 
 
+def _masked_repr(cls: type) -> type:
+    """Reprs of settings that hold URLs show them with their passwords masked."""
+    plain = cls.__repr__
+    cls.__repr__ = lambda self: redact(plain(self))
+    return cls
+
+
+@_masked_repr
 @dataclass(frozen=True)
 class StateSettings:
     url: str = "sqlite:///audsync.db"
@@ -60,6 +71,17 @@ class AmplitudeSettings:
     version_name: str = ""
     send_custom_language_and_country: bool = False
     min_id_length: int = 5
+    # Which of KEY_VARIABLES the keys came from: messages about a key name where to fix it.
+    from_environment: tuple[str, ...] = field(default=(), metadata={"derived": True})
+
+    def key_setting(self, name: str) -> str:
+        """Where the user set `api_key` or `secret_key`: the environment variable or the config key."""
+        return KEY_VARIABLES[name] if KEY_VARIABLES[name] in self.from_environment else f"amplitude.{name}"
+
+    @property
+    def basic_credentials(self) -> str:
+        """The User Privacy API's Basic auth credentials (delete-users)."""
+        return base64.b64encode(f"{self.api_key}:{self.secret_key}".encode()).decode()
 
     @property
     def destination_id(self) -> str:
@@ -87,6 +109,7 @@ class DaemonSettings:
     stop_timeout_s: float = 25.0
 
 
+@_masked_repr
 @dataclass(frozen=True)
 class SqlSource:
     url: str
@@ -130,6 +153,14 @@ class Config:
                 return audience
         known = ", ".join(a.name for a in self.audiences) or "none configured"
         raise ConfigError(f"{self.path}: no audience named {name!r} (known: {known})")
+
+    def require_api_key(self, command: str) -> None:
+        """Commands that send need an API key, unless they send to a file: sink; checked before
+        anything is planned."""
+        if not self.amplitude.api_key and not self.amplitude.endpoint.startswith("file:"):
+            raise ConfigError(f"{self.path}: amplitude.api_key: `audsync {command}` sends to Amplitude and "
+                              "needs an API key; set amplitude.api_key or the environment variable "
+                              "AMPLITUDE_API_KEY")
 
 
 def every_seconds(schedule: str) -> int | None:
@@ -192,7 +223,7 @@ class _Reader:
     def settings(self, cls: type, data: Any, section: str, **extra: Any) -> Any:
         data = self.table(data, section)
         defaults = cls()
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("derived")]
         self.check_keys(data, names, f"{section}.")
         values = {
             name: self.value(data, name, _default_of(defaults, name), f"{section}.")
@@ -285,6 +316,10 @@ def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Confi
                               f"name {audience.name!r} is already used by audiences[{names[audience.name]}]")
         seen[audience.key] = i
         names[audience.name] = i
+    urls = [state.url] + [a.source.url for a in audiences if isinstance(a.source, SqlSource)]
+    remember(amplitude.api_key, amplitude.secret_key, *filter(None, map(url_password, urls)))
+    if amplitude.api_key or amplitude.secret_key:
+        remember(amplitude.basic_credentials)
     return Config(path=path, state=state, amplitude=amplitude, delivery=delivery, daemon=daemon,
                   audiences=audiences)
 
@@ -326,27 +361,30 @@ def _check_amplitude(amplitude: AmplitudeSettings, reader: _Reader, base: Path,
                               "message paths and property names must not be empty")
     if amplitude.min_id_length < 0:
         raise reader.fail("amplitude.min_id_length", f"must not be negative, not {amplitude.min_id_length}")
-    return dataclasses.replace(
-        amplitude,
-        endpoint=endpoint,
-        api_key=amplitude.api_key or environ.get("AMPLITUDE_API_KEY", ""),
-        secret_key=amplitude.secret_key or environ.get("AMPLITUDE_SECRET_KEY", ""),
-    )
+    keys = {name: getattr(amplitude, name) or environ.get(variable, "") for name, variable in KEY_VARIABLES.items()}
+    from_environment = tuple(variable for name, variable in KEY_VARIABLES.items()
+                             if keys[name] and not getattr(amplitude, name))
+    return dataclasses.replace(amplitude, endpoint=endpoint, from_environment=from_environment, **keys)
 
 
 def _check_schedule(schedule: str, reader: _Reader, key: str) -> None:
+    from .schedules import unschedulable
+
     if every_seconds(schedule) is not None:
         if every_seconds(schedule) == 0:
             raise reader.fail(key, "an interval must be more than 0")
-        return
-    if len(schedule.split()) != 5:
+    elif len(schedule.split()) != 5:
         raise reader.fail(key, f"{schedule!r} is neither \"every N{{s,m,h,d}}\" nor a 5-field cron expression")
-    from apscheduler.triggers.cron import CronTrigger
+    else:
+        from apscheduler.triggers.cron import CronTrigger
 
-    try:
-        CronTrigger.from_crontab(schedule, timezone="UTC")
-    except ValueError as exc:
-        raise reader.fail(key, f"{schedule!r} is not a valid cron expression ({exc})") from None
+        try:
+            CronTrigger.from_crontab(schedule, timezone="UTC")
+        except ValueError as exc:
+            raise reader.fail(key, f"{schedule!r} is not a valid cron expression ({exc})") from None
+    reason = unschedulable(schedule)
+    if reason:
+        raise reader.fail(key, f"{schedule!r} {reason}")
 
 
 def _audience(raw: Any, index: int, reader: _Reader, base: Path) -> AudienceConfig:
@@ -359,7 +397,8 @@ def _audience(raw: Any, index: int, reader: _Reader, base: Path) -> AudienceConf
         raise reader.fail(prefix + "name", "every audience needs a name")
     key = reader.value(data, "key", "", prefix) or snake_case(name)
     if not KEY_PATTERN.fullmatch(key):
-        what = "the snake_case of the name is empty" if not key else f"{key!r} has characters outside [a-z0-9_]"
+        what = (f"the name {name!r} has no letters or digits to make a key from" if not key
+                else f"{key!r} has characters outside [a-z0-9_]")
         raise reader.fail(prefix + "key", f"{what}; set key explicitly")
     kind = reader.value(data, "kind", "audience", prefix)
     if kind not in AUDIENCE_KINDS:

@@ -5,7 +5,6 @@ Basic auth api_key:secret_key, at most 100 ids per request, at most 1 request pe
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from dataclasses import dataclass, field
@@ -73,13 +72,13 @@ def delete_users(amplitude: AmplitudeSettings, delivery: DeliverySettings, user_
                  clock: Callable[[], float] = time.monotonic) -> DeletionReport:
     if not amplitude.api_key:
         raise ConfigError("amplitude.api_key (or AMPLITUDE_API_KEY) is needed for delete-users")
+    check = f"check {amplitude.key_setting('api_key')} and {amplitude.key_setting('secret_key')}"
     if not amplitude.secret_key:
         raise ConfigError("amplitude.secret_key (or AMPLITUDE_SECRET_KEY) is needed for delete-users: "
                           "Amplitude's deletion API authenticates with the API key and the secret key")
     report = DeletionReport()
     url = url_for(amplitude.endpoint, "deletions")
-    token = base64.b64encode(f"{amplitude.api_key}:{amplitude.secret_key}".encode()).decode()
-    headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Basic {amplitude.basic_credentials}", "Content-Type": "application/json"}
     last_start = None
     client = None if url.startswith("file:") else httpx.Client(timeout=delivery.timeout_s)
     try:
@@ -101,8 +100,7 @@ def delete_users(amplitude: AmplitudeSettings, delivery: DeliverySettings, user_
                         report.days.add(str(answer["day"]))
                     break
                 if status in (401, 403):
-                    raise FatalDeliveryError(f"Amplitude refused the credentials for deletions ({status}): "
-                                             "check amplitude.api_key and amplitude.secret_key")
+                    raise FatalDeliveryError(f"Amplitude refused the credentials for deletions ({status}): {check}")
                 error = answer.get("error") if isinstance(answer, dict) else answer
                 log.warning("amplitude answered %s to a deletion request", status or "nothing",
                             extra={"status": status, "error": error, "batch_size": len(chunk)})

@@ -95,6 +95,7 @@ class _Rejects:
 
 def send(config: Config, input_path: str, *, rejects: IO[bytes] | None = None, progress: Any = None,
          stop_event: threading.Event | None = None) -> SendSummary:
+    config.require_api_key("send")
     summary = SendSummary()
     sink = _Rejects(rejects)
     phase = progress.phase("sending") if progress is not None else None

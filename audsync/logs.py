@@ -1,4 +1,6 @@
-"""Logging setup for every command: plain lines by default, one JSON object per line on request."""
+"""Logging setup for every command: plain lines by default, one JSON object per line on request.
+
+Both formats mask credentials in the finished line, whatever field or traceback they came in."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+
+from .redact import redact
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -21,7 +25,9 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        # Strings first: JSON escapes would hide a secret holding quotes or non-ASCII letters.
+        entry = {k: redact(v) if isinstance(v, str) else v for k, v in entry.items()}
+        return redact(json.dumps(entry, default=str))
 
 
 class PlainFormatter(logging.Formatter):
@@ -30,7 +36,7 @@ class PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED)
         line = f"{record.levelname.lower()}: {record.getMessage()}"
-        return f"{line} {extras}" if extras else line
+        return redact(f"{line} {extras}" if extras else line)
 
 
 def setup(log_format: str = "plain", level: int = logging.INFO) -> None:

@@ -39,10 +39,13 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class MetricsServer:
-    """Serves /metrics and /healthz on 127.0.0.1 (or `host`) in a background thread."""
+LOOPBACK = "127.0.0.1"  # metrics stay on this machine unless --metrics-host widens them
 
-    def __init__(self, metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = "0.0.0.0"):
+
+class MetricsServer:
+    """Serves /metrics and /healthz on `host` (loopback by default) in a background thread."""
+
+    def __init__(self, metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = LOOPBACK):
         self.metrics = metrics
         self.healthy = healthy
         outer = self

@@ -32,7 +32,7 @@ from typing import Any
 
 from .config import AudienceConfig, Config
 from .errors import StateError
-from .metrics import Metrics, MetricsServer
+from .metrics import LOOPBACK, Metrics, MetricsServer
 from .schedules import current_slot, trigger_for
 
 log = logging.getLogger("audsync.daemon")
@@ -62,7 +62,7 @@ def result_of(report: Any) -> str:
 class Daemon:
     """One worker. `run()` blocks until a stop is requested and returns the exit code."""
 
-    def __init__(self, config: Config, *, metrics_port: int | None = None, metrics_host: str = "0.0.0.0"):
+    def __init__(self, config: Config, *, metrics_port: int | None = None, metrics_host: str = LOOPBACK):
         self.config = config
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         # Another holder of an audience lease means someone else is syncing it: do not queue behind.
@@ -133,8 +133,9 @@ class Daemon:
                 if self.metrics_port is not None:
                     self.metrics_server = MetricsServer(self.metrics, self.metrics_port, self.healthy,
                                                         host=self.metrics_host).start()
-                    log.info("metrics on port %d (/metrics, /healthz)", self.metrics_server.port,
-                             extra={"worker": self.worker, "metrics_port": self.metrics_server.port})
+                    host, port = self.metrics_server.server.server_address[:2]
+                    log.info("metrics on port %d of %s (/metrics, /healthz)", port, host,
+                             extra={"worker": self.worker, "metrics_host": host, "metrics_port": port})
                 daemon_settings = self.config.daemon
                 parallel = max(1, min(len(self.config.audiences), MAX_PARALLEL_AUDIENCES))
                 self.scheduler = BackgroundScheduler(
@@ -353,8 +354,9 @@ def _route_apscheduler_logs() -> None:
     theirs.propagate = False
 
 
-def run_daemon(config: Config, *, metrics_port: int | None = None) -> int:
+def run_daemon(config: Config, *, metrics_port: int | None = None, metrics_host: str = LOOPBACK) -> int:
     """The `audsync daemon` command: blocks until SIGTERM/SIGINT; 0 after a clean stop."""
-    daemon = Daemon(config, metrics_port=metrics_port)
+    config.require_api_key("daemon")
+    daemon = Daemon(config, metrics_port=metrics_port, metrics_host=metrics_host)
     daemon.install_signal_handlers()
     return daemon.run()

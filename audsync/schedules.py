@@ -16,6 +16,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .config import every_seconds
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Far beyond any real schedule, and far enough from datetime's year 9999 that no fire time overflows.
+MAX_INTERVAL_S = 36500 * 86400
 
 
 def trigger_for(schedule: str) -> BaseTrigger:
@@ -46,3 +48,18 @@ def current_slot(schedule: str, now: datetime, grace_s: float) -> datetime:
         latest = fire
         fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
     return latest if latest is not None else now
+
+
+def unschedulable(schedule: str) -> str | None:
+    """Why a well-formed schedule can never be used, or None: checked when the config loads, so
+    that neither `status` nor the daemon meets it."""
+    seconds = every_seconds(schedule)
+    if seconds is not None:
+        if seconds > MAX_INTERVAL_S:
+            return f"is longer than the longest interval, every {MAX_INTERVAL_S // 86400}d"
+        return None
+    # The Gregorian calendar repeats every 400 years, weekdays included: a cron expression that
+    # never fires from the epoch on never fires at all.
+    if trigger_for(schedule).get_next_fire_time(None, EPOCH) is None:
+        return "never fires: no date matches it"
+    return None

@@ -471,6 +471,8 @@ def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, s
     from .state import migrate
 
     selected = [config.audience(n) for n in names] if names else list(config.audiences)
+    if not dry_run:
+        config.require_api_key(mode)
     report = RunReport()
     if apply_migrations:
         report.migrations = migrate.upgrade(config.state.url)

@@ -127,3 +127,27 @@ def test_sources_resolve_relative_to_the_config_file(tmp_path):
 def test_send_track_events_is_off_unless_asked(tmp_path):
     path = config_with(tmp_path, audience("A") + audience("B", "send_track_events = true"))
     assert [a.send_track_events for a in load(path, environ={}).audiences] == [False, True]
+
+
+@pytest.mark.parametrize(("name", "key"), [("Café Lovers", "cafe_lovers"), ("Ünïcødé Straße", "unicode_strasse"),
+                                           ("Élan Vital", "elan_vital")])
+def test_accented_letters_in_a_name_become_their_base_letters_in_the_key(tmp_path, name, key):
+    cfg = load(config_with(tmp_path, audience(name)), environ={})
+    assert cfg.audiences[0].key == key
+
+
+@pytest.mark.parametrize("name", ["日本語", "!!!"])
+def test_a_name_leaving_no_letter_or_digit_is_an_error_naming_it_and_asking_for_key(tmp_path, name):
+    message = error_of(config_with(tmp_path, audience(name)))
+    assert f"audiences[0].key: the name {name!r} has no letters or digits" in message
+    assert "set key explicitly" in message
+
+
+@pytest.mark.parametrize(("schedule", "reason"), [
+    ("0 0 30 2 *", "never fires: no date matches it"),
+    ("0 0 31 4 *", "never fires: no date matches it"),
+    ("every 100000000d", "is longer than the longest interval, every 36500d"),
+])
+def test_a_schedule_that_never_fires_or_overflows_is_rejected_when_the_config_loads(tmp_path, schedule, reason):
+    path = config_with(tmp_path, audience("A", f'schedule = "{schedule}"'))
+    assert error_of(path) == f"{path}: audiences[0].schedule: {schedule!r} {reason}"

@@ -150,3 +150,42 @@ def test_settings_are_frozen(tmp_path):
     cfg = load(write(tmp_path, ""), environ={})
     with pytest.raises(AttributeError):
         cfg.amplitude.endpoint = "eu"  # type: ignore[misc]
+
+
+def test_a_default_schedule_that_never_fires_is_rejected_when_the_config_loads(tmp_path):
+    message = error_of(tmp_path, "[daemon]\ndefault_schedule = '0 0 30 2 *'\n")
+    assert message == (f"{tmp_path / 'config.toml'}: daemon.default_schedule: '0 0 30 2 *' never fires: "
+                       "no date matches it")
+
+
+def test_the_longest_interval_still_schedules(tmp_path):
+    from datetime import datetime, timezone
+
+    from audsync.schedules import next_run
+
+    cfg = load(write(tmp_path, "[daemon]\ndefault_schedule = 'every 36500d'\n"), environ={})
+    assert next_run(cfg.daemon.default_schedule, datetime.now(timezone.utc)).year < 9999
+
+
+def test_reprs_mask_url_passwords_in_either_form(tmp_path):
+    cfg = load(write(tmp_path, '''
+        [state]
+        url = "postgresql+psycopg://sync:state-pw-1@db/state?sslmode=require"
+        [[audiences]]
+        name = "A"
+        source = { type = "sql", url = "postgresql://reader@wh/db?PASSWORD=source-pw-2&sslmode=require", query = "SELECT 1" }
+    '''.replace("\n        ", "\n")), environ={})
+    shown = repr(cfg)
+    assert "state-pw-1" not in shown and "source-pw-2" not in shown
+    assert "sync:***@db/state" in shown and "PASSWORD=***&sslmode=require" in shown
+
+
+def test_json_logs_mask_a_secret_that_json_would_escape(tmp_path):
+    import logging
+
+    from audsync.logs import JsonFormatter
+
+    load(write(tmp_path, '[amplitude]\nsecret_key = "sécret-\\"key\\"-9"\n'), environ={})
+    record = logging.LogRecord("audsync", logging.ERROR, __file__, 1, "answer: %s", ('sécret-"key"-9',), None)
+    line = JsonFormatter().format(record)
+    assert "cret" not in line and "answer: ***" in line

@@ -503,7 +503,8 @@ class _Run:
         bodies = [orjson.loads(item.data) for item in batch]  # off the happy path
         decision = policy.classify(api, answer.status, answer.body if answer.body is not None else answer.error,
                                    answer.headers, bodies, self.settings.throttle_pause_s,
-                                   self.o.amplitude.send_to_batch_endpoint)
+                                   self.o.amplitude.send_to_batch_endpoint,
+                                   self.o.amplitude.key_setting("api_key"))
         self._log(api, batch, answer, decision)
         if decision.action == policy.FATAL:
             self.fatal = decision.reason

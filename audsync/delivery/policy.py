@@ -48,8 +48,9 @@ def _ids(item: Mapping[str, Any]) -> tuple[Any, Any]:
 
 
 def classify(api: str, status: int, body: Any, headers: Mapping[str, str], items: Sequence[Mapping[str, Any]],
-             throttle_pause_s: float, batch_endpoint: bool) -> Decision:
-    """`body` is the parsed JSON answer (or its text, or None); `items` the request's item bodies."""
+             throttle_pause_s: float, batch_endpoint: bool, api_key_setting: str = "amplitude.api_key") -> Decision:
+    """`body` is the parsed JSON answer (or its text, or None); `items` the request's item bodies;
+    `api_key_setting` where the key was set (AmplitudeSettings.key_setting)."""
     data = body if isinstance(body, dict) else {}
     error = str(data.get("error") or (body if isinstance(body, str) else "") or "").strip()
     if status == 200:
@@ -58,7 +59,8 @@ def classify(api: str, status: int, body: Any, headers: Mapping[str, str], items
         return Decision(RETRY, reason=error or "network error")
     if status == 400:
         if error.lower().startswith("invalid api key") or data.get("missing_field") == "api_key":
-            return Decision(FATAL, reason="Amplitude refused the API key (400 Invalid API key): check amplitude.api_key")
+            return Decision(FATAL, reason=f"Amplitude refused the API key (from {api_key_setting}; "
+                                          f"400 Invalid API key): check {api_key_setting}")
         rejected: dict[int, str] = {}
         present = [name for name, _ in _INDEX_MAPS if data.get(name)]
         # Amplitude's one `error` text describes one kind of problem: quoting it on items listed

@@ -15,26 +15,8 @@ from typing import Any, Iterator
 
 from ..config import AudienceConfig
 from ..errors import SourceError
+from ..redact import redact
 from .hygiene import Hygiene, ids_from_python, quoted, values_from_python
-
-
-def safe_url(url: str) -> str:
-    """The URL as it can be shown: the password masked, an unparsable URL not shown at all."""
-    from sqlalchemy.engine.url import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # any parse failure: never echo a string that may hold a password
-        return "<unparsable URL>"
-
-
-def _password(url: str) -> str | None:
-    from sqlalchemy.engine.url import make_url
-
-    try:
-        return make_url(url).password
-    except Exception:  # unparsable: nothing to hide that safe_url would show
-        return None
 
 
 class SqlSource:
@@ -50,17 +32,15 @@ class SqlSource:
         self._prefix = f"audience {quoted(audience.name)}"
 
     def __repr__(self) -> str:
-        return f"SqlSource({self.audience.name!r}, {safe_url(self.url)!r})"
+        return redact(f"SqlSource({self.audience.name!r}, {self.url!r})")
 
     def _fail(self, message: str) -> SourceError:
-        return SourceError(f"{self._prefix}: {message}")
+        return SourceError(redact(f"{self._prefix}: {message}"))
 
     def _detail(self, exc: BaseException) -> str:
-        """The database's own message, first line, with the password scrubbed should a driver echo it."""
+        """The database's own message, first line (_fail masks a password should a driver echo it)."""
         text = str(getattr(exc, "orig", None) or exc).strip()
-        line = text.splitlines()[0] if text else type(exc).__name__
-        password = _password(self.url)
-        return line.replace(password, "***") if password else line
+        return text.splitlines()[0] if text else type(exc).__name__
 
     def chunks(self) -> Iterator[list[tuple[str | None, str | None, Any]]]:
         import sqlalchemy as sa
@@ -68,22 +48,25 @@ class SqlSource:
         try:
             engine = sa.create_engine(self.url)
         except ImportError as exc:
-            raise self._fail(f"source.url {safe_url(self.url)!r} needs a database driver that is not "
+            raise self._fail(f"source.url {self.url!r} needs a database driver that is not "
                              f"installed ({exc.name or exc})") from None
         except sa.exc.SQLAlchemyError as exc:
-            raise self._fail(f"source.url {safe_url(self.url)!r} cannot be used ({self._detail(exc)})") from None
+            raise self._fail(f"source.url {self.url!r} cannot be used ({self._detail(exc)})") from None
         db_errors = (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
         database = engine.url.database
         if (engine.dialect.name == "sqlite" and database and database != ":memory:"
                 and not database.startswith("file:") and not Path(database).is_file()):
             engine.dispose()
             # SQLite would create an empty file there and then report "no such table".
-            raise self._fail(f"source.url {safe_url(self.url)!r}: no such SQLite database file")
+            directory = Path(database).parent
+            missing = f"the directory {directory} does not exist" if not directory.is_dir() else \
+                "no such SQLite database file"
+            raise self._fail(f"source.url {self.url!r}: {missing}")
         try:
             try:
                 conn = engine.connect()
             except db_errors as exc:
-                raise self._fail(f"cannot connect to {safe_url(self.url)} ({self._detail(exc)})") from None
+                raise self._fail(f"cannot connect to {self.url} ({self._detail(exc)})") from None
             with conn:
                 try:
                     result = conn.execution_options(

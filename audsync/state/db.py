@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from pathlib import Path
 from typing import Iterator
 
 import sqlalchemy as sa
@@ -19,26 +20,20 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
 
-from ..errors import StateError
+from ..errors import ConfigError, StateError
+from ..redact import redact as safe_url
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
-
-
-def safe_url(url: str) -> str:
-    """The URL as it may be shown to a user: without the password."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL holds nothing worth hiding beyond its text
-        return "<invalid URL>"
 
 
 def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise StateError(f"state.url: {safe_url(url)!r} is not a database URL ({exc})") from None
+        raise StateError(safe_url(f"state.url: {url!r} is not a database URL ({exc})")) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        _check_directory(parsed.database)
         engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _sqlite_events(engine)
         return engine
@@ -47,6 +42,15 @@ def make_engine(url: str) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         return sa.create_engine(parsed, pool_pre_ping=True)
     raise StateError(f"state.url: {safe_url(url)!r}: the state database must be SQLite or PostgreSQL")
+
+
+def _check_directory(database: str | None) -> None:
+    """SQLite says only "unable to open database file" when the file's directory is missing."""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        directory = Path(database).parent
+        if not directory.is_dir():
+            raise ConfigError(f"state.url: the directory {directory} does not exist; create it or "
+                              "point state.url at an existing one")
 
 
 def _sqlite_events(engine: Engine) -> None:
@@ -102,4 +106,4 @@ def transaction(conn: Connection, *, write: bool = True, exclusive: bool = False
 def translate_db_error(exc: BaseException, url: str) -> StateError:
     """Foreign database errors become one StateError at the edge, naming the database."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StateError(f"state database {safe_url(url)}: {text}")
+    return StateError(safe_url(f"state database {url}: {text}"))

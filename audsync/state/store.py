@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from .. import diff
 from ..errors import StateError
+from ..redact import redact
 from .db import make_engine, safe_url, transaction, translate_db_error
 
 
@@ -281,7 +282,8 @@ class StateStore:
         assert not unknown, unknown
         sets = ", ".join(f"{name} = :{name}" for name in counts)
         params: dict[str, Any] = dict(counts, id=run_id, status=status, now=time.time(),
-                                      skipped=canonical_json(dict(skipped or {})), error=error)
+                                      skipped=canonical_json(dict(skipped or {})),
+                                      error=redact(error) if error else error)
         with self._conn() as conn:
             conn.execute(sa.text(
                 f"UPDATE runs SET status = :status, finished_at = :now, skipped = :skipped, error = :error"

@@ -114,7 +114,7 @@ def make_project(tmp_path, amplitude):
 class DaemonProc:
     """`audsync daemon` in a subprocess with JSON logs, collected from its stderr."""
 
-    def __init__(self, config: Path, *, metrics: bool = True, hostname: str | None = None):
+    def __init__(self, config: Path, *, metrics: bool = True, hostname: str | None = None, args: tuple[str, ...] = ()):
         env = dict(os.environ)
         if hostname:
             env["AUDSYNC_TEST_HOSTNAME"] = hostname
@@ -122,6 +122,7 @@ class DaemonProc:
         cmd = [AUDSYNC, "daemon", "--config", str(config), "--log-format", "json"]
         if metrics:
             cmd += ["--metrics-port", "0"]
+        cmd += args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=env, cwd=config.parent)
         self.pid = self.proc.pid
