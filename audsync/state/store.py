@@ -55,8 +55,7 @@ def _copy_text_of_user_ids(chunk: list[tuple]) -> str | None:
         text = "\n".join(users)
     except TypeError:  # an id that is not text: write_row adapts it
         return None
-    if (text.count("\n") != len(users) - 1 or "\\" in text or "\t" in text or "\r" in text
-            or "\x00" in text):  # write_row's error names NUL; COPY's would say "invalid byte sequence"
+    if text.count("\n") != len(users) - 1 or "\\" in text or "\t" in text or "\r" in text:
         return None
     row_end = "\t\\N\t\\N\n"  # no anonymous id, no value
     return text.replace("\n", row_end) + row_end
@@ -594,7 +593,7 @@ class AudienceWork:
                     self._load_postgresql(chunks, computed, should_stop, on_rows)
             except self.conn.dialect.loaded_dbapi.Error as exc:
                 # Written through the driver's own cursor, so SQLAlchemy does not wrap what the
-                # database refuses (PostgreSQL: an id holding a NUL character).
+                # database refuses (PostgreSQL: the server going away mid-COPY).
                 raise translate_db_error(exc, self.store.url) from None
         return self.loaded
 
