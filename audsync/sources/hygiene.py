@@ -4,8 +4,8 @@ Ids become strings (numbers keep their decimal form, surrounding whitespace goes
 missing). Rows whose id Amplitude would refuse, rows with an id holding a NUL character, rows
 without any id and computed-trait rows without a value are skipped and counted per reason. A
 malformed row (an id that is a list, an object, a boolean...) is an error naming its place, never
-a skip: skipping a member would make the sync think they left the audience. Duplicates and conflicting values are found later,
-globally, in the state database.
+a skip: skipping a member would make the sync think they left the audience. Duplicates and
+conflicting values are found later, globally, in the state database.
 
 Ten million members must load in seconds, so every check runs over whole chunks (Arrow compute
 kernels, C-level `map`/`set` passes); per-row Python runs only on the slow paths (mixed or odd
