@@ -566,6 +566,9 @@ class StateStore:
             raise translate_db_error(exc, self.url) from None
 
 
+Guard = Callable[[Counter[str], Callable[[], int]], None]
+
+
 class AudienceWork:
     """Load the source, fold it, diff it and write the plan, on one connection."""
 
@@ -736,6 +739,9 @@ class AudienceWork:
         (see counts()): their count is still open and no outbox rows are."""
         if self._counts is not None or with_outbox:
             return None
+        return self._members()
+
+    def _members(self) -> int:
         return int(self.conn.execute(sa.text("SELECT count(*) FROM members WHERE audience_id = :aid"),
                                      {"aid": self.aid}).scalar_one())
 
@@ -768,8 +774,11 @@ class AudienceWork:
             with transaction(self.conn, write=False):
                 self.conn.exec_driver_sql("ANALYZE members, outbox")
 
-    def plan(self, run_id: int, kind: str, *, backfill: bool = False) -> Counter[str]:
-        """Write this run's plan into the outbox, in one transaction (a crash leaves all or none)."""
+    def plan(self, run_id: int, kind: str, *, backfill: bool = False, guard: Guard | None = None) -> Counter[str]:
+        """Write this run's plan into the outbox, in one transaction (a crash leaves all or none).
+
+        `guard(counts, members)` sees the plan's counts before they are committed (`members()`
+        counts the synced members); what it raises rolls the whole plan back."""
         self._refresh_statistics()
         with transaction(self.conn, write=True):
             with_outbox = self._has_rows("outbox")
@@ -794,6 +803,8 @@ class AudienceWork:
                 counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
                     "SELECT change, count(*) FROM outbox WHERE audience_id = :aid AND run_id = :run_id "
                     "AND status = 'pending' GROUP BY change"), params)})
+            if guard is not None:
+                guard(counts, self._members if members_before is None else lambda: members_before)
             if members_before is not None:
                 self._count_from_plan(kind, counts, members_before)
             if postgresql and sum(counts.values()) >= 10_000:
@@ -805,8 +816,9 @@ class AudienceWork:
                 {"aid": self.aid, "now": time.time()})
         return counts
 
-    def preview(self, kind: str, *, backfill: bool = False, sample: int = 10) -> tuple[Counter[str], list[PendingRow]]:
-        """What plan() would write, without writing it (dry run)."""
+    def preview(self, kind: str, *, backfill: bool = False, sample: int = 10,
+                guard: Guard | None = None) -> tuple[Counter[str], list[PendingRow]]:
+        """What plan() would write, without writing it (dry run); `guard` as in plan()."""
         self._refresh_statistics()
         with transaction(self.conn, write=False):
             with_outbox = self._has_rows("outbox")
@@ -815,6 +827,8 @@ class AudienceWork:
             params = {"aid": self.aid}
             counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
                 f"SELECT d.change, count(*) FROM ({union}) d GROUP BY d.change"), params)})
+            if guard is not None:
+                guard(counts, self._members if members_before is None else lambda: members_before)
             if members_before is not None:
                 self._count_from_plan(kind, counts, members_before)
             rows = self.conn.execute(sa.text(
