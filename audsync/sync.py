@@ -375,20 +375,23 @@ def _count(work: Any, report: AudienceReport, source_skipped: Counter) -> None:
 
 
 def _mass_exit(audience: AudienceConfig, report: AudienceReport, loaded: int, counts: Counter,
-               members: Callable[[], int]) -> str | None:
+               members: Callable[..., int]) -> str | None:
     """Why a plan would empty the audience by mistake, None when it would not: its source gave no
     rows while it has members, or more than max_exit_fraction of its members (at least
     MASS_EXIT_MIN_MEMBERS of them) would leave (an audience) or lose their value (a computed trait)."""
     removed = counts.get(diff.gone_change(audience.kind), 0)
     if not removed:
         return None
-    n = members()
     verb = "unset the value of" if audience.kind == diff.COMPUTED_TRAIT else "remove"
     if loaded == 0:
+        n = members()
         rows = "no rows" if report.rows_read == 0 else f"no usable rows ({report.rows_read:,} read, all skipped)"
         everyone = "its only member" if n == 1 else f"all {n:,} of its members"
         return f"its source returned {rows}, so this run would {verb} {everyone}"
     fraction = audience.max_exit_fraction
+    # Past removed / fraction members the plan is allowed whatever their number: counting stops
+    # there, so that a run unsetting a few values does not read every member of a large audience.
+    n = members(max(MASS_EXIT_MIN_MEMBERS, int(removed / fraction) + 1))
     if n >= MASS_EXIT_MIN_MEMBERS and removed > fraction * n:
         return (f"this run would {verb} {removed:,} of its {n:,} members ({removed / n:.0%}), "
                 f"more than max_exit_fraction = {fraction:g}")
@@ -399,7 +402,7 @@ def _mass_exit_guard(audience: AudienceConfig, report: AudienceReport, work: Any
     """plan()'s guard: a mass exit raises, and the plan rolls back (nothing planned, no state changed)."""
     from .sources.hygiene import quoted
 
-    def guard(counts: Counter, members: Callable[[], int]) -> None:
+    def guard(counts: Counter, members: Callable[..., int]) -> None:
         why = _mass_exit(audience, report, work.loaded, counts, members)
         if why is not None:
             name = quoted(audience.name)
@@ -427,7 +430,7 @@ def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report
              mode: str, skip_backfill: bool, allow_mass_exit: bool, progress: Any) -> None:
     """Counts and a sample of what a run would send; writes nothing to the state."""
 
-    def guard(counts: Counter, members: Callable[[], int]) -> None:
+    def guard(counts: Counter, members: Callable[..., int]) -> None:
         why = _mass_exit(audience, report, work.loaded, counts, members)
         if why is not None:
             report.notes.append(f"a run would be guarded: {why}; it would plan nothing without --allow-mass-exit")

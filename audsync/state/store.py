@@ -566,7 +566,7 @@ class StateStore:
             raise translate_db_error(exc, self.url) from None
 
 
-Guard = Callable[[Counter[str], Callable[[], int]], None]
+Guard = Callable[[Counter[str], Callable[..., int]], None]
 
 
 class AudienceWork:
@@ -741,9 +741,14 @@ class AudienceWork:
             return None
         return self._members()
 
-    def _members(self) -> int:
-        return int(self.conn.execute(sa.text("SELECT count(*) FROM members WHERE audience_id = :aid"),
-                                     {"aid": self.aid}).scalar_one())
+    def _members(self, limit: int | None = None) -> int:
+        """The synced members, counted up to `limit` when one is given."""
+        if limit is None:
+            return int(self.conn.execute(sa.text("SELECT count(*) FROM members WHERE audience_id = :aid"),
+                                         {"aid": self.aid}).scalar_one())
+        return int(self.conn.execute(sa.text(
+            "SELECT count(*) FROM (SELECT 1 FROM members WHERE audience_id = :aid LIMIT :limit) m"),
+            {"aid": self.aid, "limit": limit}).scalar_one())
 
     def _has_rows(self, table: str) -> bool:
         return self.conn.execute(sa.text(f"SELECT 1 FROM {table} WHERE audience_id = :aid LIMIT 1"),
@@ -777,8 +782,8 @@ class AudienceWork:
     def plan(self, run_id: int, kind: str, *, backfill: bool = False, guard: Guard | None = None) -> Counter[str]:
         """Write this run's plan into the outbox, in one transaction (a crash leaves all or none).
 
-        `guard(counts, members)` sees the plan's counts before they are committed (`members()`
-        counts the synced members); what it raises rolls the whole plan back."""
+        `guard(counts, members)` sees the plan's counts before they are committed (`members(limit)`
+        counts the synced members, up to limit); what it raises rolls the whole plan back."""
         self._refresh_statistics()
         with transaction(self.conn, write=True):
             with_outbox = self._has_rows("outbox")
@@ -804,7 +809,7 @@ class AudienceWork:
                     "SELECT change, count(*) FROM outbox WHERE audience_id = :aid AND run_id = :run_id "
                     "AND status = 'pending' GROUP BY change"), params)})
             if guard is not None:
-                guard(counts, self._members if members_before is None else lambda: members_before)
+                guard(counts, self._members if members_before is None else lambda limit=None: members_before)
             if members_before is not None:
                 self._count_from_plan(kind, counts, members_before)
             if postgresql and sum(counts.values()) >= 10_000:
@@ -828,7 +833,7 @@ class AudienceWork:
             counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
                 f"SELECT d.change, count(*) FROM ({union}) d GROUP BY d.change"), params)})
             if guard is not None:
-                guard(counts, self._members if members_before is None else lambda: members_before)
+                guard(counts, self._members if members_before is None else lambda limit=None: members_before)
             if members_before is not None:
                 self._count_from_plan(kind, counts, members_before)
             rows = self.conn.execute(sa.text(
