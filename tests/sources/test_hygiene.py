@@ -187,7 +187,8 @@ def reference(user, anon, value, min_length, computed):
     return (user, anon, value if computed else None)
 
 
-ID_TEXT = st.one_of(st.none(), st.sampled_from(sorted(BLOCKED_IDS) + ["", " ", "NULL", " user-1 ", "ab", "us\x00er-1", "\x00"]),
+ID_TEXT = st.one_of(st.none(),
+                    st.sampled_from(sorted(BLOCKED_IDS) + ["", " ", "NULL", " user-1 ", "ab", "us\x00er-1", "\x00"]),
                     st.text(max_size=8))
 
 
