@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show counts and a sample; send and change nothing")
     p.add_argument("--skip-backfill", action="store_true",
                    help="on a first sync, record the current members as synced without sending them")
+    p.add_argument("--allow-mass-exit", action="store_true",
+                   help="let this run remove more than max_exit_fraction of an audience, or follow a source "
+                        "with no rows (without it such an audience plans nothing and the run exits 2)")
     p.set_defaults(handler=_run)
 
     p = commands.add_parser("backfill", help="resend the current value to every current member")
@@ -129,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = config_module.load(args.config)
     report = run_once(cfg, audiences=args.audience, dry_run=args.dry_run, skip_backfill=args.skip_backfill,
-                      progress=_progress())
+                      allow_mass_exit=args.allow_mass_exit, progress=_progress())
     return _report_run(report, args.dry_run)
 
 

@@ -109,6 +109,11 @@ class DaemonSettings:
     stop_timeout_s: float = 25.0
 
 
+@dataclass(frozen=True)
+class SyncSettings:
+    max_exit_fraction: float = 0.5
+
+
 @_masked_repr
 @dataclass(frozen=True)
 class SqlSource:
@@ -131,6 +136,7 @@ class AudienceConfig:
     schedule: str | None
     send_track_events: bool
     source: SqlSource | FileSource
+    max_exit_fraction: float = SyncSettings.max_exit_fraction
 
     @property
     def schedule_seconds(self) -> int | None:
@@ -145,6 +151,7 @@ class Config:
     amplitude: AmplitudeSettings = field(default_factory=AmplitudeSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
     audiences: tuple[AudienceConfig, ...] = ()
 
     def audience(self, name: str) -> AudienceConfig:
@@ -269,7 +276,7 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
 def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
     reader = _Reader(str(path))
     base = path.resolve().parent
-    reader.check_keys(data, ["state", "amplitude", "delivery", "daemon", "audiences"], "")
+    reader.check_keys(data, ["state", "amplitude", "delivery", "daemon", "sync", "audiences"], "")
 
     state = reader.settings(StateSettings, data.get("state", {}), "state")
     state = dataclasses.replace(state, url=_resolve_sqlite_url(state.url, base))
@@ -298,10 +305,13 @@ def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Confi
         if getattr(daemon, name) <= 0:
             raise reader.fail(f"daemon.{name}", "must be more than 0")
 
+    sync = reader.settings(SyncSettings, data.get("sync", {}), "sync")
+    _check_fraction(sync.max_exit_fraction, reader, "sync.max_exit_fraction")
+
     raw_audiences = data.get("audiences", [])
     if not isinstance(raw_audiences, list):
         raise reader.fail("audiences", "must be an array of tables ([[audiences]])")
-    audiences = tuple(_audience(raw, i, reader, base) for i, raw in enumerate(raw_audiences))
+    audiences = tuple(_audience(raw, i, reader, base, sync) for i, raw in enumerate(raw_audiences))
     seen: dict[str, int] = {}
     names: dict[str, int] = {}
     for i, audience in enumerate(audiences):
@@ -320,7 +330,7 @@ def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Confi
     remember(amplitude.api_key, amplitude.secret_key, *filter(None, map(url_password, urls)))
     if amplitude.api_key or amplitude.secret_key:
         remember(amplitude.basic_credentials)
-    return Config(path=path, state=state, amplitude=amplitude, delivery=delivery, daemon=daemon,
+    return Config(path=path, state=state, amplitude=amplitude, delivery=delivery, daemon=daemon, sync=sync,
                   audiences=audiences)
 
 
@@ -387,10 +397,15 @@ def _check_schedule(schedule: str, reader: _Reader, key: str) -> None:
         raise reader.fail(key, f"{schedule!r} {reason}")
 
 
-def _audience(raw: Any, index: int, reader: _Reader, base: Path) -> AudienceConfig:
+def _check_fraction(value: float, reader: _Reader, key: str) -> None:
+    if not 0 < value <= 1:
+        raise reader.fail(key, f"must be more than 0 and at most 1, not {_show(value)}")
+
+
+def _audience(raw: Any, index: int, reader: _Reader, base: Path, sync: SyncSettings) -> AudienceConfig:
     prefix = f"audiences[{index}]."
     data = reader.table(raw, f"audiences[{index}]")
-    allowed = ["name", "key", "kind", "schedule", "send_track_events", "source"]
+    allowed = ["name", "key", "kind", "schedule", "send_track_events", "source", "max_exit_fraction"]
     reader.check_keys(data, allowed, prefix)
     name = reader.value(data, "name", "", prefix)
     if not name.strip():
@@ -407,6 +422,8 @@ def _audience(raw: Any, index: int, reader: _Reader, base: Path) -> AudienceConf
     if schedule is not None:
         _check_schedule(schedule, reader, prefix + "schedule")
     send_track_events = reader.value(data, "send_track_events", False, prefix)
+    max_exit_fraction = reader.value(data, "max_exit_fraction", sync.max_exit_fraction, prefix)
+    _check_fraction(max_exit_fraction, reader, prefix + "max_exit_fraction")
     if "source" not in data:
         raise reader.fail(prefix + "source", "every audience needs a source (type \"sql\" or \"file\")")
     source_data = reader.table(data["source"], prefix + "source")
@@ -432,4 +449,4 @@ def _audience(raw: Any, index: int, reader: _Reader, base: Path) -> AudienceConf
     else:
         raise reader.fail(sp + "type", f"{source_type!r} must be \"sql\" or \"file\"")
     return AudienceConfig(name=name, key=key, kind=kind, schedule=schedule,
-                          send_track_events=send_track_events, source=source)
+                          send_track_events=send_track_events, source=source, max_exit_fraction=max_exit_fraction)

@@ -53,3 +53,10 @@ class FatalDeliveryError(DeliveryError):
     """An answer that no retry can fix, such as an invalid API key (exit 2)."""
 
     exit_code = 2
+
+
+class MassExitError(AudsyncError):
+    """A run would empty an audience by mistake (a source with no rows, or more than
+    max_exit_fraction of its members leaving): nothing is planned (exit 2)."""
+
+    exit_code = 2

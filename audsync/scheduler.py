@@ -49,7 +49,9 @@ def gate_name(audience_lease: str) -> str:
 
 
 def result_of(report: Any) -> str:
-    """The `result` label of one audience run: ok | partial | stopped | failed | not_started."""
+    """The `result` label of one audience run: ok | partial | stopped | guarded | failed | not_started."""
+    if report.guarded:
+        return "guarded"
     if report.error:
         return "not_started" if report.run_id is None else "failed"
     if report.stopped:
@@ -328,6 +330,8 @@ class Daemon:
             log.info("run not started: %s", entry.error, extra=fields)
         elif result == "failed":
             log.error("run failed: %s", entry.error, extra=fields)
+        elif result == "guarded":  # the daemon never allows it: an operator runs it once by hand
+            log.warning("run guarded: %s", entry.error, extra=fields)
         else:
             log.info("run finished", extra=fields)
 

@@ -25,7 +25,7 @@ from . import diff
 from .audience_ops import OperationBuilder
 from .background import Prefetched, Writer
 from .config import AudienceConfig, Config
-from .errors import AudsyncError, FatalDeliveryError, ValidationError
+from .errors import AudsyncError, FatalDeliveryError, MassExitError, ValidationError
 from .state import LeaseKeeper, PendingRow, Rejected, StateStore
 
 log = logging.getLogger("audsync.sync")
@@ -35,6 +35,7 @@ SETTLE_ROWS = 20_000     # acknowledgements committed together
 SETTLE_SECONDS = 1.0     # ... or at least this often
 SKIP_DUPLICATE = "duplicate user"
 SKIP_CONFLICT = "conflicting values"
+MASS_EXIT_MIN_MEMBERS = 100  # max_exit_fraction guards audiences of at least this many members
 
 
 @dataclass
@@ -60,6 +61,7 @@ class AudienceReport:
     run_id: int | None = None
     first_sync: bool = False
     stopped: bool = False
+    guarded: bool = False      # nothing planned: see _mass_exit_guard
     error: str | None = None
     error_exit_code: int = 0
     notes: list[str] = field(default_factory=list)
@@ -74,7 +76,7 @@ class AudienceReport:
 
     def summary_line(self) -> str:
         if self.error:
-            return f"{self.key}: failed: {self.error}"
+            return f"{self.key}: {'guarded' if self.guarded else 'failed'}: {self.error}"
         parts = [f"{self.rows_read:,} read", f"+{self.entered:,} entered", f"-{self.exited:,} exited",
                  f"{self.changed:,} changed"]
         if self.kind == diff.COMPUTED_TRAIT:
@@ -372,6 +374,44 @@ def _count(work: Any, report: AudienceReport, source_skipped: Counter) -> None:
     report.skipped = _skipped(source_skipped, counts)
 
 
+def _mass_exit(audience: AudienceConfig, report: AudienceReport, loaded: int, counts: Counter,
+               members: Callable[..., int]) -> str | None:
+    """Why a plan would empty the audience by mistake, None when it would not: its source gave no
+    rows while it has members, or more than max_exit_fraction of its members (at least
+    MASS_EXIT_MIN_MEMBERS of them) would leave (an audience) or lose their value (a computed trait)."""
+    removed = counts.get(diff.gone_change(audience.kind), 0)
+    if not removed:
+        return None
+    verb = "unset the value of" if audience.kind == diff.COMPUTED_TRAIT else "remove"
+    if loaded == 0:
+        n = members()
+        rows = "no rows" if report.rows_read == 0 else f"no usable rows ({report.rows_read:,} read, all skipped)"
+        everyone = "its only member" if n == 1 else f"all {n:,} of its members"
+        return f"its source returned {rows}, so this run would {verb} {everyone}"
+    fraction = audience.max_exit_fraction
+    # Past removed / fraction members the plan is allowed whatever their number: counting stops
+    # there, so that a run unsetting a few values does not read every member of a large audience.
+    n = members(max(MASS_EXIT_MIN_MEMBERS, int(removed / fraction) + 1))
+    if n >= MASS_EXIT_MIN_MEMBERS and removed > fraction * n:
+        return (f"this run would {verb} {removed:,} of its {n:,} members ({removed / n:.0%}), "
+                f"more than max_exit_fraction = {fraction:g}")
+    return None
+
+
+def _mass_exit_guard(audience: AudienceConfig, report: AudienceReport, work: Any):  # noqa: ANN201
+    """plan()'s guard: a mass exit raises, and the plan rolls back (nothing planned, no state changed)."""
+    from .sources.hygiene import quoted
+
+    def guard(counts: Counter, members: Callable[..., int]) -> None:
+        why = _mass_exit(audience, report, work.loaded, counts, members)
+        if why is not None:
+            name = quoted(audience.name)
+            raise MassExitError(
+                f"audience {name}: {why}; nothing was planned and its synced state is unchanged. "
+                f"If that is intended, run once: audsync run --allow-mass-exit --audience {name}")
+    return guard
+
+
 def _sample(builder: OperationBuilder, rows: list[PendingRow]) -> list[dict[str, Any]]:
     sample = []
     for row in rows:
@@ -387,8 +427,14 @@ def _sample(builder: OperationBuilder, rows: list[PendingRow]) -> list[dict[str,
 
 
 def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report: AudienceReport,
-             mode: str, skip_backfill: bool, progress: Any) -> None:
+             mode: str, skip_backfill: bool, allow_mass_exit: bool, progress: Any) -> None:
     """Counts and a sample of what a run would send; writes nothing to the state."""
+
+    def guard(counts: Counter, members: Callable[..., int]) -> None:
+        why = _mass_exit(audience, report, work.loaded, counts, members)
+        if why is not None:
+            report.notes.append(f"a run would be guarded: {why}; it would plan nothing without --allow-mass-exit")
+
     destination = config.amplitude.destination_id
     row = store.find_audience(destination, audience.key)
     report.first_sync = row is None or row.first_synced_at is None
@@ -402,14 +448,15 @@ def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report
             report.notes.append(f"would record {report.members_in_source:,} members as synced without sending")
             return
         with _Phase(progress, f"{audience.key}: diffing", counted=False):
-            counts, rows = work.preview(audience.kind, backfill=mode == "backfill", sample=SAMPLE_SIZE)
+            counts, rows = work.preview(audience.kind, backfill=mode == "backfill", sample=SAMPLE_SIZE,
+                                        guard=None if allow_mass_exit else guard)
         _count(work, report, source_skipped)
     report.add_plan(counts)
     report.sample = _sample(builder, rows)
 
 
 def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, report: AudienceReport,
-                   mode: str, skip_backfill: bool, stop: _Stop, progress: Any,
+                   mode: str, skip_backfill: bool, allow_mass_exit: bool, stop: _Stop, progress: Any,
                    on_response: Callable[[str, int, int], None] | None = None) -> None:
     destination = config.amplitude.destination_id
     builder = OperationBuilder(audience, config.amplitude, destination)
@@ -440,7 +487,9 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                             if skip_backfill:
                                 report.notes.append("--skip-backfill ignored: this audience was synced before")
                             with _Phase(progress, f"{audience.key}: diffing and planning", counted=False):
-                                report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill"))
+                                guard = None if allow_mass_exit else _mass_exit_guard(audience, report, work)
+                                report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill",
+                                                          guard=guard))
                     _count(work, report, source_skipped)
                 # 4. Deliver this run's plan.
                 planned = report.entered + report.exited + report.changed + report.unset + report.resent
@@ -453,6 +502,9 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
             status = "stopped" if report.stopped else "partial" if (report.pending or report.rejected) else "ok"
         except AudsyncError as exc:
             error = str(exc)
+            if isinstance(exc, MassExitError):
+                status = "guarded"
+                report.guarded = True
             raise
         finally:
             with contextlib.suppress(AudsyncError):
@@ -466,7 +518,7 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
 
 
 def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, skip_backfill: bool,
-         progress: Any, stop_event: threading.Event | None, apply_migrations: bool,
+         allow_mass_exit: bool, progress: Any, stop_event: threading.Event | None, apply_migrations: bool,
          on_response: Callable[[str, int, int], None] | None = None) -> RunReport:
     from .state import migrate
 
@@ -493,9 +545,10 @@ def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, s
                 continue
             try:
                 if dry_run:
-                    _dry_run(config, store, audience, entry, mode, skip_backfill, progress)
+                    _dry_run(config, store, audience, entry, mode, skip_backfill, allow_mass_exit, progress)
                 else:
-                    _sync_audience(config, store, audience, entry, mode, skip_backfill, stop, progress, on_response)
+                    _sync_audience(config, store, audience, entry, mode, skip_backfill, allow_mass_exit, stop,
+                                   progress, on_response)
             except FatalDeliveryError as exc:
                 entry.error, entry.error_exit_code = str(exc), exc.exit_code
                 fatal = exc  # an invalid API key fails every audience alike
@@ -513,21 +566,23 @@ def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, s
 
 
 def run_once(config: Config, *, audiences: list[str] | None = None, dry_run: bool = False,
-             skip_backfill: bool = False, progress: Any = None, stop_event: threading.Event | None = None,
-             apply_migrations: bool = True,
+             skip_backfill: bool = False, allow_mass_exit: bool = False, progress: Any = None,
+             stop_event: threading.Event | None = None, apply_migrations: bool = True,
              on_response: Callable[[str, int, int], None] | None = None) -> RunReport:
     """One sync pass over every configured audience (or the named ones). `on_response(api, status,
-    items)` sees every Amplitude answer (the daemon's metrics)."""
-    return _run(config, audiences, "run", dry_run=dry_run, skip_backfill=skip_backfill, progress=progress,
-                stop_event=stop_event, apply_migrations=apply_migrations, on_response=on_response)
+    items)` sees every Amplitude answer (the daemon's metrics). `allow_mass_exit` lets a plan remove
+    more than max_exit_fraction of an audience, or follow a source with no rows."""
+    return _run(config, audiences, "run", dry_run=dry_run, skip_backfill=skip_backfill,
+                allow_mass_exit=allow_mass_exit, progress=progress, stop_event=stop_event,
+                apply_migrations=apply_migrations, on_response=on_response)
 
 
 def backfill(config: Config, audience_name: str, *, dry_run: bool = False, progress: Any = None,
              stop_event: threading.Event | None = None, apply_migrations: bool = True) -> RunReport:
     """Resend the current value to every current member of one audience (changes and exits are
     planned as in a run)."""
-    return _run(config, [audience_name], "backfill", dry_run=dry_run, skip_backfill=False, progress=progress,
-                stop_event=stop_event, apply_migrations=apply_migrations)
+    return _run(config, [audience_name], "backfill", dry_run=dry_run, skip_backfill=False, allow_mass_exit=False,
+                progress=progress, stop_event=stop_event, apply_migrations=apply_migrations)
 
 
 def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[dict[str, Any]]:

@@ -80,10 +80,34 @@ def test_wrong_types_name_the_dotted_key(tmp_path, toml, fragment):
         ("[daemon]\ndefault_schedule = 'sometimes'", "daemon.default_schedule: 'sometimes' is neither"),
         ("[daemon]\ndefault_schedule = '61 * * * *'", "daemon.default_schedule: '61 * * * *' is not a valid cron"),
         ("[state]\nurl = ''", "state.url: must not be empty"),
+        ("[sync]\nmax_exit_fraction = 0", "sync.max_exit_fraction: must be more than 0 and at most 1, not 0.0"),
+        ("[sync]\nmax_exit_fraction = 1.5", "sync.max_exit_fraction: must be more than 0 and at most 1, not 1.5"),
+        ("[sync]\nmax_exit_fraction = 'half'", "sync.max_exit_fraction: must be a number, not 'half'"),
+        ("[sync]\nmax_exit_fracton = 0.2", "sync.max_exit_fracton: unknown setting (did you mean max_exit_fraction?)"),
+        ("[[audiences]]\nname = 'A'\nmax_exit_fraction = -0.1\nsource = { type = 'file', path = 'a.csv' }",
+         "audiences[0].max_exit_fraction: must be more than 0 and at most 1, not -0.1"),
+        ("[[audiences]]\nname = 'A'\nmax_exit_fraction = true\nsource = { type = 'file', path = 'a.csv' }",
+         "audiences[0].max_exit_fraction: must be a number, not true"),
     ],
 )
 def test_bad_values_name_the_dotted_key(tmp_path, toml, fragment):
     assert fragment in error_of(tmp_path, toml)
+
+
+def test_max_exit_fraction_defaults_to_half_and_sync_sets_every_audiences_unless_it_sets_its_own(tmp_path):
+    assert load(write(tmp_path, ""), environ={}).sync.max_exit_fraction == 0.5
+    cfg = load(write(tmp_path, """
+        [sync]
+        max_exit_fraction = 0.25
+        [[audiences]]
+        name = "A"
+        source = { type = "file", path = "a.csv" }
+        [[audiences]]
+        name = "B"
+        max_exit_fraction = 1
+        source = { type = "file", path = "b.csv" }
+    """), environ={})
+    assert [a.max_exit_fraction for a in cfg.audiences] == [0.25, 1.0]
 
 
 @pytest.mark.parametrize("endpoint", ["us", "eu", "http://127.0.0.1:8080", "https://proxy.example.com/amp"])

@@ -15,11 +15,11 @@ from typing import Any, Iterator, Protocol
 
 from ..config import AudienceConfig, FileSource as FileSourceConfig, SqlSource as SqlSourceConfig
 from .file import FileSource
-from .hygiene import BLOCKED_ID, NO_ID, NO_VALUE, REASONS, SHORT_ID
+from .hygiene import BLOCKED_ID, NO_ID, NO_VALUE, NUL_ID, REASONS, SHORT_ID
 from .sql import SqlSource
 
 __all__ = ["Source", "open_source", "FileSource", "SqlSource",
-           "NO_ID", "SHORT_ID", "BLOCKED_ID", "NO_VALUE", "REASONS"]
+           "NO_ID", "SHORT_ID", "BLOCKED_ID", "NUL_ID", "NO_VALUE", "REASONS"]
 
 Row = tuple[str | None, str | None, Any]
 

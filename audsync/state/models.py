@@ -115,7 +115,7 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     audience_id: Mapped[int] = mapped_column(ForeignKey("audiences.id"))
     mode: Mapped[str] = mapped_column(String(16))  # run | backfill | skip-backfill
-    status: Mapped[str] = mapped_column(String(16))  # running | ok | partial | failed | stopped | interrupted
+    status: Mapped[str] = mapped_column(String(16))  # running | ok | partial | failed | stopped | interrupted | guarded
     started_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     rows_read: Mapped[int] = mapped_column(Integer, default=0)

@@ -56,8 +56,7 @@ def _copy_text_of_user_ids(chunk: list[tuple]) -> str | None:
         text = "\n".join(users)
     except TypeError:  # an id that is not text: write_row adapts it
         return None
-    if (text.count("\n") != len(users) - 1 or "\\" in text or "\t" in text or "\r" in text
-            or "\x00" in text):  # write_row's error names NUL; COPY's would say "invalid byte sequence"
+    if text.count("\n") != len(users) - 1 or "\\" in text or "\t" in text or "\r" in text:
         return None
     row_end = "\t\\N\t\\N\n"  # no anonymous id, no value
     return text.replace("\n", row_end) + row_end
@@ -569,6 +568,9 @@ class StateStore:
             raise translate_db_error(exc, self.url) from None
 
 
+Guard = Callable[[Counter[str], Callable[..., int]], None]
+
+
 class AudienceWork:
     """Load the source, fold it, diff it and write the plan, on one connection."""
 
@@ -596,7 +598,7 @@ class AudienceWork:
                     self._load_postgresql(chunks, computed, should_stop, on_rows)
             except self.conn.dialect.loaded_dbapi.Error as exc:
                 # Written through the driver's own cursor, so SQLAlchemy does not wrap what the
-                # database refuses (PostgreSQL: an id holding a NUL character).
+                # database refuses (PostgreSQL: the server going away mid-COPY).
                 raise translate_db_error(exc, self.store.url) from None
         return self.loaded
 
@@ -739,8 +741,16 @@ class AudienceWork:
         (see counts()): their count is still open and no outbox rows are."""
         if self._counts is not None or with_outbox:
             return None
-        return int(self.conn.execute(sa.text("SELECT count(*) FROM members WHERE audience_id = :aid"),
-                                     {"aid": self.aid}).scalar_one())
+        return self._members()
+
+    def _members(self, limit: int | None = None) -> int:
+        """The synced members, counted up to `limit` when one is given."""
+        if limit is None:
+            return int(self.conn.execute(sa.text("SELECT count(*) FROM members WHERE audience_id = :aid"),
+                                         {"aid": self.aid}).scalar_one())
+        return int(self.conn.execute(sa.text(
+            "SELECT count(*) FROM (SELECT 1 FROM members WHERE audience_id = :aid LIMIT :limit) m"),
+            {"aid": self.aid, "limit": limit}).scalar_one())
 
     def _has_rows(self, table: str) -> bool:
         return self.conn.execute(sa.text(f"SELECT 1 FROM {table} WHERE audience_id = :aid LIMIT 1"),
@@ -771,8 +781,11 @@ class AudienceWork:
             with transaction(self.conn, write=False):
                 self.conn.exec_driver_sql("ANALYZE members, outbox")
 
-    def plan(self, run_id: int, kind: str, *, backfill: bool = False) -> Counter[str]:
-        """Write this run's plan into the outbox, in one transaction (a crash leaves all or none)."""
+    def plan(self, run_id: int, kind: str, *, backfill: bool = False, guard: Guard | None = None) -> Counter[str]:
+        """Write this run's plan into the outbox, in one transaction (a crash leaves all or none).
+
+        `guard(counts, members)` sees the plan's counts before they are committed (`members(limit)`
+        counts the synced members, up to limit); what it raises rolls the whole plan back."""
         self._refresh_statistics()
         with transaction(self.conn, write=True):
             with_outbox = self._has_rows("outbox")
@@ -797,6 +810,8 @@ class AudienceWork:
                 counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
                     "SELECT change, count(*) FROM outbox WHERE audience_id = :aid AND run_id = :run_id "
                     "AND status = 'pending' GROUP BY change"), params)})
+            if guard is not None:
+                guard(counts, self._members if members_before is None else lambda limit=None: members_before)
             if members_before is not None:
                 self._count_from_plan(kind, counts, members_before)
             if postgresql and sum(counts.values()) >= 10_000:
@@ -808,8 +823,9 @@ class AudienceWork:
                 {"aid": self.aid, "now": time.time()})
         return counts
 
-    def preview(self, kind: str, *, backfill: bool = False, sample: int = 10) -> tuple[Counter[str], list[PendingRow]]:
-        """What plan() would write, without writing it (dry run)."""
+    def preview(self, kind: str, *, backfill: bool = False, sample: int = 10,
+                guard: Guard | None = None) -> tuple[Counter[str], list[PendingRow]]:
+        """What plan() would write, without writing it (dry run); `guard` as in plan()."""
         self._refresh_statistics()
         with transaction(self.conn, write=False):
             with_outbox = self._has_rows("outbox")
@@ -818,6 +834,8 @@ class AudienceWork:
             params = {"aid": self.aid}
             counts = Counter({str(change): int(n) for change, n in self.conn.execute(sa.text(
                 f"SELECT d.change, count(*) FROM ({union}) d GROUP BY d.change"), params)})
+            if guard is not None:
+                guard(counts, self._members if members_before is None else lambda limit=None: members_before)
             if members_before is not None:
                 self._count_from_plan(kind, counts, members_before)
             rows = self.conn.execute(sa.text(

@@ -57,3 +57,25 @@ def test_a_stop_during_delivery_turns_healthz_to_503_and_records_the_stopped_run
     assert 'audsync_amplitude_responses_total{api="identify",status="200"} 1.0' in text
     assert 'audsync_last_success_timestamp_seconds{audience="alpha"}' not in text
     wait_until(lambda: not thread.is_alive(), 5, "the daemon thread to end")
+
+
+def test_a_guarded_run_is_recorded_as_guarded_in_the_runs_table_and_the_metrics(make_project, sqlite_url, amplitude):
+    from audsync.sync import run_once
+
+    project = make_project(sqlite_url)
+    project.members("alpha", USERS)
+    path = project.write({"alpha": "every 1s"})
+    assert run_once(load(path, environ={})).exit_code == 0
+    amplitude.clear()
+    project.members("alpha", USERS[:100])  # two thirds would leave: the daemon has no way to allow it
+    daemon = Daemon(load(path, environ={}))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        wait_until(lambda: any(r["status"] == "guarded" for r in project.runs()), 20, "a guarded run")
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+    assert 'audsync_runs_total{audience="alpha",result="guarded"}' in daemon.metrics.render().decode()
+    assert {r["status"] for r in project.runs()[1:]} == {"guarded"}
+    assert amplitude.identifies == []

@@ -69,7 +69,7 @@ def test_three_workers_on_postgresql_run_each_slot_once_never_overlap_and_surviv
     # A big change, delivered slowly: kill the worker that is delivering it.
     amplitude.delay_s = 0.3
     amplitude.max_items = 40
-    project.members("alpha", USERS[400:900])
+    project.members("alpha", USERS[50:150] + USERS[400:900])  # a third leave: under the mass-exit guard
     cfg = load(config, environ={})
     store = StateStore(pg_url)
     try:

@@ -13,8 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 from audsync.errors import SourceError
 from audsync.mapping._common import BLOCKED_IDS
-from audsync.sources.hygiene import (BIG_INTEGER, BLOCKED_ID, NO_ID, NO_VALUE, SHORT_ID, TOO_DEEP, Hygiene,
-                                     ids_from_arrow, ids_from_python, json_value, values_from_python)
+from audsync.sources.hygiene import (BIG_INTEGER, BLOCKED_ID, NO_ID, NO_VALUE, NUL_ID, SHORT_ID, TOO_DEEP,
+                                     Hygiene, ids_from_arrow, ids_from_python, json_value, values_from_python)
 
 
 def where(i: int) -> str:
@@ -59,6 +59,13 @@ def test_rows_without_any_id_are_skipped_and_counted():
     rows, skipped = clean([None, "", "   ", "user-0001"], [None, None, "\t", None])
     assert rows == [("user-0001", None, None)]
     assert skipped == {NO_ID: 3}
+
+
+def test_a_row_with_an_id_holding_nul_is_skipped_whole_and_counted_once_whichever_id_holds_it():
+    rows, skipped = clean(["user-0001", "u-nul\x00002", None, "user-0004", "\x00", "abc\x00"],
+                          [None, None, "dev\x00ice-3", "dev\x00ice-4", None, None])
+    assert rows == [("user-0001", None, None)]
+    assert skipped == {NUL_ID: 5}  # not also short: one reason per row
 
 
 def test_surrounding_whitespace_is_stripped_from_ids():
@@ -179,6 +186,8 @@ def reference(user, anon, value, min_length, computed):
             return BLOCKED_ID
         return SHORT_ID if len(text) < min_length else None
 
+    if "\x00" in (user or "") + (anon or ""):
+        return NUL_ID
     user = (user or "").strip() or None
     anon = (anon or "").strip() or None
     if user is not None and refusal(user):
@@ -196,7 +205,8 @@ def reference(user, anon, value, min_length, computed):
     return (user, anon, value if computed else None)
 
 
-ID_TEXT = st.one_of(st.none(), st.sampled_from(sorted(BLOCKED_IDS) + ["", " ", "NULL", " user-1 ", "ab"]),
+ID_TEXT = st.one_of(st.none(),
+                    st.sampled_from(sorted(BLOCKED_IDS) + ["", " ", "NULL", " user-1 ", "ab", "us\x00er-1", "\x00"]),
                     st.text(max_size=8))
 
 

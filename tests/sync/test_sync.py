@@ -190,7 +190,7 @@ def test_send_track_events_sends_entered_and_exited_with_deterministic_insert_id
     assert entered["event_type"] == "Audience Entered"
     assert entered["event_properties"] == {"audience_key": KEY, "audience_name": AUD}
     cfg = project.config(audience(project, [], extra=extra))
-    run_once(cfg)
+    run_once(cfg, allow_mass_exit=True)  # the source emptied on purpose
     exited = amplitude.events[-1]
     assert exited["event_type"] == "Audience Exited"
     assert entered["insert_id"] and exited["insert_id"] and entered["insert_id"] != exited["insert_id"]
@@ -283,17 +283,54 @@ def test_a_state_database_failure_while_settling_ends_the_run_with_a_clear_error
     assert all(amplitude.properties[u] == {KEY: True} for u, _ in rows)
 
 
-def test_an_id_postgresql_cannot_store_ends_the_run_with_a_clear_error_not_a_traceback(project, amplitude):
-    rows = [("user0001", None), ("user\x00two", None)]
-    cfg = project.config(audience(project, rows))
+NUL_ROWS = [("user-0001", None), ("u-nul\x00002", None), (None, "anon\x00dev-3"), ("user-0004", "dev\x00ice-4"),
+            ("user-0005", "device-05")]
+
+
+def _nul_source(project, fmt):
+    """NUL_ROWS as a source of the given format; returns its TOML."""
+    import sqlite3
+
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    if fmt == "jsonl":
+        return project.members("nul", NUL_ROWS)
+    table = pa.table({"user_id": [r[0] for r in NUL_ROWS], "anonymous_id": [r[1] for r in NUL_ROWS]})
+    if fmt == "csv":
+        pa.csv.write_csv(table, project.dir / "nul.csv")
+    elif fmt == "parquet":
+        pa.parquet.write_table(table, project.dir / "nul.parquet")
+    else:
+        warehouse = project.dir / "warehouse.db"
+        with sqlite3.connect(warehouse) as conn:
+            conn.execute("CREATE TABLE people (user_id TEXT, anonymous_id TEXT)")
+            conn.executemany("INSERT INTO people VALUES (?, ?)", NUL_ROWS)
+        conn.close()
+        return (f'{{ type = "sql", url = "sqlite:///{warehouse}", '
+                'query = "SELECT user_id, anonymous_id FROM people" }')
+    return f'{{ type = "file", path = "nul.{fmt}" }}'
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet", "sql"])
+def test_a_row_whose_id_holds_nul_is_one_skipped_user_and_the_others_sync_on_both_databases(
+        project, amplitude, fmt):
+    cfg = project.config(f"""
+[[audiences]]
+name = "{AUD}"
+source = {_nul_source(project, fmt)}
+""")
     report = run_once(cfg)
     (entry,) = report.audiences
-    if project.state_url.startswith("sqlite"):  # SQLite stores any text: the user is rejected alone
-        assert entry.error is None and (entry.delivered, entry.rejected) == (1, 1)
-        assert amplitude.properties == {"user0001": {KEY: True}}
-        return
-    assert report.exit_code == 2 and "cannot contain NUL" in entry.error
-    assert amplitude.identifies == [] and members_of(cfg) == {}
+    assert report.exit_code == 0 and entry.error is None
+    assert entry.skipped == {"id holds a NUL character": 3}
+    assert "skipped 3 id holds a NUL character" in entry.summary_line()
+    # Nobody else is sent, least of all "u-nul", the id cut short at the NUL.
+    assert set(amplitude.properties) == {"user-0001", "user-0005"}
+    assert set(members_of(cfg)) == {"uuser-0001", "uuser-0005"}
+    (entry,) = status(cfg)
+    assert entry["last_runs"][0]["skipped"] == {"id holds a NUL character": 3}
 
 
 def test_a_run_on_a_terminal_shows_each_phase_in_order_and_ends_each_line(project, amplitude):
