@@ -203,6 +203,8 @@ class Deliverer:
 
     def request_stop(self) -> None:
         """Stop taking new items; in-flight requests finish and are reported; `deliver` returns."""
+        if not self._stop.is_set():
+            log.info("stopping delivery: no new requests; those in flight finish and are recorded")
         self._stop.set()
 
     # -- the loop ---------------------------------------------------------------------------
