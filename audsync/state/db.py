@@ -22,6 +22,7 @@ from sqlalchemy.engine.url import make_url
 from ..errors import StateError, StateUnavailableError
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+PG_CONNECT_TIMEOUT_S = 10
 
 
 def safe_url(url: str) -> str:
@@ -45,7 +46,10 @@ def make_engine(url: str) -> Engine:
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        # libpq waits forever on a host that does not answer: a daemon waiting for its state
+        # database at boot would then not even see SIGTERM.
+        timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
     raise StateError(f"state.url: {safe_url(url)!r}: the state database must be SQLite or PostgreSQL")
 
 
