@@ -13,8 +13,10 @@ whichever worker gets the gate first; pending rows from earlier runs are always 
 
 Stopping: the first SIGTERM/SIGINT stops scheduling and sets the stop event every run watches
 (delivery finishes its in-flight batches, acknowledgements are settled, the run is recorded as
-stopped), then exits 0. A second signal exits at once: the plan is already in the outbox, so the
-next start (or another worker) delivers it.
+stopped), then exits 0. A run still going after daemon.stop_timeout_s is abandoned and the
+daemon exits 1, the code of `audsync run` stopped with work pending: it did not stop cleanly, and
+a service manager or an operator should see that. A second signal exits at once: the plan is
+already in the outbox, so the next start (or another worker) delivers it.
 """
 
 from __future__ import annotations

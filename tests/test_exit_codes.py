@@ -105,3 +105,11 @@ def test_with_log_format_json_every_stderr_line_is_json(tmp_path, sqlite_url):
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert send.returncode == 1
     stderr_objects(send)
+
+
+def test_the_systemd_unit_restarts_on_3_and_on_a_crash_but_not_on_2():
+    unit = dict(line.split("=", 1) for line in (Path(__file__).parents[1] / "deploy" / "audsync.service")
+                .read_text().splitlines() if "=" in line and not line.startswith("#"))
+    assert unit["Restart"] == "on-failure"  # every non-zero exit (3 and 70 included) restarts...
+    assert "3" in unit["RestartForceExitStatus"].split()
+    assert unit["RestartPreventExitStatus"].split() == ["2"]  # ...except what a person must fix

@@ -1,10 +1,12 @@
-"""`audsync daemon` at start: a state database that cannot be reached yet (not created, server
-down) is waited for, each attempt logged, instead of ending the daemon; SIGTERM still stops it."""
+"""`audsync daemon` at start and stop: a state database that cannot be reached yet (not created,
+server down) is waited for, each attempt logged, instead of ending the daemon; SIGTERM still stops
+it. A run that outlasts daemon.stop_timeout_s is abandoned with exit 1, as README says."""
 
 from __future__ import annotations
 
 import signal
 import socket
+import threading
 import uuid
 
 import pytest
@@ -52,3 +54,25 @@ def test_sigterm_stops_a_daemon_still_waiting_for_its_state_database_with_exit_0
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(10) == 0, daemon.output()
     assert "daemon stopped before the state database could be reached" in daemon.output()
+
+
+def test_a_run_outlasting_the_stop_timeout_is_abandoned_and_the_daemon_exits_1_as_documented(
+        make_project, sqlite_url, daemons, amplitude):
+    release = threading.Event()
+    arrived = threading.Event()
+
+    def hold(path, raw):
+        arrived.set()
+        release.wait(30)
+
+    amplitude.on_receive = hold
+    project = make_project(sqlite_url)
+    project.members("alpha", [f"user{i:05d}" for i in range(30)])
+    daemon = daemons(project.write({"alpha": "every 1s"}, daemon="stop_timeout_s = 0.5"))
+    try:
+        assert arrived.wait(30), daemon.output()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(30) == 1, daemon.output()
+    finally:
+        release.set()
+    assert "stop timeout (0.5 s, daemon.stop_timeout_s): abandoning runs of alpha" in daemon.output()
