@@ -301,7 +301,8 @@ class Daemon:
                 gate.__exit__(None, None, None)
         except StateError as exc:
             log.error("%s", exc, extra={"audience": audience.key, "worker": self.worker})
-        except Exception:
+        except Exception:  # a bug outside the run itself (run_once records its own crashes): count it too
+            self.metrics.runs.labels(audience=audience.key, result="failed").inc()
             log.exception("audience run crashed", extra={"audience": audience.key, "worker": self.worker})
         finally:
             with self._lock:

@@ -45,3 +45,28 @@ def test_a_crashed_audience_run_counts_as_failed_and_the_daemon_goes_on(make_pro
     broken, _ = status(config, runs=100)
     assert all(r["status"] == "failed" and "crashed (a bug in audsync" in r["error"] for r in broken["last_runs"])
     assert broken["last_runs"][-1]["entered"] == 10 and broken["pending"] == 10  # planned, kept for later
+
+
+def test_a_bug_around_an_audience_run_counts_as_failed_too_and_the_daemon_goes_on(make_project, sqlite_url,
+                                                                                  amplitude, monkeypatch):
+    original = Daemon._should_run
+
+    def should_run(self, audience, slot, resume):
+        if audience.name == "broken":
+            raise KeyError("planted")
+        return original(self, audience, slot, resume)
+
+    monkeypatch.setattr(Daemon, "_should_run", should_run)
+    project = make_project(sqlite_url)
+    project.members("broken", [f"user{i:05d}" for i in range(10)])
+    project.members("fine", [f"user{i:05d}" for i in range(10, 20)])
+    daemon = Daemon(load(project.write({"broken": "every 1s", "fine": "every 1s"}), environ={}))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        failed = 'audsync_runs_total{audience="broken",result="failed"} 2.0'
+        wait_until(lambda: failed in daemon.metrics.render().decode(), 20, "two failed attempts of broken")
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+    assert 'audsync_runs_total{audience="fine",result="ok"}' in daemon.metrics.render().decode()
