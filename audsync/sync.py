@@ -450,8 +450,11 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                             with _Phase(progress, f"{audience.key}: diffing and planning", counted=False):
                                 report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill"))
                     _count(work, report, source_skipped)
-                # 4. Deliver this run's plan.
                 planned = report.entered + report.exited + report.changed + report.unset + report.resent
+                store.record_counts(run_id, rows_read=report.rows_read, entered=report.entered,
+                                    exited=report.exited, changed=report.changed, unset=report.unset,
+                                    resent=report.resent, pending=planned)
+                # 4. Deliver this run's plan.
                 if planned and not stop():
                     _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, run_id=run_id),
                              report, stop, progress, f"{audience.key}: delivering", planned,

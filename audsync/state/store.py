@@ -292,6 +292,13 @@ class StateStore:
                 f"UPDATE runs SET status = :status, finished_at = :now, skipped = :skipped, error = :error"
                 f"{', ' + sets if sets else ''} WHERE id = :id"), params)
 
+    def record_counts(self, run_id: int, **counts: int) -> None:
+        """The counts a run has reached (its plan): what status shows if it never records its end."""
+        assert set(counts) <= set(_RUN_COUNTS), counts
+        sets = ", ".join(f"{name} = :{name}" for name in counts)
+        with self._conn() as conn:
+            conn.execute(sa.text(f"UPDATE runs SET {sets} WHERE id = :id"), dict(counts, id=run_id))
+
     def last_runs(self, audience_id: int, limit: int = 5) -> list[dict[str, Any]]:
         with self._conn(write=False) as conn:
             rows = conn.execute(sa.text(

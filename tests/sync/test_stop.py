@@ -128,6 +128,7 @@ def test_a_second_sigterm_exits_at_once_and_the_next_run_delivers_everything(tmp
     assert (entry["members"], entry["pending"]) == (USERS, 0)
     killed = entry["last_runs"][1]
     assert killed["status"] == "interrupted" and "killed" in killed["error"]
+    assert (killed["rows_read"], killed["entered"], killed["pending"]) == (USERS, USERS, USERS)  # its plan
     assert held_amplitude.properties == {f"user{i:05d}": {KEY: True} for i in range(USERS)}
     status_text = subprocess.run([AUDSYNC, "status", "--config", str(config)], capture_output=True,
                                  text=True, timeout=60).stdout
