@@ -33,6 +33,9 @@ log = logging.getLogger("audsync.cli")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 on usage errors, as the contract wants
+        if logs.json_lines():
+            logs.last_words(f"error: {message} (see audsync --help)")
+            self.exit(2)
         self.print_usage(sys.stderr)
         self.exit(2, f"audsync: error: {message}\n")
 
@@ -246,6 +249,10 @@ def _delete_users(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Before parsing, so that a usage error is a JSON line too when JSON was asked for.
+    asked = next((b for a, b in zip(argv, argv[1:]) if a == "--log-format"), None)
+    logs.setup("json" if asked == "json" or "--log-format=json" in argv else "plain")
     args = build_parser().parse_args(argv)
     logs.setup(args.log_format)
     tune_gc_for_streaming()

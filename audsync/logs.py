@@ -49,6 +49,10 @@ def setup(log_format: str = "plain", level: int = logging.INFO) -> None:
     root.propagate = False
 
 
+def json_lines() -> bool:
+    return _json
+
+
 def last_words(message: str) -> None:
     """The message a command ends on: `audsync: ...` on stderr, or a JSON log line like every
     other stderr line with --log-format json."""

@@ -90,6 +90,10 @@ def test_with_log_format_json_every_stderr_line_is_json(tmp_path, sqlite_url):
     upgrade = audsync("db", "upgrade", "--config", config, "--log-format", "json", cwd=tmp_path)
     assert [o["message"] for o in stderr_objects(upgrade)] == ["state database: already up to date"]
 
+    usage = audsync("run", "--config", config, "--log-format", "json", "--nonsense", cwd=tmp_path)
+    (error,) = stderr_objects(usage)
+    assert usage.returncode == 2 and "--nonsense" in error["message"]
+
     (tmp_path / "bad.toml").write_text("[amplitude]\napi_kee = 'x'\n")
     bad = audsync("status", "--config", str(tmp_path / "bad.toml"), "--log-format", "json", cwd=tmp_path)
     (error,) = stderr_objects(bad)
