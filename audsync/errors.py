@@ -9,8 +9,8 @@ Exit codes (DESIGN.md section 3): 0 done, 1 some items rejected or left pending 
 
 from __future__ import annotations
 
-# A bug (an exception audsync did not raise on purpose): sysexits.h's EX_SOFTWARE, apart from
-# every answer about the data, the config or the weather.
+# A bug (an exception audsync did not raise on purpose): sysexits.h's EX_SOFTWARE, a code of its
+# own so that a scheduler never takes it for rejected items (1) or a config to fix (2).
 CRASHED = 70
 # Temporary trouble: a service manager or scheduler should retry (deploy/audsync.service does).
 TEMPORARY = 3
