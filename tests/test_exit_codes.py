@@ -117,3 +117,16 @@ def test_the_systemd_unit_restarts_on_3_and_on_a_crash_but_not_on_2():
     assert unit["Restart"] == "on-failure"  # every non-zero exit (3 and 70 included) restarts...
     assert "3" in unit["RestartForceExitStatus"].split()
     assert unit["RestartPreventExitStatus"].split() == ["2"]  # ...except what a person must fix
+
+
+def test_amplitude_unreachable_after_every_retry_exits_3_naming_the_endpoint_and_keeps_the_work_pending(
+        tmp_path, sqlite_url):
+    port = closed_port()
+    config = write_config(tmp_path, sqlite_url, endpoint=f"http://127.0.0.1:{port}")
+    with open(config, "a") as f:
+        f.write("[delivery]\nmax_attempts = 3\nbackoff_initial_s = 0.01\nbackoff_max_s = 0.02\n")
+    result = audsync("run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert f"network error on http://127.0.0.1:{port}/identify" in result.stderr
+    assert "test-api-key-123" not in result.stderr + result.stdout
+    assert "0 delivered, 0 rejected, 2 pending" in result.stdout
