@@ -575,11 +575,24 @@ def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[d
                 entry["top_rejection_reasons"] = [
                     {"reason": reason, "users": n} for reason, n in store.top_rejection_reasons(row.id)]
                 entry["last_runs"] = [_run_entry(r) for r in store.last_runs(row.id, runs)]
+                _show_dead_run(store, lease_name(config, audience), entry["last_runs"], now)
             result.append(entry)
     finally:
         if store is not None:
             store.close()
     return result
+
+
+def _show_dead_run(store: StateStore, lease: str, runs: list[dict[str, Any]], now: float) -> None:
+    """A run still marked running without a live lease on its audience died (killed, or its
+    database refused its last writes): shown as interrupted now, not only once the next run
+    starts and records it so."""
+    from .state.store import INTERRUPTED
+
+    if runs and runs[0]["status"] == "running":
+        holder = store.lease_info(lease)
+        if holder is None or holder.expires_at < now:
+            runs[0]["status"], runs[0]["error"] = "interrupted", runs[0]["error"] or INTERRUPTED
 
 
 def _run_entry(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,32 @@ def test_a_second_sigterm_exits_at_once_and_the_next_run_delivers_everything(tmp
                                  text=True, timeout=60).stdout
     assert "interrupted (no end recorded)" in status_text and "error: ended without recording its end" in status_text
     assert all(json.loads(line) for line in rerun.stderr.splitlines())
+
+
+def test_a_killed_run_shows_in_status_as_interrupted_with_its_reason_and_plan_once_its_lease_expired(
+        tmp_path, state_url, held_amplitude):
+    config = write_config(tmp_path, state_url, held_amplitude.url)
+    with open(config, "a") as f:
+        f.write("[daemon]\nlease_ttl_s = 1\n")
+    run = subprocess.Popen([AUDSYNC, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        assert held_amplitude.received.wait(60), "the run never reached Amplitude"
+    finally:
+        run.kill()
+        run.wait(30)
+    cfg = load(config)
+
+    def last_run():
+        return status(cfg)[0]["last_runs"][0]
+
+    for _ in range(200):  # the lease outlives its holder by up to lease_ttl_s
+        if last_run()["status"] != "running":
+            break
+        time.sleep(0.05)
+    last = last_run()
+    assert last["status"] == "interrupted" and "ended without recording its end" in last["error"]
+    assert (last["rows_read"], last["entered"]) == (USERS, USERS)
+    shown = subprocess.run([AUDSYNC, "status", "--config", str(config), "--json"], capture_output=True,
+                           text=True, timeout=60)
+    assert json.loads(shown.stdout)["audiences"][0]["last_runs"][0]["status"] == "interrupted"
