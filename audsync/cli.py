@@ -1,25 +1,42 @@
 """Argument parsing and exit codes only; every command is a thin driver over the library.
 
-Exit codes (DESIGN.md section 3): 0 success, 1 some items rejected or undelivered,
-2 usage or configuration error. An AudsyncError becomes its message; anything else is a bug and
-keeps its traceback.
+An AudsyncError becomes its message and exit code (EXIT_CODES); anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from . import config as config_module
 from . import logs
 from .redact import redact
 from .runtime import tune_gc_for_streaming
-from .errors import AudsyncError, UsageError
+from .errors import CRASHED, AudsyncError, UsageError
+
+EXIT_CODES = f"""exit codes:
+  0   done
+  1   some items rejected, or undelivered by `send`, or stopped (SIGTERM) with work pending
+  2   something to fix: usage, config, API key, a source, the state database's URL or schema
+  3   temporary trouble, retry later: the state database unreachable, the audience busy with
+      another run, Amplitude unreachable after every retry (the work stays pending)
+  {CRASHED}  audsync crashed (a bug: the traceback tells where; please report it)
+"""
+
+log = logging.getLogger("audsync.cli")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 on usage errors, as the contract wants
+        if logs.json_lines():
+            logs.last_words(f"error: {message} (see audsync --help)")
+            self.exit(2)
         self.print_usage(sys.stderr)
         self.exit(2, f"audsync: error: {message}\n")
 
@@ -31,7 +48,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="audsync", description="Segment-spec data and audiences into Amplitude")
+    parser = _Parser(prog="audsync", description="Segment-spec data and audiences into Amplitude",
+                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("translate", help="Segment messages (JSON lines) -> Amplitude operations")
@@ -101,15 +119,18 @@ def _translate(args: argparse.Namespace) -> int:
 
 def _say_migrations(applied: list[str]) -> None:
     for revision in applied:
-        print(f"state database: applied migration {revision}", file=sys.stderr)
+        log.info("state database: applied migration %s", revision)
 
 
-def _progress():
-    """A progress bar on a terminal (stderr), nothing otherwise."""
-    if not sys.stderr.isatty():
-        return None
+def _progress(args: argparse.Namespace, always: bool = False):
+    """A progress bar on a terminal (stderr), periodic lines (`always`) or nothing otherwise; log
+    records with --log-format json."""
     from .progress import Progress
 
+    if args.log_format == "json":
+        return Progress(sys.stderr, tty=False, log=logging.getLogger("audsync.progress")) if always else None
+    if not (always or sys.stderr.isatty()):
+        return None
     return Progress(sys.stderr)
 
 
@@ -127,12 +148,34 @@ def _report_run(report, dry_run: bool) -> int:
     return report.exit_code
 
 
+def _stop_on_signals() -> threading.Event:
+    """The first SIGTERM/SIGINT asks the run to stop as the daemon's runs do (the in-flight batch
+    finishes, what was acknowledged is recorded, the run is marked stopped); a second one exits
+    at once: the plan is in the outbox, and the next run delivers it first."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("%s again: exiting at once; the next run delivers what is left pending", name)
+            for handler in logging.getLogger("audsync").handlers:
+                handler.flush()
+            os._exit(128 + signum)
+        log.info("%s: stopping after the in-flight batch (a second signal exits at once)", name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
 def _run(args: argparse.Namespace) -> int:
     from .sync import run_once
 
     cfg = config_module.load(args.config)
     report = run_once(cfg, audiences=args.audience, dry_run=args.dry_run, skip_backfill=args.skip_backfill,
-                      allow_mass_exit=args.allow_mass_exit, progress=_progress())
+                      allow_mass_exit=args.allow_mass_exit, progress=_progress(args),
+                      stop_event=_stop_on_signals())
     return _report_run(report, args.dry_run)
 
 
@@ -140,7 +183,8 @@ def _backfill(args: argparse.Namespace) -> int:
     from .sync import backfill
 
     cfg = config_module.load(args.config)
-    report = backfill(cfg, args.audience, dry_run=args.dry_run, progress=_progress())
+    report = backfill(cfg, args.audience, dry_run=args.dry_run, progress=_progress(args),
+                      stop_event=_stop_on_signals())
     return _report_run(report, args.dry_run)
 
 
@@ -172,21 +216,16 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     applied = migrate.upgrade(cfg.state.url)
     _say_migrations(applied)
     if not applied:
-        print("state database: already up to date", file=sys.stderr)
+        log.info("state database: already up to date")
     return 0
 
 
 def _send(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from .forward import send
 
     cfg = config_module.load(args.config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    from .progress import Progress
-
     rejects = None
     if args.rejects:
         try:
@@ -194,7 +233,8 @@ def _send(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"{args.rejects}: cannot write the rejects file ({exc.strerror})") from None
     try:
-        summary = send(cfg, args.input, rejects=rejects, progress=Progress(sys.stderr), stop_event=stop)
+        summary = send(cfg, args.input, rejects=rejects, progress=_progress(args, always=True),
+                       stop_event=stop)
     finally:
         if rejects is not None:
             rejects.close()
@@ -217,19 +257,28 @@ def _delete_users(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Before parsing, so that a usage error is a JSON line too when JSON was asked for.
+    asked = next((b for a, b in zip(argv, argv[1:]) if a == "--log-format"), None)
+    logs.setup("json" if asked == "json" or "--log-format=json" in argv else "plain")
     args = build_parser().parse_args(argv)
     logs.setup(args.log_format)
     tune_gc_for_streaming()
     try:
         return args.handler(args)
     except AudsyncError as exc:
-        print(redact(f"audsync: {exc}"), file=sys.stderr)
+        logs.last_words(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        print("audsync: interrupted", file=sys.stderr)
+        logs.last_words("interrupted")
         return 130
     except BrokenPipeError:
         return 0
+    except Exception:
+        log.critical("crashed: this is a bug in audsync; please report it with the traceback below "
+                     "(the state keeps what was acknowledged; pending work is resent by the next run)",
+                     exc_info=True)
+        return CRASHED
 
 
 if __name__ == "__main__":

@@ -36,13 +36,33 @@ class PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED)
         line = f"{record.levelname.lower()}: {record.getMessage()}"
-        return redact(f"{line} {extras}" if extras else line)
+        line = f"{line} {extras}" if extras else line
+        # A crash's traceback (logger.exception) is the one thing a bug report needs.
+        return redact(f"{line}\n{self.formatException(record.exc_info)}" if record.exc_info else line)
+
+
+_json = False
 
 
 def setup(log_format: str = "plain", level: int = logging.INFO) -> None:
+    global _json
+    _json = log_format == "json"
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else PlainFormatter())
+    handler.setFormatter(JsonFormatter() if _json else PlainFormatter())
     root = logging.getLogger("audsync")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def json_lines() -> bool:
+    return _json
+
+
+def last_words(message: str) -> None:
+    """The message a command ends on: `audsync: ...` on stderr, or a JSON log line like every
+    other stderr line with --log-format json."""
+    if _json:
+        logging.getLogger("audsync.cli").error("%s", message)
+    else:
+        print(redact(f"audsync: {message}"), file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import IO, Callable
 
@@ -49,8 +50,9 @@ class Progress:
     """`phase(label, total)` starts a phase; its `advance(n)` and `close()` report on `stream`."""
 
     def __init__(self, stream: IO[str], tty: bool | None = None, interval: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, log: logging.Logger | None = None):
         self.stream = stream
+        self.log = log  # periodic lines go to this logger instead (--log-format json)
         self.tty = stream.isatty() if tty is None else tty
         self.interval = interval if interval is not None else (0.2 if self.tty else 10.0)
         self.clock = clock
@@ -60,6 +62,10 @@ class Progress:
 
     def draw(self, phase: Phase, final: bool) -> None:
         text = phase.text()
+        if self.log is not None:
+            if not final:
+                self.log.info("%s", text, extra={"phase": phase.label, "done": phase.done, "total": phase.total})
+            return
         if self.tty:
             self.stream.write("\r\x1b[2K" + text + ("\n" if final else ""))
         elif not final:

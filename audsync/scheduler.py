@@ -13,8 +13,10 @@ whichever worker gets the gate first; pending rows from earlier runs are always 
 
 Stopping: the first SIGTERM/SIGINT stops scheduling and sets the stop event every run watches
 (delivery finishes its in-flight batches, acknowledgements are settled, the run is recorded as
-stopped), then exits 0. A second signal exits at once: the plan is already in the outbox, so the
-next start (or another worker) delivers it.
+stopped), then exits 0. A run still going after daemon.stop_timeout_s is abandoned and the
+daemon exits 1, the code of `audsync run` stopped with work pending: it did not stop cleanly, and
+a service manager or an operator should see that. A second signal exits at once: the plan is
+already in the outbox, so the next start (or another worker) delivers it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import AudienceConfig, Config
-from .errors import StateError
+from .errors import StateError, StateUnavailableError
 from .metrics import LOOPBACK, Metrics, MetricsServer
 from .schedules import current_slot, trigger_for
 
@@ -42,6 +44,8 @@ MAX_PARALLEL_AUDIENCES = 4
 JITTER_S = 0.25          # spreads simultaneous attempts so audiences land on different workers
 BUSY_PENALTY_S = 0.3     # a worker already running k audiences tries k * this later
 TAKEOVER_LOCK_WAIT_S = 2.0  # the dead worker's audience lease may outlive its gate by a renewal
+STATE_RETRY_FIRST_S = 1.0   # an unreachable state database at start: tried again after 1, 2, 4 ... s
+STATE_RETRY_MAX_S = 30.0
 
 
 def gate_name(audience_lease: str) -> str:
@@ -121,9 +125,12 @@ class Daemon:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        from .state import StateStore, migrate
+        from .state import StateStore
 
-        applied = migrate.upgrade(self.config.state.url)
+        applied = self._upgrade_when_reachable()
+        if applied is None:
+            log.info("daemon stopped before the state database could be reached", extra={"worker": self.worker})
+            return 0
         for revision in applied:
             log.info("state database: applied migration %s", revision)
         self.store = StateStore(self.config.state.url)
@@ -169,6 +176,23 @@ class Daemon:
             if self.metrics_server is not None:
                 self.metrics_server.stop()
             self.store.close()
+
+    def _upgrade_when_reachable(self) -> list[str] | None:
+        """Applies pending migrations once the state database answers: at boot it may come up
+        after the daemon, and a daemon that exited would stay down. None when stopped first."""
+        from .state import migrate
+
+        delay, attempt = STATE_RETRY_FIRST_S, 1
+        while True:
+            try:
+                return migrate.upgrade(self.config.state.url)
+            except StateUnavailableError as exc:
+                log.warning("%s; attempt %d failed, trying again at %s", exc, attempt,
+                            time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + delay)),
+                            extra={"worker": self.worker, "attempt": attempt, "retry_in_s": delay})
+            if self.stop_event.wait(delay):
+                return None
+            delay, attempt = min(delay * 2, STATE_RETRY_MAX_S), attempt + 1
 
     def _wait_for_stop(self) -> int:
         while not self.stopping:
@@ -280,7 +304,8 @@ class Daemon:
                 gate.__exit__(None, None, None)
         except StateError as exc:
             log.error("%s", exc, extra={"audience": audience.key, "worker": self.worker})
-        except Exception:
+        except Exception:  # a bug outside the run itself (run_once records its own crashes): count it too
+            self.metrics.runs.labels(audience=audience.key, result="failed").inc()
             log.exception("audience run crashed", extra={"audience": audience.key, "worker": self.worker})
         finally:
             with self._lock:

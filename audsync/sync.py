@@ -25,7 +25,7 @@ from . import diff
 from .audience_ops import OperationBuilder
 from .background import Prefetched, Writer
 from .config import AudienceConfig, Config
-from .errors import AudsyncError, FatalDeliveryError, MassExitError, ValidationError
+from .errors import CRASHED, TEMPORARY, AudsyncError, FatalDeliveryError, MassExitError, ValidationError
 from .state import LeaseKeeper, PendingRow, Rejected, StateStore
 
 log = logging.getLogger("audsync.sync")
@@ -111,14 +111,18 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """DESIGN.md: 2 usage/config (a source, state or API-key problem), 1 some rejected or
-        left pending, 0 everything delivered."""
-        codes = [a.error_exit_code for a in self.audiences if a.error]
-        if codes:
-            return max(codes)
-        if any(a.rejected or a.pending for a in self.audiences if a.mode != "dry-run"):
-            return 1
-        return 0
+        """DESIGN.md section 3, the most pressing first: a crash (a bug), 2 something to fix
+        (config, source, state, API key), 3 temporary trouble (retrying will do: the state
+        database or Amplitude unreachable, the audience busy), 1 some rejected or stopped with
+        work pending, 0 everything delivered."""
+        codes = {a.error_exit_code for a in self.audiences if a.error}
+        ran = [a for a in self.audiences if a.mode != "dry-run"]
+        # Pending work that no stop explains: Amplitude stayed unreachable past every retry.
+        if any(a.pending and not a.stopped for a in ran):
+            codes.add(TEMPORARY)
+        if any(a.rejected or a.stopped for a in ran):
+            codes.add(1)
+        return next((code for code in (CRASHED, 2, TEMPORARY, 1) if code in codes), 0)
 
 
 class _Stop:
@@ -339,6 +343,10 @@ def _skipped(source_skipped: Counter, counts: Any) -> Counter:
     return skipped
 
 
+def crash_reason(exc: BaseException) -> str:
+    return f"crashed (a bug in audsync, please report it): {type(exc).__name__}: {exc}"
+
+
 def lease_name(config: Config, audience: AudienceConfig) -> str:
     """The lease serialising runs of one audience's state (per destination)."""
     return f"audience:{config.amplitude.destination_id}:{audience.key}"
@@ -491,8 +499,11 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                                 report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill",
                                                           guard=guard))
                     _count(work, report, source_skipped)
-                # 4. Deliver this run's plan.
                 planned = report.entered + report.exited + report.changed + report.unset + report.resent
+                store.record_counts(run_id, rows_read=report.rows_read, entered=report.entered,
+                                    exited=report.exited, changed=report.changed, unset=report.unset,
+                                    resent=report.resent, pending=planned)
+                # 4. Deliver this run's plan.
                 if planned and not stop():
                     _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, run_id=run_id),
                              report, stop, progress, f"{audience.key}: delivering", planned,
@@ -505,6 +516,9 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
             if isinstance(exc, MassExitError):
                 status = "guarded"
                 report.guarded = True
+            raise
+        except Exception as exc:
+            error = crash_reason(exc)
             raise
         finally:
             with contextlib.suppress(AudsyncError):
@@ -555,6 +569,10 @@ def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, s
             except AudsyncError as exc:
                 entry.error, entry.error_exit_code = str(exc), exc.exit_code
                 log.error("%s", exc)
+            except Exception as exc:  # a bug, in this audience only: the others still run
+                entry.error, entry.error_exit_code = crash_reason(exc), CRASHED
+                log.exception("%s: %s; the other audiences go on", audience.key, entry.error,
+                              extra={"audience": audience.key})
             finally:
                 entry.duration_s = time.monotonic() - started
                 stop.lease = None
@@ -614,11 +632,24 @@ def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[d
                 entry["top_rejection_reasons"] = [
                     {"reason": reason, "users": n} for reason, n in store.top_rejection_reasons(row.id)]
                 entry["last_runs"] = [_run_entry(r) for r in store.last_runs(row.id, runs)]
+                _show_dead_run(store, lease_name(config, audience), entry["last_runs"], now)
             result.append(entry)
     finally:
         if store is not None:
             store.close()
     return result
+
+
+def _show_dead_run(store: StateStore, lease: str, runs: list[dict[str, Any]], now: float) -> None:
+    """A run still marked running without a live lease on its audience died (killed, or its
+    database refused its last writes): shown as interrupted now, not only once the next run
+    starts and records it so."""
+    from .state.store import INTERRUPTED
+
+    if runs and runs[0]["status"] == "running":
+        holder = store.lease_info(lease)
+        if holder is None or holder.expires_at < now:
+            runs[0]["status"], runs[0]["error"] = "interrupted", runs[0]["error"] or INTERRUPTED
 
 
 def _run_entry(row: dict[str, Any]) -> dict[str, Any]:
@@ -640,7 +671,8 @@ def format_status(entries: list[dict[str, Any]]) -> str:
         if not e["last_runs"]:
             lines.append("  never run against this destination")
         for r in e["last_runs"]:
-            duration = "running" if r["duration_s"] is None else f"{r['duration_s']:.1f} s"
+            duration = (f"{r['duration_s']:.1f} s" if r["duration_s"] is not None
+                        else "running" if r["status"] == "running" else "no end recorded")
             lines.append(
                 f"  {when(r['started_at'])} {r['mode']} {r['status']} ({duration}): {r['rows_read']:,} read, "
                 f"+{r['entered']:,} -{r['exited']:,} ~{r['changed']:,} unset {r['unset']:,}; "

@@ -35,6 +35,9 @@ log = logging.getLogger("audsync.delivery")
 
 DELIVERED, REJECTED, UNDELIVERED = "delivered", "rejected", "undelivered"
 APIS = ("event", "identify", "groupidentify", "usermap")
+# During an outage each request fails again after its backoff: one summary line per this many
+# seconds instead of a warning per request (hundreds in a long outage).
+OUTAGE_SUMMARY_S = 30.0
 
 
 class Outcome(NamedTuple):
@@ -203,6 +206,8 @@ class Deliverer:
 
     def request_stop(self) -> None:
         """Stop taking new items; in-flight requests finish and are reported; `deliver` returns."""
+        if not self._stop.is_set():
+            log.info("stopping delivery: no new requests; those in flight finish and are recorded")
         self._stop.set()
 
     # -- the loop ---------------------------------------------------------------------------
@@ -214,6 +219,45 @@ class Deliverer:
         unacknowledged)."""
         run = _Run(self, iter(items), on_outcomes)
         return run.loop()
+
+
+class _Outage:
+    """Requests that got no answer or a 5xx: the first one of an outage is logged in full, the
+    next ones are counted and summarised every OUTAGE_SUMMARY_S, and its end says how many failed."""
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.total = 0          # failed requests since the outage began
+        self.unreported = 0     # ... not yet in a line
+        self.last_error = ""
+        self.reported_at = 0.0
+
+    def failure(self, error: str, next_retry_s: float | None) -> bool:
+        """Counts one failed request; True when it is the outage's first, to be logged in full."""
+        self.total += 1
+        self.last_error = error
+        if self.total == 1:
+            self.reported_at = self.clock()
+            return True
+        self.unreported += 1
+        if self.clock() - self.reported_at >= OUTAGE_SUMMARY_S:
+            self.summarise(next_retry_s)
+        return False
+
+    def summarise(self, next_retry_s: float | None = None) -> None:
+        if self.unreported:
+            retry = "" if next_retry_s is None else f"; next retry in {max(0.0, next_retry_s):.1f} s"
+            log.warning("amplitude still failing: %d more requests failed in %.0f s (%d since the first); "
+                        "last error: %s%s", self.unreported, self.clock() - self.reported_at, self.total,
+                        self.last_error, retry, extra={"failed_requests": self.total, "error": self.last_error})
+        self.unreported = 0
+        self.reported_at = self.clock()
+
+    def answered(self) -> None:
+        self.summarise()
+        log.info("amplitude answers again after %d failed requests", self.total,
+                 extra={"failed_requests": self.total})
+        self.total = 0
 
 
 class _Run:
@@ -239,6 +283,7 @@ class _Run:
         # enough for `concurrency` full requests in flight and as many ready behind them
         self.window = max(10_000, owner.delivery.concurrency * 2 * 2_000)
         self.fatal: str | None = None
+        self.outage = _Outage(owner.clock)
 
     @property
     def stopping(self) -> bool:
@@ -268,6 +313,7 @@ class _Run:
             for future in done:
                 api, batch, sent = self.in_flight.pop(future)
                 self.handle(api, batch, future.result(), sent)
+        self.outage.summarise()
         if self.fatal is not None:
             raise FatalDeliveryError(self.fatal)
         return self.stats
@@ -489,6 +535,8 @@ class _Run:
         self.stats.statuses[answer.status] += 1
         if self.o.on_response is not None:
             self.o.on_response(api, answer.status, len(batch))
+        if self.outage.total and 0 < answer.status < 500:
+            self.outage.answered()
         if answer.status == 200:
             if type(batch) is _Chunk:
                 self.settle_chunk(api, batch)
@@ -566,6 +614,10 @@ class _Run:
         key = self.o.amplitude.api_key
         if key and key in str(fields.get("error", "")):  # Amplitude's "Invalid API key: <key>" echoes it
             fields["error"] = str(fields["error"]).replace(key, "***")
+        if decision.action == policy.RETRY and (answer.status == 0 or answer.status >= 500):
+            next_retry = self.retry[0][0] - self.o.clock() if self.retry else None
+            if not self.outage.failure(str(fields.get("error", answer.status)), next_retry):
+                return
         log.warning("amplitude answered %s on %s (%d items): %s", answer.status or "nothing", api, len(batch),
                     decision.action, extra={"status": answer.status, "api": api, "batch_size": len(batch),
                                             "action": decision.action, **fields})

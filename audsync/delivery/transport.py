@@ -98,9 +98,10 @@ class Transport:
                 content, content_type = multipart(fields)
                 response = self._client.post(url, content=content, headers={"Content-Type": content_type})
         except httpx.TimeoutException:
-            return Answer(0, None, {}, "timed out")
+            return Answer(0, None, {}, f"timed out on {_shown(url)}")
         except httpx.HTTPError as exc:
-            return Answer(0, None, {}, f"network error ({type(exc).__name__})")
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return Answer(0, None, {}, f"network error on {_shown(url)} ({detail})")
         return Answer(response.status_code, _parse(response.content), response.headers)
 
     def _sink(self, url: str, api: str, joined: bytes) -> Answer:
@@ -113,6 +114,11 @@ class Transport:
             with open(path, "ab") as handle:
                 handle.write(line)
         return Answer(200, {"code": 200}, {})
+
+
+def _shown(url: str) -> str:
+    """The URL without credentials a custom endpoint might carry (the API key travels in bodies)."""
+    return str(httpx.URL(url).copy_with(username=None, password=None))
 
 
 def multipart(fields: Sequence[tuple[str, bytes]]) -> tuple[bytes, str]:

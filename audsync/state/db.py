@@ -20,10 +20,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
 
-from ..errors import ConfigError, StateError
+from ..errors import ConfigError, StateError, StateUnavailableError
 from ..redact import redact as safe_url
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+PG_CONNECT_TIMEOUT_S = 10
 
 
 def make_engine(url: str) -> Engine:
@@ -40,7 +41,10 @@ def make_engine(url: str) -> Engine:
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        # libpq waits forever on a host that does not answer: a daemon waiting for its state
+        # database at boot would then not even see SIGTERM.
+        timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
     raise StateError(f"state.url: {safe_url(url)!r}: the state database must be SQLite or PostgreSQL")
 
 
@@ -104,6 +108,28 @@ def transaction(conn: Connection, *, write: bool = True, exclusive: bool = False
 
 
 def translate_db_error(exc: BaseException, url: str) -> StateError:
-    """Foreign database errors become one StateError at the edge, naming the database."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StateError(safe_url(f"state database {url}: {text}"))
+    """Foreign database errors become one StateError at the edge, naming the database; one that
+    retrying can cure (the server is down or starting, the database not created yet, a lock held
+    too long) becomes a StateUnavailableError (exit 3)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(exc).__name__
+    kind = StateUnavailableError if _temporary(exc, orig, text) else StateError
+    return kind(safe_url(f"state database {url}: {text}"))
+
+
+# libpq's answers to a wrong user or password: connecting again will not help.
+_CREDENTIAL_TROUBLE = ("authentication failed", "pg_hba.conf", 'role "')
+
+
+def _temporary(exc: BaseException, orig: BaseException, text: str) -> bool:
+    if isinstance(exc, (sa.exc.DisconnectionError, sa.exc.TimeoutError)):
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        return "locked" in text  # past the busy timeout; a missing file or a full disk needs a person
+    if type(orig).__module__.startswith("psycopg"):
+        import psycopg
+
+        # OperationalError: no connection (refused, timed out, server starting or shutting down,
+        # database missing) or a conflict the server resolved (deadlock, serialisation).
+        return isinstance(orig, psycopg.OperationalError) and not any(t in text for t in _CREDENTIAL_TROUBLE)
+    return False

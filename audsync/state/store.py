@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import diff
-from ..errors import StateError
+from ..errors import BusyError, StateError
 from ..redact import redact
 from .db import make_engine, safe_url, transaction, translate_db_error
 
@@ -156,6 +156,10 @@ class Rejected:
 _RUN_COUNTS = ("rows_read", "entered", "exited", "changed", "unset", "resent", "delivered", "rejected", "pending")
 
 
+INTERRUPTED = ("ended without recording its end: its process was killed, or the state database "
+               "refused the last write (a full disk?); what it left planned goes first in the next run")
+
+
 class StateStore:
     """One state database. Thread-safe: every method takes its own pooled connection."""
 
@@ -265,8 +269,9 @@ class StateStore:
     def start_run(self, audience_id: int, mode: str) -> int:
         """A new run row; runs still marked running for this audience died (we hold its lease)."""
         with self._conn() as conn:
-            conn.execute(sa.text("UPDATE runs SET status = 'interrupted' WHERE audience_id = :a AND status = 'running'"),
-                         {"a": audience_id})
+            conn.execute(sa.text("UPDATE runs SET status = 'interrupted', error = COALESCE(error, :why) "
+                                 "WHERE audience_id = :a AND status = 'running'"),
+                         {"a": audience_id, "why": INTERRUPTED})
             row = conn.execute(sa.text(
                 "INSERT INTO runs (audience_id, mode, status, started_at, rows_read, skipped, entered, exited, "
                 "changed, unset, resent, delivered, rejected, pending) "
@@ -287,6 +292,13 @@ class StateStore:
             conn.execute(sa.text(
                 f"UPDATE runs SET status = :status, finished_at = :now, skipped = :skipped, error = :error"
                 f"{', ' + sets if sets else ''} WHERE id = :id"), params)
+
+    def record_counts(self, run_id: int, **counts: int) -> None:
+        """The counts a run has reached (its plan): what status shows if it never records its end."""
+        assert set(counts) <= set(_RUN_COUNTS), counts
+        sets = ", ".join(f"{name} = :{name}" for name in counts)
+        with self._conn() as conn:
+            conn.execute(sa.text(f"UPDATE runs SET {sets} WHERE id = :id"), dict(counts, id=run_id))
 
     def last_runs(self, audience_id: int, limit: int = 5) -> list[dict[str, Any]]:
         with self._conn(write=False) as conn:
@@ -883,7 +895,7 @@ class LeaseKeeper:
             if self._break_if_holder_died():
                 continue
             if time.monotonic() >= deadline:
-                raise StateError(self._busy_message())
+                raise BusyError(self._busy_message())
             time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
         self._thread = threading.Thread(target=self._renew, name=f"lease {self.name}", daemon=True)
         self._thread.start()

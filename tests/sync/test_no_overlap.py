@@ -65,7 +65,7 @@ def start(config: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_second_run_of_a_busy_audience_exits_2_naming_the_audience_and_the_holder(tmp_path, state_url,
+def test_second_run_of_a_busy_audience_exits_3_retry_later_naming_the_audience_and_the_holder(tmp_path, state_url,
                                                                                   held_amplitude):
     config = write_config(tmp_path, state_url, held_amplitude.url)
     first = start(config)
@@ -73,7 +73,7 @@ def test_second_run_of_a_busy_audience_exits_2_naming_the_audience_and_the_holde
         assert held_amplitude.received.wait(30), "the first run never reached Amplitude"
         second = start(config)
         out, err = second.communicate(timeout=60)
-        assert second.returncode == 2, (out, err)
+        assert second.returncode == 3, (out, err)
         message = out + err
         assert f"audience {NAME!r}" in message
         assert f"pid {first.pid}" in message and "already syncing it" in message

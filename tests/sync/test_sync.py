@@ -147,14 +147,15 @@ def test_a_rejected_users_next_value_once_delivered_clears_the_rejection(project
     assert amplitude.properties["user0002"] == {"ltv": 3}
 
 
-def test_an_undelivered_user_stays_pending_and_goes_first_next_run(project, amplitude):
+def test_a_user_amplitude_never_took_stays_pending_goes_first_next_run_and_the_run_exits_3_retry_later(
+        project, amplitude):
     cfg = project.config(audience(project, [("user0001", None)]))
     run_once(cfg)
     amplitude.unavailable.add("user0002")
     cfg = project.config(audience(project, [("user0001", None), ("user0002", None)]))
     report = run_once(cfg)
     (entry,) = report.audiences
-    assert (entry.entered, entry.delivered, entry.pending) == (1, 0, 1) and report.exit_code == 1
+    assert (entry.entered, entry.delivered, entry.pending) == (1, 0, 1) and report.exit_code == 3
     assert "uuser0002" not in members_of(cfg)
     amplitude.unavailable.clear()
     (entry,) = run_once(cfg).audiences
@@ -217,14 +218,14 @@ def test_dry_run_sends_nothing_and_changes_no_state(project, amplitude):
     assert set(members_of(cfg)) == {"uuser0001", "uuser0002"}
 
 
-def test_a_second_concurrent_run_is_refused_with_a_clear_message(project, amplitude):
+def test_a_second_concurrent_run_is_refused_with_a_clear_message_and_exit_3_retry_later(project, amplitude):
     cfg = project.config(audience(project, [("user0001", None)]))
     run_once(cfg)  # creates the schema
     with StateStore(cfg.state.url) as store:
         with LeaseKeeper(store, lease_name(cfg, cfg.audiences[0]), 30):
             report = run_once(cfg)
     (entry,) = report.audiences
-    assert report.exit_code == 2
+    assert report.exit_code == 3
     assert AUD in entry.error and "already syncing" in entry.error and "pid" in entry.error
 
 
