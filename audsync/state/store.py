@@ -852,7 +852,10 @@ class LeaseKeeper:
         self.wait_s = wait_s
         self.what = what or name
         self.poll_s = poll_s
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        # A PID names a process only within its PID namespace: containers sharing a hostname
+        # each have their own PID 1. The holder says which namespace its PID belongs to.
+        self.pid_namespace = _pid_namespace()
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{self.pid_namespace}:{os.urandom(4).hex()}"
         self.lost = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -872,9 +875,12 @@ class LeaseKeeper:
     def _break_if_holder_died(self) -> bool:
         """A run killed on this host (SIGKILL, OOM, power cut of a container) cannot release its
         lease; waiting out its TTL would block the rerun that must deliver what it left pending.
-        Only a holder on this host can be checked: others keep their lease until it expires."""
+        Only a holder on this host and in this PID namespace can be checked: others (another
+        machine, another container with the same hostname) keep their lease until it expires."""
         info = self.store.lease_info(self.name)
-        if info is None or info.host != socket.gethostname() or info.pid == os.getpid() or _alive(info.pid):
+        here = f"{socket.gethostname()}:{info.pid}:{self.pid_namespace}:" if info else ""
+        if (info is None or not self.pid_namespace or not info.holder.startswith(here)
+                or info.pid == os.getpid() or _alive(info.pid)):
             return False
         return self.store.break_lease(self.name, info.holder)
 
@@ -903,6 +909,17 @@ class LeaseKeeper:
             self._thread.join()
         with contextlib.suppress(StateError):
             self.store.release_lease(self.name, self.holder)
+
+
+def _pid_namespace() -> str:
+    """This process's PID namespace on this boot (the boot id and the namespace's inode); empty
+    where there is no /proc to tell (not Linux): no holder's PID is then checked."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:
