@@ -72,6 +72,15 @@ class LeaseInfo:
     expires_at: float
 
 
+class Fence(NamedTuple):
+    """A run's lease, which its writes depend on: they commit only while `holder` still holds the
+    lease `name` (it has not expired and nobody took it over). `what` names it to the user."""
+
+    name: str
+    holder: str
+    what: str
+
+
 @dataclass(frozen=True)
 class AudienceRow:
     id: int
@@ -235,6 +244,25 @@ class StateStore:
                 f"UPDATE leases SET expires_at = {self._now} - 1 WHERE name = :name AND holder = :holder"),
                 {"name": name, "holder": holder}).rowcount == 1
 
+    def hold_fence(self, conn: Connection, fence: Fence | None) -> None:
+        """Refuses the transaction on `conn` unless `fence`'s holder still holds its lease: a run
+        that was paused (or cut off) longer than its lease lasts must not overwrite what the run
+        that took over wrote. Called last in the transaction: on PostgreSQL the lease row then
+        stays share-locked only until the commit, which a takeover (an UPDATE of that row) has
+        to wait for; a SQLite write transaction holds the database's write lock already.
+        `fence` None: the caller serialises its writes some other way (tools, tests of the diff)."""
+        if fence is None:
+            return
+        lock = " FOR SHARE" if self.dialect == "postgresql" else ""
+        held = conn.execute(sa.text(
+            f"SELECT expires_at > {self._now} FROM leases WHERE name = :name AND holder = :holder{lock}"),
+            {"name": fence.name, "holder": fence.holder}).scalar()
+        if not held:
+            raise StateError(
+                f"{fence.what}: this run lost its lease (it was not renewed within daemon.lease_ttl_s, for "
+                "instance while the process was paused, and another run may have taken over): it stopped "
+                "without recording anything more; the next run delivers what it left pending")
+
     def lease_info(self, name: str) -> LeaseInfo | None:
         with self._conn(write=False) as conn:
             row = conn.execute(sa.text(
@@ -384,7 +412,7 @@ class StateStore:
 
     def settle(self, audience_id: int, run_id: int, delivered: Sequence[str], rejected: Sequence[Rejected], *,
                spans: Sequence[tuple[str, str]] = (), spanned: Sequence[str] = (),
-               gone: bool = True, rejections: bool = True) -> None:
+               gone: bool = True, rejections: bool = True, fence: Fence | None = None) -> None:
         """Record Amplitude's answers in one transaction: acknowledged users advance their synced
         state and leave the outbox; rejected ones are recorded with the reason and their outbox
         row is closed as "rejected" (it stays the planned state, see audsync.diff).
@@ -397,7 +425,9 @@ class StateStore:
 
         The caller may promise that no delivered user is leaving (an exit or $unset: `gone=False`)
         and that none has an earlier rejection (`rejections=False`); SQLite then skips the
-        statements that would find nothing, two fifths of a first sync's settling."""
+        statements that would find nothing, two fifths of a first sync's settling.
+
+        With a `fence`, nothing is recorded unless its holder still holds the lease (hold_fence)."""
         if not delivered and not rejected and not spanned:
             return
         with self._conn() as conn:
@@ -441,6 +471,7 @@ class StateStore:
                     "rejected_at = excluded.rejected_at"), params_list)
                 conn.execute(sa.text(
                     "UPDATE outbox SET status = 'rejected' WHERE audience_id = :a AND identity = :i"), params_list)
+            self.hold_fence(conn, fence)
 
     def _settle_delivered_postgresql(self, conn: Connection, audience_id: int, delivered: Sequence[str]) -> None:
         # One round trip: the acknowledged outbox rows are deleted and returned, and feed the
@@ -769,8 +800,9 @@ class AudienceWork:
             with transaction(self.conn, write=False):
                 self.conn.exec_driver_sql("ANALYZE members, outbox")
 
-    def plan(self, run_id: int, kind: str, *, backfill: bool = False) -> Counter[str]:
-        """Write this run's plan into the outbox, in one transaction (a crash leaves all or none)."""
+    def plan(self, run_id: int, kind: str, *, backfill: bool = False, fence: Fence | None = None) -> Counter[str]:
+        """Write this run's plan into the outbox, in one transaction (a crash leaves all or none),
+        committed only while `fence`'s holder holds the lease (StateStore.hold_fence)."""
         self._refresh_statistics()
         with transaction(self.conn, write=True):
             with_outbox = self._has_rows("outbox")
@@ -804,6 +836,7 @@ class AudienceWork:
             self.conn.execute(sa.text(
                 "UPDATE audiences SET first_synced_at = :now WHERE id = :aid AND first_synced_at IS NULL"),
                 {"aid": self.aid, "now": time.time()})
+            self.store.hold_fence(self.conn, fence)
         return counts
 
     def preview(self, kind: str, *, backfill: bool = False, sample: int = 10) -> tuple[Counter[str], list[PendingRow]]:
@@ -823,8 +856,9 @@ class AudienceWork:
                 "ORDER BY d.identity LIMIT :n"), dict(params, n=sample)).all()
         return counts, [PendingRow(*row, run_id=0) for row in rows]
 
-    def record_as_synced(self) -> int:
-        """--skip-backfill: the current members become the synced state without being sent."""
+    def record_as_synced(self, *, fence: Fence | None = None) -> int:
+        """--skip-backfill: the current members become the synced state without being sent (while
+        `fence`'s holder holds the lease)."""
         with transaction(self.conn, write=True):
             n = self.conn.execute(sa.text(
                 "INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
@@ -834,6 +868,7 @@ class AudienceWork:
             self.conn.execute(sa.text(
                 "UPDATE audiences SET first_synced_at = :now WHERE id = :aid AND first_synced_at IS NULL"),
                 {"aid": self.aid, "now": time.time()})
+            self.store.hold_fence(self.conn, fence)
         return int(n)
 
 
@@ -871,6 +906,10 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._renew, name=f"lease {self.name}", daemon=True)
         self._thread.start()
         return self
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.name, self.holder, self.what)
 
     def _break_if_holder_died(self) -> bool:
         """A run killed on this host (SIGKILL, OOM, power cut of a container) cannot release its
