@@ -263,6 +263,12 @@ class StateStore:
                 "instance while the process was paused, and another run may have taken over): it stopped "
                 "without recording anything more; the next run delivers what it left pending")
 
+    def clock(self) -> float:
+        """The database's clock (Unix seconds), which every worker shares: lease expiry, run
+        times and schedule slots are read on it, whatever the workers' own clocks say."""
+        with self._conn(write=False) as conn:
+            return float(conn.execute(sa.text(f"SELECT {self._now}")).scalar_one())
+
     def lease_info(self, name: str) -> LeaseInfo | None:
         with self._conn(write=False) as conn:
             row = conn.execute(sa.text(
@@ -298,8 +304,8 @@ class StateStore:
             row = conn.execute(sa.text(
                 "INSERT INTO runs (audience_id, mode, status, started_at, rows_read, skipped, entered, exited, "
                 "changed, unset, resent, delivered, rejected, pending) "
-                "VALUES (:a, :mode, 'running', :now, 0, '{}', 0, 0, 0, 0, 0, 0, 0, 0) RETURNING id"),
-                {"a": audience_id, "mode": mode, "now": time.time()}).first()
+                f"VALUES (:a, :mode, 'running', {self._now}, 0, '{{}}', 0, 0, 0, 0, 0, 0, 0, 0) RETURNING id"),
+                {"a": audience_id, "mode": mode}).first()
         assert row is not None
         return int(row[0])
 
@@ -308,11 +314,11 @@ class StateStore:
         unknown = set(counts) - set(_RUN_COUNTS)
         assert not unknown, unknown
         sets = ", ".join(f"{name} = :{name}" for name in counts)
-        params: dict[str, Any] = dict(counts, id=run_id, status=status, now=time.time(),
+        params: dict[str, Any] = dict(counts, id=run_id, status=status,
                                       skipped=canonical_json(dict(skipped or {})), error=error)
         with self._conn() as conn:
             conn.execute(sa.text(
-                f"UPDATE runs SET status = :status, finished_at = :now, skipped = :skipped, error = :error"
+                f"UPDATE runs SET status = :status, finished_at = {self._now}, skipped = :skipped, error = :error"
                 f"{', ' + sets if sets else ''} WHERE id = :id"), params)
 
     def last_runs(self, audience_id: int, limit: int = 5) -> list[dict[str, Any]]:
