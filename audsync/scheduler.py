@@ -1,8 +1,9 @@
 """`audsync daemon`: every audience on its schedule, until SIGTERM/SIGINT (DESIGN.md section 3).
 
 Any number of daemons may share one PostgreSQL state. Every worker fires an audience at the same
-instants (schedules are aligned to the epoch); each attempt first takes a short-lived per-audience
-*gate* lease (without waiting), then skips the slot when a run already started at or after it.
+instants (schedules are aligned to the epoch) on the state database's clock, whatever its own
+clock says; each attempt first takes a short-lived per-audience *gate* lease (without waiting),
+then skips the slot when a run already started at or after it (run times are the database's too).
 Because the check happens under the gate, a slot runs once however many workers fire it. The run
 itself still takes the audience lease (sync.py), which is what guarantees that two runs of one
 audience never overlap, also against a manual `audsync run`.
@@ -29,8 +30,10 @@ import signal
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
 
 from .config import AudienceConfig, Config
 from .errors import StateError, StateUnavailableError
@@ -46,6 +49,7 @@ BUSY_PENALTY_S = 0.3     # a worker already running k audiences tries k * this l
 TAKEOVER_LOCK_WAIT_S = 2.0  # the dead worker's audience lease may outlive its gate by a renewal
 STATE_RETRY_FIRST_S = 1.0   # an unreachable state database at start: tried again after 1, 2, 4 ... s
 STATE_RETRY_MAX_S = 30.0
+CLOCK_NOISE_S = 0.1      # a measured clock offset this close to the one in use is the same offset
 
 
 def gate_name(audience_lease: str) -> str:
@@ -65,6 +69,44 @@ def result_of(report: Any) -> str:
     return "ok"
 
 
+class DatabaseClock:
+    """The state database's clock as seen from this worker: schedule slots are instants on it, so
+    that workers whose own clocks disagree still fire, and agree on, the same slots."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0  # the database's clock minus this machine's
+
+    def measure(self, store: Any) -> None:
+        before = time.time()
+        offset = store.clock() - (before + time.time()) / 2
+        # Changed only when it really moved: a new offset shifts the next fire times, and a fire
+        # time moved back by jitter would come twice (or name the slot before its own).
+        if abs(offset - self.offset_s) > CLOCK_NOISE_S:
+            self.offset_s = offset
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc) + timedelta(seconds=self.offset_s)
+
+
+class OnDatabaseClock(BaseTrigger):
+    """`trigger`'s fire times, read on the database's clock: APScheduler waits on this machine's."""
+
+    def __init__(self, trigger: BaseTrigger, clock: DatabaseClock):
+        self.trigger = trigger
+        self.clock = clock
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        shift = timedelta(seconds=self.clock.offset_s)
+        # Asked from an instant, not from the previous fire time: an interval would add itself to
+        # a fire time shifted by an older offset, off the epoch-aligned instants for good.
+        after = now if previous_fire_time is None else previous_fire_time + timedelta(microseconds=1)
+        fire = self.trigger.get_next_fire_time(None, after + shift)
+        return None if fire is None else fire - shift
+
+    def __str__(self) -> str:
+        return str(self.trigger)
+
+
 class Daemon:
     """One worker. `run()` blocks until a stop is requested and returns the exit code."""
 
@@ -76,6 +118,7 @@ class Daemon:
             config, state=dataclasses.replace(config.state, lock_wait_s=min(config.state.lock_wait_s,
                                                                              TAKEOVER_LOCK_WAIT_S)))
         self.metrics = Metrics()
+        self.clock = DatabaseClock()
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.metrics_server: MetricsServer | None = None
@@ -154,9 +197,11 @@ class Daemon:
                                   "misfire_grace_time": max(1, int(daemon_settings.misfire_grace_s))},
                 )
                 _route_apscheduler_logs()
+                self.clock.measure(self.store)
                 for audience in self.config.audiences:
                     schedule = self.schedule_of(audience)
-                    self.scheduler.add_job(self._scheduled, trigger_for(schedule), args=[audience],
+                    self.scheduler.add_job(self._scheduled, OnDatabaseClock(trigger_for(schedule), self.clock),
+                                           args=[audience],
                                            id=f"audience:{audience.key}", name=f"{audience.key} ({schedule})")
                 # The first sweep runs at once: it resumes what a crashed or stopped run left pending.
                 self.scheduler.add_job(self._sweep, "interval", seconds=max(1.0, daemon_settings.lease_ttl_s / 2),
@@ -245,14 +290,18 @@ class Daemon:
         return audience.schedule or self.config.daemon.default_schedule
 
     def _scheduled(self, audience: AudienceConfig) -> None:
-        now = datetime.now(timezone.utc)
-        slot = current_slot(self.schedule_of(audience), now, self.config.daemon.misfire_grace_s)
+        slot = current_slot(self.schedule_of(audience), self.clock.now(), self.config.daemon.misfire_grace_s)
         self.attempt(audience, slot=slot)
 
     def _sweep(self, initial: bool) -> None:
         """Resume audiences whose last run died (`running` with an expired lease) or was stopped
-        with work pending; at start, also any audience with pending rows."""
+        with work pending; at start, also any audience with pending rows. Measures the database's
+        clock again first: this machine's may have been set or drifted since."""
         destination = self.config.amplitude.destination_id
+        try:
+            self.clock.measure(self.store)
+        except StateError as exc:
+            log.warning("sweep: %s", exc, extra={"worker": self.worker})
         for audience in self.config.audiences:
             if self.stopping:
                 return
@@ -313,6 +362,12 @@ class Daemon:
                 self._idle.notify_all()
 
     def _should_run(self, audience: AudienceConfig, slot: datetime | None, resume: bool) -> bool:
+        if slot is not None:
+            # Fired early by as much as the measured offset is off: the run must start within
+            # its slot on the database's clock, where the other workers look for it.
+            early = slot.timestamp() - self.store.clock()
+            if early > 0 and self.stop_event.wait(early):
+                return False
         row = self.store.find_audience(self.config.amplitude.destination_id, audience.key)
         if row is None:
             return not resume

@@ -26,7 +26,7 @@ from .audience_ops import OperationBuilder
 from .background import Prefetched, Writer
 from .config import AudienceConfig, Config
 from .errors import CRASHED, TEMPORARY, AudsyncError, FatalDeliveryError, MassExitError, ValidationError
-from .state import LeaseKeeper, PendingRow, Rejected, StateStore
+from .state import Fence, LeaseKeeper, PendingRow, Rejected, StateStore
 
 log = logging.getLogger("audsync.sync")
 
@@ -188,7 +188,7 @@ class _Settler:
     _RANK = {"delivered": 0, "rejected": 1, "undelivered": 2}
 
     def __init__(self, store: StateStore, audience_id: int, run_id: int, report: AudienceReport,
-                 phase: _Phase, gone: bool, by_range: bool):
+                 phase: _Phase, gone: bool, by_range: bool, fence: Fence):
         self.store = store
         # The operations come from run_id's pending rows in key order, one per row: a request
         # the Deliverer found to be a consecutive run of them (Outcomes.span) is settled as a
@@ -198,7 +198,7 @@ class _Settler:
         self.spanned: list[str] = []
         # Promises that spare the store work on each batch: whether some user may be leaving, and
         # whether some may have an earlier rejection (each user is delivered once per call).
-        self.hints = {"gone": gone, "rejections": store.has_rejections(audience_id)}
+        self.hints = {"gone": gone, "rejections": store.has_rejections(audience_id), "fence": fence}
         self.audience_id = audience_id
         self.run_id = run_id
         self.report = report
@@ -283,14 +283,14 @@ def _joined(spans: list[tuple[tuple[int, int], tuple]]) -> list[tuple]:
 
 def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
              pages: Iterable[list[Sequence]], report: AudienceReport, stop: _Stop, progress: Any,
-             label: str, total: int, gone: bool = True, this_run: bool = False,
+             label: str, total: int, fence: Fence, gone: bool = True, this_run: bool = False,
              on_response: Callable[[str, int, int], None] | None = None) -> None:
-    """Delivers the pending rows of `pages`; `gone=False` promises that none is an exit or $unset,
-    `this_run` that the pages are run_id's pending rows."""
+    """Delivers the pending rows of `pages`, settling them while `fence` holds; `gone=False`
+    promises that none is an exit or $unset, `this_run` that the pages are run_id's pending rows."""
     from .delivery import Bundle, Deliverer
 
     phase = _Phase(progress, label, total)
-    settler = _Settler(store, audience_id, run_id, report, phase, gone, by_range=this_run)
+    settler = _Settler(store, audience_id, run_id, report, phase, gone, by_range=this_run, fence=fence)
     ahead = Prefetched(pages, name="outbox-pages")
 
     def items() -> Iterator[tuple[str, tuple] | Bundle]:  # (identity, encoded operation) or a page
@@ -482,7 +482,7 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                 report.earlier_pending = earlier
                 _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, before_run=run_id),
                          report, stop, progress, f"{audience.key}: delivering earlier pending", earlier,
-                         on_response=on_response)
+                         lease.fence, on_response=on_response)
             if not stop():
                 # 2-3. Load, diff, plan (one transaction).
                 with store.work(row.id) as work:
@@ -490,14 +490,14 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                     if not stop():
                         if skip_backfill and report.first_sync:
                             with _Phase(progress, f"{audience.key}: recording members", counted=False):
-                                report.recorded = work.record_as_synced()
+                                report.recorded = work.record_as_synced(fence=lease.fence)
                         else:
                             if skip_backfill:
                                 report.notes.append("--skip-backfill ignored: this audience was synced before")
                             with _Phase(progress, f"{audience.key}: diffing and planning", counted=False):
                                 guard = None if allow_mass_exit else _mass_exit_guard(audience, report, work)
                                 report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill",
-                                                          guard=guard))
+                                                          guard=guard, fence=lease.fence))
                     _count(work, report, source_skipped)
                 planned = report.entered + report.exited + report.changed + report.unset + report.resent
                 store.record_counts(run_id, rows_read=report.rows_read, entered=report.entered,
@@ -506,7 +506,7 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                 # 4. Deliver this run's plan.
                 if planned and not stop():
                     _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, run_id=run_id),
-                             report, stop, progress, f"{audience.key}: delivering", planned,
+                             report, stop, progress, f"{audience.key}: delivering", planned, lease.fence,
                              gone=bool(report.exited or report.unset), this_run=True, on_response=on_response)
             report.stopped = stop()
             report.pending = store.pending_count(row.id)

@@ -4,6 +4,7 @@ from .store import (
     AudienceRow,
     AudienceWork,
     CurrentCounts,
+    Fence,
     LeaseInfo,
     LeaseKeeper,
     PendingRow,
@@ -14,6 +15,6 @@ from .store import (
 )
 
 __all__ = [
-    "AudienceRow", "AudienceWork", "CurrentCounts", "LeaseInfo", "LeaseKeeper", "PendingRow", "Rejected",
+    "AudienceRow", "AudienceWork", "CurrentCounts", "Fence", "LeaseInfo", "LeaseKeeper", "PendingRow", "Rejected",
     "StateStore", "canonical_json", "open_store",
 ]

@@ -72,6 +72,15 @@ class LeaseInfo:
     expires_at: float
 
 
+class Fence(NamedTuple):
+    """A run's lease, which its writes depend on: they commit only while `holder` still holds the
+    lease `name` (it has not expired and nobody took it over). `what` names it to the user."""
+
+    name: str
+    holder: str
+    what: str
+
+
 @dataclass(frozen=True)
 class AudienceRow:
     id: int
@@ -239,6 +248,31 @@ class StateStore:
                 f"UPDATE leases SET expires_at = {self._now} - 1 WHERE name = :name AND holder = :holder"),
                 {"name": name, "holder": holder}).rowcount == 1
 
+    def hold_fence(self, conn: Connection, fence: Fence | None) -> None:
+        """Refuses the transaction on `conn` unless `fence`'s holder still holds its lease: a run
+        that was paused (or cut off) longer than its lease lasts must not overwrite what the run
+        that took over wrote. Called last in the transaction: on PostgreSQL the lease row then
+        stays share-locked only until the commit, which a takeover (an UPDATE of that row) has
+        to wait for; a SQLite write transaction holds the database's write lock already.
+        `fence` None: the caller serialises its writes some other way (tools, tests of the diff)."""
+        if fence is None:
+            return
+        lock = " FOR SHARE" if self.dialect == "postgresql" else ""
+        held = conn.execute(sa.text(
+            f"SELECT expires_at > {self._now} FROM leases WHERE name = :name AND holder = :holder{lock}"),
+            {"name": fence.name, "holder": fence.holder}).scalar()
+        if not held:
+            raise BusyError(
+                f"{fence.what}: this run lost its lease (it was not renewed within daemon.lease_ttl_s, for "
+                "instance while the process was paused, and another run may have taken over): it stopped "
+                "without recording anything more; the next run delivers what it left pending")
+
+    def clock(self) -> float:
+        """The database's clock (Unix seconds), which every worker shares: lease expiry, run
+        times and schedule slots are read on it, whatever the workers' own clocks say."""
+        with self._conn(write=False) as conn:
+            return float(conn.execute(sa.text(f"SELECT {self._now}")).scalar_one())
+
     def lease_info(self, name: str) -> LeaseInfo | None:
         with self._conn(write=False) as conn:
             row = conn.execute(sa.text(
@@ -275,8 +309,8 @@ class StateStore:
             row = conn.execute(sa.text(
                 "INSERT INTO runs (audience_id, mode, status, started_at, rows_read, skipped, entered, exited, "
                 "changed, unset, resent, delivered, rejected, pending) "
-                "VALUES (:a, :mode, 'running', :now, 0, '{}', 0, 0, 0, 0, 0, 0, 0, 0) RETURNING id"),
-                {"a": audience_id, "mode": mode, "now": time.time()}).first()
+                f"VALUES (:a, :mode, 'running', {self._now}, 0, '{{}}', 0, 0, 0, 0, 0, 0, 0, 0) RETURNING id"),
+                {"a": audience_id, "mode": mode}).first()
         assert row is not None
         return int(row[0])
 
@@ -285,12 +319,12 @@ class StateStore:
         unknown = set(counts) - set(_RUN_COUNTS)
         assert not unknown, unknown
         sets = ", ".join(f"{name} = :{name}" for name in counts)
-        params: dict[str, Any] = dict(counts, id=run_id, status=status, now=time.time(),
+        params: dict[str, Any] = dict(counts, id=run_id, status=status,
                                       skipped=canonical_json(dict(skipped or {})),
                                       error=redact(error) if error else error)
         with self._conn() as conn:
             conn.execute(sa.text(
-                f"UPDATE runs SET status = :status, finished_at = :now, skipped = :skipped, error = :error"
+                f"UPDATE runs SET status = :status, finished_at = {self._now}, skipped = :skipped, error = :error"
                 f"{', ' + sets if sets else ''} WHERE id = :id"), params)
 
     def record_counts(self, run_id: int, **counts: int) -> None:
@@ -397,7 +431,7 @@ class StateStore:
 
     def settle(self, audience_id: int, run_id: int, delivered: Sequence[str], rejected: Sequence[Rejected], *,
                spans: Sequence[tuple[str, str]] = (), spanned: Sequence[str] = (),
-               gone: bool = True, rejections: bool = True) -> None:
+               gone: bool = True, rejections: bool = True, fence: Fence | None = None) -> None:
         """Record Amplitude's answers in one transaction: acknowledged users advance their synced
         state and leave the outbox; rejected ones are recorded with the reason and their outbox
         row is closed as "rejected" (it stays the planned state, see audsync.diff).
@@ -410,7 +444,9 @@ class StateStore:
 
         The caller may promise that no delivered user is leaving (an exit or $unset: `gone=False`)
         and that none has an earlier rejection (`rejections=False`); SQLite then skips the
-        statements that would find nothing, two fifths of a first sync's settling."""
+        statements that would find nothing, two fifths of a first sync's settling.
+
+        With a `fence`, nothing is recorded unless its holder still holds the lease (hold_fence)."""
         if not delivered and not rejected and not spanned:
             return
         with self._conn() as conn:
@@ -454,6 +490,7 @@ class StateStore:
                     "rejected_at = excluded.rejected_at"), params_list)
                 conn.execute(sa.text(
                     "UPDATE outbox SET status = 'rejected' WHERE audience_id = :a AND identity = :i"), params_list)
+            self.hold_fence(conn, fence)
 
     def _settle_delivered_postgresql(self, conn: Connection, audience_id: int, delivered: Sequence[str]) -> None:
         # One round trip: the acknowledged outbox rows are deleted and returned, and feed the
@@ -793,8 +830,10 @@ class AudienceWork:
             with transaction(self.conn, write=False):
                 self.conn.exec_driver_sql("ANALYZE members, outbox")
 
-    def plan(self, run_id: int, kind: str, *, backfill: bool = False, guard: Guard | None = None) -> Counter[str]:
-        """Write this run's plan into the outbox, in one transaction (a crash leaves all or none).
+    def plan(self, run_id: int, kind: str, *, backfill: bool = False, guard: Guard | None = None,
+             fence: Fence | None = None) -> Counter[str]:
+        """Write this run's plan into the outbox, in one transaction (a crash leaves all or none),
+        committed only while `fence`'s holder holds the lease (StateStore.hold_fence).
 
         `guard(counts, members)` sees the plan's counts before they are committed (`members(limit)`
         counts the synced members, up to limit); what it raises rolls the whole plan back."""
@@ -833,6 +872,7 @@ class AudienceWork:
             self.conn.execute(sa.text(
                 "UPDATE audiences SET first_synced_at = :now WHERE id = :aid AND first_synced_at IS NULL"),
                 {"aid": self.aid, "now": time.time()})
+            self.store.hold_fence(self.conn, fence)
         return counts
 
     def preview(self, kind: str, *, backfill: bool = False, sample: int = 10,
@@ -855,8 +895,9 @@ class AudienceWork:
                 "ORDER BY d.identity LIMIT :n"), dict(params, n=sample)).all()
         return counts, [PendingRow(*row, run_id=0) for row in rows]
 
-    def record_as_synced(self) -> int:
-        """--skip-backfill: the current members become the synced state without being sent."""
+    def record_as_synced(self, *, fence: Fence | None = None) -> int:
+        """--skip-backfill: the current members become the synced state without being sent (while
+        `fence`'s holder holds the lease)."""
         with transaction(self.conn, write=True):
             n = self.conn.execute(sa.text(
                 "INSERT INTO members (audience_id, identity, user_id, anonymous_id, value) "
@@ -866,6 +907,7 @@ class AudienceWork:
             self.conn.execute(sa.text(
                 "UPDATE audiences SET first_synced_at = :now WHERE id = :aid AND first_synced_at IS NULL"),
                 {"aid": self.aid, "now": time.time()})
+            self.store.hold_fence(self.conn, fence)
         return int(n)
 
 
@@ -884,7 +926,10 @@ class LeaseKeeper:
         self.wait_s = wait_s
         self.what = what or name
         self.poll_s = poll_s
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        # A PID names a process only within its PID namespace: containers sharing a hostname
+        # each have their own PID 1. The holder says which namespace its PID belongs to.
+        self.pid_namespace = _pid_namespace()
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{self.pid_namespace}:{os.urandom(4).hex()}"
         self.lost = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -901,12 +946,19 @@ class LeaseKeeper:
         self._thread.start()
         return self
 
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.name, self.holder, self.what)
+
     def _break_if_holder_died(self) -> bool:
         """A run killed on this host (SIGKILL, OOM, power cut of a container) cannot release its
         lease; waiting out its TTL would block the rerun that must deliver what it left pending.
-        Only a holder on this host can be checked: others keep their lease until it expires."""
+        Only a holder on this host and in this PID namespace can be checked: others (another
+        machine, another container with the same hostname) keep their lease until it expires."""
         info = self.store.lease_info(self.name)
-        if info is None or info.host != socket.gethostname() or info.pid == os.getpid() or _alive(info.pid):
+        here = f"{socket.gethostname()}:{info.pid}:{self.pid_namespace}:" if info else ""
+        if (info is None or not self.pid_namespace or not info.holder.startswith(here)
+                or info.pid == os.getpid() or _alive(info.pid)):
             return False
         return self.store.break_lease(self.name, info.holder)
 
@@ -935,6 +987,17 @@ class LeaseKeeper:
             self._thread.join()
         with contextlib.suppress(StateError):
             self.store.release_lease(self.name, self.holder)
+
+
+def _pid_namespace() -> str:
+    """This process's PID namespace on this boot (the boot id and the namespace's inode); empty
+    where there is no /proc to tell (not Linux): no holder's PID is then checked."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

@@ -114,8 +114,9 @@ def make_project(tmp_path, amplitude):
 class DaemonProc:
     """`audsync daemon` in a subprocess with JSON logs, collected from its stderr."""
 
-    def __init__(self, config: Path, *, metrics: bool = True, hostname: str | None = None, args: tuple[str, ...] = ()):
-        env = dict(os.environ)
+    def __init__(self, config: Path, *, metrics: bool = True, hostname: str | None = None,
+                 args: tuple[str, ...] = (), env_extra: dict[str, str] | None = None):
+        env = dict(os.environ, **(env_extra or {}))
         if hostname:
             env["AUDSYNC_TEST_HOSTNAME"] = hostname
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKEHOST), env.get("PYTHONPATH")]))

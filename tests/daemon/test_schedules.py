@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from audsync.config import AudienceConfig, Config, DaemonSettings, FileSource
-from audsync.scheduler import Daemon, result_of
+from audsync.scheduler import Daemon, DatabaseClock, OnDatabaseClock, result_of
 from audsync.schedules import current_slot, next_run, trigger_for
 from audsync.sync import AudienceReport
 
@@ -49,6 +49,17 @@ def test_a_late_run_belongs_to_the_latest_fire_time_within_the_grace_period():
 def test_a_run_with_no_fire_time_within_the_grace_period_is_its_own_slot():
     assert current_slot("every 1h", NOW, 300) == NOW
     assert current_slot("0 * * * *", NOW, 60) == NOW
+
+
+def test_a_worker_fires_at_the_schedules_instants_on_the_database_clock_even_after_its_offset_moved():
+    clock = DatabaseClock()
+    clock.offset_s = -30.5  # this machine's clock is 30.5 s ahead of the database's
+    trigger = OnDatabaseClock(trigger_for("every 4s"), clock)
+    fire = trigger.get_next_fire_time(None, NOW)
+    assert (fire.timestamp() + clock.offset_s) % 4 == 0 and fire > NOW
+    clock.offset_s = -29.25  # this machine's clock was set closer
+    later = trigger.get_next_fire_time(fire, fire)
+    assert (later.timestamp() + clock.offset_s) % 4 == 0 and later > fire
 
 
 def test_an_audience_without_a_schedule_runs_on_the_daemon_default():

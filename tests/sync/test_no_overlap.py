@@ -1,6 +1,7 @@
 """DESIGN.md section 4: two runs of one audience never overlap. Two real `audsync run` processes
 on one audience and one state database (SQLite file or PostgreSQL), with the fake Amplitude
-holding the first run's request until the second one has decided."""
+holding the first run's request until the second one has decided; and a run that lost its lease
+while paused (fencing)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from audsync.testing.fake_amplitude import FakeAmplitude
 
@@ -123,3 +125,58 @@ def test_a_run_killed_on_this_host_does_not_block_the_next_one_until_its_lease_e
     assert second.returncode == 0, (out, err)
     assert time.monotonic() - started < 30, "it must not wait out the dead run's 60 s lease"
     assert all(held_amplitude.properties[f"user{i:05d}"] == {KEY: True} for i in range(500))
+
+
+def _outcome_tables(url: str) -> dict:
+    """What runs record per user: synced members, the outbox, rejections."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {table: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {table}")))
+                    for table in ("members", "outbox", "rejections")}
+    finally:
+        engine.dispose()
+
+
+def test_a_paused_run_that_lost_its_lease_records_nothing_when_it_wakes_and_nothing_is_lost(
+        tmp_path, pg_url, held_amplitude):
+    """Run A is paused (SIGSTOP) mid-delivery longer than its lease lasts; run B takes the
+    audience over, plans the users who left since, and cannot deliver yet. When A wakes, its
+    in-flight request is acknowledged, but A may not settle it: it would delete B's planned exits
+    (they would never be sent). The next run then brings Amplitude to the source's truth."""
+    users = [f"user{i:05d}" for i in range(100)]
+    config = write_config(tmp_path, pg_url, held_amplitude.url, lock_wait_s=30)
+    config.write_text(config.read_text().replace("[delivery]", "[daemon]\nlease_ttl_s = 1\n[delivery]\nmax_attempts = 1"))
+    (tmp_path / "members.jsonl").write_text("".join(f'{{"user_id": "{u}"}}\n' for u in users))
+    first_request = threading.Lock()
+
+    def hold_the_first_request(path, raw):
+        if first_request.acquire(blocking=False):
+            held_amplitude.received.set()
+            held_amplitude.release.wait(60)
+
+    held_amplitude.on_receive = hold_the_first_request
+    a = start(config)
+    try:
+        assert held_amplitude.received.wait(30), "run A never reached Amplitude"
+        a.send_signal(signal.SIGSTOP)
+        (tmp_path / "members.jsonl").write_text("".join(f'{{"user_id": "{u}"}}\n' for u in users[50:]))
+        held_amplitude.unavailable = set(users)  # B plans, but cannot deliver
+        b = start(config)
+        out, err = b.communicate(timeout=60)
+        assert b.returncode == 1 and "-50 exited" in out, (out, err)
+        before = _outcome_tables(pg_url)
+        held_amplitude.unavailable = set()
+        held_amplitude.release.set()  # A's request is acknowledged: A reads it when it wakes
+    finally:
+        a.send_signal(signal.SIGCONT)
+    out, err = a.communicate(timeout=60)
+    assert a.returncode == 3 and "this run lost its lease" in out + err, (out, err)
+    assert "Traceback" not in out + err
+    assert _outcome_tables(pg_url) == before, "the run that lost its lease changed the state"
+
+    c = start(config)
+    out, err = c.communicate(timeout=60)
+    assert c.returncode == 0, (out, err)
+    assert {u: held_amplitude.properties[u].get(KEY) for u in users} == {
+        u: u in users[50:] for u in users}
