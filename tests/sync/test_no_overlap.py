@@ -161,10 +161,10 @@ def test_a_paused_run_that_lost_its_lease_records_nothing_when_it_wakes_and_noth
         assert held_amplitude.received.wait(30), "run A never reached Amplitude"
         a.send_signal(signal.SIGSTOP)
         (tmp_path / "members.jsonl").write_text("".join(f'{{"user_id": "{u}"}}\n' for u in users[50:]))
-        held_amplitude.unavailable = set(users)  # B plans, but cannot deliver
+        held_amplitude.unavailable = set(users)  # B plans, but cannot deliver: exit 3, retry later
         b = start(config)
         out, err = b.communicate(timeout=60)
-        assert b.returncode == 1 and "-50 exited" in out, (out, err)
+        assert b.returncode == 3 and "-50 exited" in out, (out, err)
         before = _outcome_tables(pg_url)
         held_amplitude.unavailable = set()
         held_amplitude.release.set()  # A's request is acknowledged: A reads it when it wakes
