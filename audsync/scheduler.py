@@ -267,7 +267,7 @@ class Daemon:
     def _take_daemon_lease(self) -> None:
         """SQLite has no way to share the state between workers safely: one daemon per file."""
         from .state import LeaseKeeper
-        from .state.db import safe_url
+        from .redact import redact
 
         # LeaseKeeper takes over at once a lease whose holder died on this host.
         keeper = LeaseKeeper(self.store, DAEMON_LEASE, self.config.daemon.lease_ttl_s, what="daemon")
@@ -279,7 +279,7 @@ class Daemon:
                 f"another audsync daemon (host {info.host}, pid {info.pid}, since "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(info.acquired_at))})")
             raise StateError(
-                f"state.url {safe_url(self.config.state.url)}: {who} already runs on this SQLite state; "
+                f"state.url {redact(self.config.state.url)}: {who} already runs on this SQLite state; "
                 "a SQLite state supports one daemon. Stop that one, or move the state to PostgreSQL "
                 "to run several workers.") from None
         self._daemon_lease = keeper

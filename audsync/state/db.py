@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
 
 from ..errors import ConfigError, StateError, StateUnavailableError
-from ..redact import redact as safe_url
+from ..redact import redact
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 PG_CONNECT_TIMEOUT_S = 10
@@ -31,7 +31,7 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise StateError(safe_url(f"state.url: {url!r} is not a database URL ({exc})")) from None
+        raise StateError(redact(f"state.url: {url!r} is not a database URL ({exc})")) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         _check_directory(parsed.database)
@@ -45,7 +45,7 @@ def make_engine(url: str) -> Engine:
         # database at boot would then not even see SIGTERM.
         timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
         return sa.create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
-    raise StateError(f"state.url: {safe_url(url)!r}: the state database must be SQLite or PostgreSQL")
+    raise StateError(f"state.url: {redact(url)!r}: the state database must be SQLite or PostgreSQL")
 
 
 def _check_directory(database: str | None) -> None:
@@ -114,7 +114,7 @@ def translate_db_error(exc: BaseException, url: str) -> StateError:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(exc).__name__
     kind = StateUnavailableError if _temporary(exc, orig, text) else StateError
-    return kind(safe_url(f"state database {url}: {text}"))
+    return kind(redact(f"state database {url}: {text}"))
 
 
 # libpq's answers to a wrong user or password: connecting again will not help.

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from .. import diff
 from ..errors import BusyError, StateError
 from ..redact import redact
-from .db import make_engine, safe_url, transaction, translate_db_error
+from .db import make_engine, transaction, translate_db_error
 
 
 def _json_default(value: Any) -> Any:
@@ -187,7 +187,7 @@ class StateStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"StateStore({safe_url(self.url)!r})"
+        return f"StateStore({redact(self.url)!r})"
 
     @contextlib.contextmanager
     def _conn(self, *, write: bool = True) -> Iterator[Connection]:
@@ -203,7 +203,7 @@ class StateStore:
         from . import migrate
 
         if migrate.current(self.url) != migrate.head():
-            raise StateError(f"state database {safe_url(self.url)} is not at the current schema; "
+            raise StateError(f"state database {redact(self.url)} is not at the current schema; "
                              "run `audsync db upgrade`")
 
     # ---------------------------------------------------------------- leases (database clock)
