@@ -521,9 +521,11 @@ class _Run:
         for reason, items in by_reason.items():
             self.settle(items, status, reason)
 
-    def later(self, item: _Item, delay: float, reason: str) -> bool:
-        """Schedules a resend; False (and the item ends undelivered) past the deadline."""
-        due = self.o.clock() + delay
+    def later(self, item: _Item, now: float, delay: float, reason: str) -> bool:
+        """Schedules a resend `delay` after `now`; False (and the item ends undelivered) past the
+        deadline. The caller reads the clock once per answer: the items of one request then fall
+        due together and go out again as one request."""
+        due = now + delay
         if due - item.first_try > self.settings.deadline_s:
             self.settle([item], UNDELIVERED, f"{reason}; gave up after {self.settings.deadline_s:g} s")
             return False
@@ -579,18 +581,18 @@ class _Run:
         elif decision.action == policy.THROTTLE:
             parked = [(batch[i], reason) for i, reason in decision.parked.items()]
             self.settle_each(parked, UNDELIVERED)
-            paused = set(decision.paused)
+            paused, now = set(decision.paused), self.o.clock()
             for i, item in enumerate(batch):
                 if i in decision.parked:
                     continue
                 if i in paused:
-                    self.later(item, decision.pause_s, f"throttled: {decision.reason}")
+                    self.later(item, now, decision.pause_s, f"throttled: {decision.reason}")
                 else:
                     self.queue(item)
         else:  # RETRY
             # one jitter draw per answer keeps the batch together: per-item draws scattered it
             # into many small requests
-            jitter = self.o.rng()
+            jitter, now = self.o.rng(), self.o.clock()
             for item in batch:
                 item.attempts += 1
                 if item.attempts >= self.settings.max_attempts:
@@ -598,7 +600,7 @@ class _Run:
                     continue
                 delay = max(decision.pause_s, policy.backoff(item.attempts, self.settings.backoff_initial_s,
                                                              self.settings.backoff_max_s, jitter))
-                self.later(item, delay, decision.reason)
+                self.later(item, now, delay, decision.reason)
 
     def _log(self, api: str, batch: list[_Item], answer: Answer, decision: policy.Decision) -> None:
         body = answer.body if isinstance(answer.body, dict) else {}

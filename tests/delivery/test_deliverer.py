@@ -41,7 +41,7 @@ class Result:
 
 
 def deliver(fake, operations, *, amplitude=None, on_response=None, expect_all=True, deliverer_hook=None,
-            **delivery) -> Result:
+            clock=time.monotonic, **delivery) -> Result:
     outcomes, threads = [], set()
 
     def on_outcomes(batch):
@@ -49,7 +49,7 @@ def deliver(fake, operations, *, amplitude=None, on_response=None, expect_all=Tr
         outcomes.extend(batch.each())
 
     settings = amplitude_settings(fake, **(amplitude or {}))
-    with Deliverer(settings, fast_delivery(**delivery), on_response=on_response) as deliverer:
+    with Deliverer(settings, fast_delivery(**delivery), on_response=on_response, clock=clock) as deliverer:
         if deliverer_hook:
             deliverer_hook(deliverer)
         started = time.monotonic()
@@ -187,6 +187,21 @@ def test_5xx_burst_then_success(fake):
     assert result.refs(DELIVERED) == set(range(10))
     assert [r["status"] for r in fake.requests] == [503, 500, 502, 504, 200]
     assert result.stats.statuses[200] == 1 and result.stats.requests == 5
+
+
+def test_the_items_of_a_failed_request_fall_due_together_and_go_out_again_as_one_request(fake):
+    # a clock that moves on at every read, as a loaded machine's does between two items: the
+    # resend is due at one time for the whole request, not spread over the items
+    ticks = iter(range(10**9))
+
+    def ticking() -> float:
+        return time.monotonic() + next(ticks) * 0.01
+
+    fake.fail_next = [503]
+    result = deliver(fake, [identify(f"user-{u:02d}") for u in range(10)], clock=ticking,
+                     backoff_initial_s=0.05, backoff_max_s=0.05)
+    assert result.refs(DELIVERED) == set(range(10))
+    assert [r["status"] for r in fake.requests] == [503, 200]
 
 
 def test_5xx_forever_ends_undelivered_after_max_attempts(fake):

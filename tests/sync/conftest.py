@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,21 @@ class Project:
 @pytest.fixture
 def project(tmp_path, state_url, amplitude):
     return Project(tmp_path, state_url, amplitude)
+
+
+@pytest.fixture
+def held_amplitude():
+    """A fake Amplitude that holds every request until `release` is set; `received` is set when
+    the first one arrives (the run sending it is then mid-delivery, holding its lease)."""
+    fake = FakeAmplitude()
+    fake.received = threading.Event()
+    fake.release = threading.Event()
+
+    def hold(path, raw):
+        fake.received.set()
+        fake.release.wait(30)
+
+    fake.on_receive = hold
+    yield fake
+    fake.release.set()
+    fake.close()

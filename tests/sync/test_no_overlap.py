@@ -16,29 +16,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from audsync.testing.fake_amplitude import FakeAmplitude
-
 AUDSYNC = str(Path(sys.executable).with_name("audsync"))
 NAME = "Overlap Members"
 KEY = "overlap_members"
-
-
-@pytest.fixture
-def held_amplitude():
-    """A fake Amplitude whose request handling blocks until `release` is set; `received` is set
-    when the first request arrives (the first run then holds its lease, mid-delivery)."""
-    fake = FakeAmplitude()
-    fake.received = threading.Event()
-    fake.release = threading.Event()
-
-    def hold(path, raw):
-        fake.received.set()
-        fake.release.wait(20)
-
-    fake.on_receive = hold
-    yield fake
-    fake.release.set()
-    fake.close()
 
 
 def write_config(tmp_path: Path, state_url: str, amplitude_url: str, lock_wait_s: float = 0) -> Path:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -17,28 +16,10 @@ import pytest
 
 from audsync.config import load
 from audsync.sync import status
-from audsync.testing.fake_amplitude import FakeAmplitude
 
 AUDSYNC = str(Path(sys.executable).with_name("audsync"))
 NAME, KEY = "Stop Members", "stop_members"
 USERS = 3_000  # three identify requests of 1,000, sent one at a time (concurrency = 1)
-
-
-@pytest.fixture
-def held_amplitude():
-    """The first request blocks until `release` is set; `received` says it arrived."""
-    fake = FakeAmplitude()
-    fake.received = threading.Event()
-    fake.release = threading.Event()
-
-    def hold(path, raw):
-        fake.received.set()
-        fake.release.wait(30)
-
-    fake.on_receive = hold
-    yield fake
-    fake.release.set()
-    fake.close()
 
 
 def write_config(tmp_path: Path, state_url: str, amplitude_url: str) -> Path:
