@@ -94,12 +94,16 @@ class Dialect:
         """Once the plan passed its guard, in its transaction."""
 
     @staticmethod
-    def _insert_everyone(conn: Connection, select: str, params: dict[str, Any], *, upsert: bool,
+    def _insert_everyone(conn: Connection, selects: list[str], params: dict[str, Any], *, upsert: bool,
                          ordered: bool) -> Counter[str]:
         # Where everyone enters, the statement's row count is the count, on both databases:
         # RETURNING every row, or counting the plan by change, would read the whole plan back.
-        result = conn.execute(sa.text(diff.plan_sql(select, upsert=upsert, ordered=ordered)), params)
-        return Counter({diff.ENTER: int(result.rowcount)}) if result.rowcount else Counter()
+        counts: Counter[str] = Counter()
+        for select in selects:
+            result = conn.execute(sa.text(diff.plan_sql(select, upsert=upsert, ordered=ordered)), params)
+            if result.rowcount:
+                counts[diff.ENTER] += int(result.rowcount)
+        return counts
 
 
 class SqliteDialect(Dialect):
@@ -214,7 +218,7 @@ class SqliteDialect(Dialect):
     def write_plan(self, conn: Connection, selects: list[str], params: dict[str, Any], *, with_outbox: bool,
                    fresh: bool, everyone_enters: bool) -> Counter[str]:
         if everyone_enters:
-            return self._insert_everyone(conn, selects[0], params, upsert=with_outbox, ordered=False)
+            return self._insert_everyone(conn, selects, params, upsert=with_outbox, ordered=False)
         for select in selects:
             conn.execute(sa.text(diff.plan_sql(select, upsert=with_outbox)), params)
         # SQLite has no INSERT inside WITH: the plan is counted once written.
@@ -344,7 +348,7 @@ class PostgresDialect(Dialect):
     def write_plan(self, conn: Connection, selects: list[str], params: dict[str, Any], *, with_outbox: bool,
                    fresh: bool, everyone_enters: bool) -> Counter[str]:
         if everyone_enters:
-            counts = self._insert_everyone(conn, selects[0], params, upsert=with_outbox, ordered=not fresh)
+            counts = self._insert_everyone(conn, selects, params, upsert=with_outbox, ordered=not fresh)
         else:
             # The statement counts what it writes: reading the plan back would take seconds.
             counts = Counter()

@@ -61,9 +61,9 @@ class AudienceWork:
              should_stop: Callable[[], bool] = lambda: False,
              on_rows: Callable[[int], None] = lambda n: None) -> int:
         """Stage every (user_id, anonymous_id, value) row; values as canonical JSON text."""
-        # Written through the driver's own cursor: db_errors translates what the database
-        # refuses there (PostgreSQL: the server going away mid-COPY).
-        with db_errors(self.store.url), transaction(self.conn, write=False):
+        # Written through the driver's own cursor; what the database refuses there (PostgreSQL:
+        # the server going away mid-COPY) is translated at work()'s edge like the rest.
+        with transaction(self.conn, write=False):
             self.loaded += self.dialect.load(self.conn, chunks, computed=computed, should_stop=should_stop,
                                              on_rows=on_rows)
         return self.loaded
