@@ -494,5 +494,6 @@ def backfill(config: Config, audience_name: str, *, dry_run: bool = False, progr
                 progress=progress, stop_event=stop_event, apply_migrations=apply_migrations)
 
 
-# `status` and its text moved to audsync.status; still importable from here for the package root.
-from .status import format_status, status  # noqa: E402,F401
+# `status` and its text live in audsync.status_report (the module is not named `status`: the
+# package root exports the function under that name); still importable from here for the root.
+from .status_report import format_status, status  # noqa: E402,F401

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from audsync.state import StateStore
-from audsync.status import status
+from audsync.status_report import status
 from audsync.sync import backfill, run_once
 
 from .test_sync import AUD, KEY, audience, members_of

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from audsync.state import LeaseKeeper, StateStore
-from audsync.status import status
+from audsync.status_report import status
 from audsync.sync import backfill, lease_name, run_once
 
 from .conftest import API_KEY, OTHER_KEY
