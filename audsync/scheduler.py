@@ -39,6 +39,7 @@ from .config import AudienceConfig, Config
 from .errors import StateError, StateUnavailableError
 from .metrics import LOOPBACK, Metrics, MetricsServer
 from .schedules import current_slot, trigger_for
+from .stopping import StopRequest
 
 log = logging.getLogger("audsync.daemon")
 
@@ -122,7 +123,7 @@ class Daemon:
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.metrics_server: MetricsServer | None = None
-        self.stop_event = threading.Event()    # watched by every run_once
+        self.stop_event = StopRequest()    # watched by every run_once
         self.stopping = False
         # Reentrant: the signal handler (main thread) may interrupt the main thread while it holds it.
         self._lock = threading.RLock()
@@ -178,7 +179,7 @@ class Daemon:
             log.info("state database: applied migration %s", revision)
         self.store = StateStore(self.config.state.url)
         try:
-            if self.store.dialect == "sqlite":
+            if self.store.dialect.name == "sqlite":
                 self._take_daemon_lease()
             try:
                 self._load_metrics()
@@ -212,7 +213,7 @@ class Daemon:
                 if not self.stopping:
                     self.scheduler.start()
                     log.info("daemon started: %d audiences", len(self.config.audiences),
-                             extra={"worker": self.worker, "state": self.store.dialect})
+                             extra={"worker": self.worker, "state": self.store.dialect.name})
                 return self._wait_for_stop()
             finally:
                 if self._daemon_lease is not None:
