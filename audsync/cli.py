@@ -11,13 +11,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Sequence
 
 from . import config as config_module
 from . import logs
 from .redact import redact
 from .runtime import tune_gc_for_streaming
-from .stopping import StopRequest
 from .errors import CRASHED, AudsyncError, UsageError
 
 EXIT_CODES = f"""exit codes:
@@ -148,11 +148,11 @@ def _report_run(report, dry_run: bool) -> int:
     return report.exit_code
 
 
-def _stop_on_signals() -> StopRequest:
+def _stop_on_signals() -> threading.Event:
     """The first SIGTERM/SIGINT asks the run to stop as the daemon's runs do (the in-flight batch
     finishes, what was acknowledged is recorded, the run is marked stopped); a second one exits
     at once: the plan is in the outbox, and the next run delivers it first."""
-    stop = StopRequest()
+    stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
@@ -224,7 +224,7 @@ def _send(args: argparse.Namespace) -> int:
     from .forward import send
 
     cfg = config_module.load(args.config)
-    stop = StopRequest()
+    stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     rejects = None
     if args.rejects:

@@ -19,7 +19,6 @@ from .config import Config
 from .delivery import DELIVERED, REJECTED, Deliverer, Outcomes
 from .errors import ValidationError
 from .mapping import translate
-from .stopping import when_stopped
 from .translate_stream import open_input, parse_line
 
 INVALID = "invalid"
@@ -144,8 +143,8 @@ def send(config: Config, input_path: str, *, rejects: IO[bytes] | None = None, p
 
     with open_input(input_path) as source, Deliverer(config.amplitude, config.delivery) as deliverer:
         try:
-            with when_stopped([stop_event], deliverer.request_stop):
-                deliverer.deliver(operations(source), on_outcomes)
+            deliverer.deliver(operations(source), on_outcomes,
+                              should_stop=None if stop_event is None else stop_event.is_set)
         finally:
             if phase is not None:
                 phase.close()

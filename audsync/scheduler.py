@@ -39,7 +39,6 @@ from .config import AudienceConfig, Config
 from .errors import StateError, StateUnavailableError
 from .metrics import LOOPBACK, Metrics, MetricsServer
 from .schedules import current_slot, trigger_for
-from .stopping import StopRequest
 
 log = logging.getLogger("audsync.daemon")
 
@@ -123,7 +122,7 @@ class Daemon:
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.metrics_server: MetricsServer | None = None
-        self.stop_event = StopRequest()    # watched by every run_once
+        self.stop_event = threading.Event()    # watched by every run_once
         self.stopping = False
         # Reentrant: the signal handler (main thread) may interrupt the main thread while it holds it.
         self._lock = threading.RLock()

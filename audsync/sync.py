@@ -28,7 +28,6 @@ from .config import AudienceConfig, Config
 from .errors import CRASHED, TEMPORARY, AudsyncError, FatalDeliveryError, MassExitError, ValidationError
 from .progress import NO_PROGRESS, ProgressReporter
 from .state import AudienceWork, CurrentCounts, Fence, LeaseKeeper, PendingRow, StateStore
-from .stopping import when_stopped
 
 log = logging.getLogger("audsync.sync")
 
@@ -145,9 +144,6 @@ class _Stop:
     def __call__(self) -> bool:
         return bool((self.request and self.request.is_set()) or (self.lease and self.lease.lost.is_set()))
 
-    def forwarded(self, on_stop: Callable[[], None]) -> contextlib.AbstractContextManager[None]:
-        """Calls on_stop as soon as a stop is asked for during the block (audsync.stopping)."""
-        return when_stopped([self.request, self.lease.lost if self.lease else None], on_stop)
 
 
 @dataclass
@@ -182,7 +178,7 @@ def _deliver(run: AudienceRun, pages: Iterable[list[Sequence]], label: str, tota
         # A page whose rows all make one operation of one shape goes as one Bundle; other rows
         # are built one by one, ten million times at most: a pending row holds build's
         # arguments, in order (PendingRow's fields).
-        # A stop is checked per page; a stop request reaches the deliverer at once anyway.
+        # A stop is checked per page here, and by the deliverer at every turn of its loop.
         build, expect, encode_page = run.builder.build_encoded, settlement.expect, run.builder.encode_page
         for page in ahead:
             if stop():
@@ -209,8 +205,7 @@ def _deliver(run: AudienceRun, pages: Iterable[list[Sequence]], label: str, tota
     try:
         with Deliverer(run.config.amplitude, run.config.delivery, on_response=run.on_response,
                        report_spans=settlement.by_range) as deliverer:
-            with stop.forwarded(deliverer.request_stop):
-                deliverer.deliver(items(), settlement.add)
+            deliverer.deliver(items(), settlement.add, should_stop=stop)
     finally:
         try:
             ahead.close()
@@ -478,9 +473,9 @@ def run_once(config: Config, *, audiences: list[str] | None = None, dry_run: boo
              on_response: OnResponse | None = None) -> RunReport:
     """One sync pass over every configured audience (or the named ones). `on_response(api, status,
     items)` sees every Amplitude answer (the daemon's metrics). `allow_mass_exit` lets a plan remove
-    more than max_exit_fraction of an audience, or follow a source with no rows. `stop_event`: a
-    stop request (audsync.stopping.StopRequest) stops delivery at once; a plain threading.Event
-    is seen between pages of the outbox."""
+    more than max_exit_fraction of an audience, or follow a source with no rows. `stop_event`, once
+    set, stops the run within a quarter of a second: requests in flight are answered and recorded,
+    the rest stays pending for the next run."""
     return _run(config, audiences, RunMode.RUN, dry_run=dry_run, skip_backfill=skip_backfill,
                 allow_mass_exit=allow_mass_exit, progress=progress, stop_event=stop_event,
                 apply_migrations=apply_migrations, on_response=on_response)

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import BusyError, StateError
-from ..stopping import StopRequest
 from .base import StoreBase
 
 
@@ -110,8 +109,7 @@ class LeaseKeeper:
     """Holds a lease for the duration of a `with` block, renewing it from a background thread.
 
     `lost` is set when a renewal finds the lease gone (it expired and someone else took it): the
-    holder must then stop taking new work (a StopRequest: what registered with `lost.when_set`
-    is called then, from the renewing thread).
+    holder must then stop taking new work.
     """
 
     def __init__(self, store: Leases, name: str, ttl_s: float, *, wait_s: float = 0.0,
@@ -126,7 +124,7 @@ class LeaseKeeper:
         # each have their own PID 1. The holder says which namespace its PID belongs to.
         self.pid_namespace = _pid_namespace()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{self.pid_namespace}:{os.urandom(4).hex()}"
-        self.lost = StopRequest()
+        self.lost = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
