@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import threading
 from typing import Any
 
@@ -26,9 +25,6 @@ from .sources.python import FrameSource
 from .sync import RunReport, run_once
 
 __all__ = ["sync_dataframe"]
-
-_CLI_WAY_THROUGH = re.compile(r"run once: audsync run --allow-mass-exit --audience .*$")
-
 
 def sync_dataframe(config: Config | str | os.PathLike[str], audience: str, df: Any, *, dry_run: bool = False,
                    skip_backfill: bool = False, allow_mass_exit: bool = False, progress: Any = None,
@@ -65,11 +61,5 @@ def sync_dataframe(config: Config | str | os.PathLike[str], audience: str, df: A
     chosen = config.audience(audience)
     # The config holds this audience only, its source replaced: run_once runs it as configured.
     config = dataclasses.replace(config, audiences=(dataclasses.replace(chosen, source=FrameSource(df)),))
-    report = run_once(config, dry_run=dry_run, skip_backfill=skip_backfill, allow_mass_exit=allow_mass_exit,
-                      progress=progress, stop_event=stop_event, apply_migrations=apply_migrations)
-    for entry in report.audiences:
-        if entry.guarded and entry.error:
-            # The guard's way through is the CLI's option, and a CLI run would read the configured
-            # source, not this DataFrame: say this call's way.
-            entry.error = _CLI_WAY_THROUGH.sub("call sync_dataframe again with allow_mass_exit=True", entry.error)
-    return report
+    return run_once(config, dry_run=dry_run, skip_backfill=skip_backfill, allow_mass_exit=allow_mass_exit,
+                    progress=progress, stop_event=stop_event, apply_migrations=apply_migrations)

@@ -296,9 +296,12 @@ def _mass_exit_guard(audience: AudienceConfig, report: AudienceReport, work: Aud
         why = _mass_exit(audience, report, work.loaded, counts, members)
         if why is not None:
             name = quoted(audience.name)
+            # A CLI run would read the configured source, not the DataFrame in hand.
+            way = ("call sync_dataframe again with allow_mass_exit=True" if audience.source.type == "dataframe"
+                   else f"run once: audsync run --allow-mass-exit --audience {name}")
             raise MassExitError(
                 f"audience {name}: {why}; nothing was planned and its synced state is unchanged. "
-                f"If that is intended, run once: audsync run --allow-mass-exit --audience {name}")
+                f"If that is intended, {way}")
     return guard
 
 
