@@ -16,12 +16,11 @@ import logging
 import random
 import threading
 import time
-from bisect import bisect_right
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import accumulate, chain
+from itertools import chain
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import orjson
@@ -29,7 +28,7 @@ import orjson
 from ..config import AmplitudeSettings, DeliverySettings
 from ..errors import FatalDeliveryError
 from . import policy
-from .batching import ENVELOPE_BYTES, Batcher, limit_for
+from .batching import Batcher, limit_for
 from .transport import Answer, Transport
 
 log = logging.getLogger("audsync.delivery")
@@ -187,7 +186,7 @@ class _Chunk:
 class Deliverer:
     def __init__(self, amplitude: AmplitudeSettings, delivery: DeliverySettings, *,
                  on_response: Callable[[str, int, int], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.monotonic,
                  rng: Callable[[], float] = random.random, transport: Transport | None = None,
                  report_spans: bool = False):
         self.amplitude = amplitude
@@ -373,7 +372,7 @@ class _Run:
             outstanding += 1
             batcher = batchers[api]
             size = len(data)
-            if size > batcher.alone_max:  # Batcher.too_big_alone, inlined
+            if size > batcher.alone_max:
                 self.outstanding = outstanding
                 self.settle([item], REJECTED, "the item is larger than Amplitude accepts in one request", release=False)
                 outstanding = self.outstanding
@@ -407,20 +406,15 @@ class _Run:
             return True
         keys = bundle.keys if bundle.keys2 is None else bundle.keys + [k for k in bundle.keys2 if k is not None]
         batcher = self.batchers[bundle.api]
-        sizes = [len(data) + 1 for data in bundle.datas]  # +1: the comma between items
-        if (max(sizes) - 1 > batcher.alone_max or len(set(keys)) != len(keys)
+        lengths = list(map(len, bundle.datas))
+        if (max(lengths) > batcher.alone_max or len(set(keys)) != len(keys)
                 or not self.held.isdisjoint(keys)):
             return False
         self.held.update(keys)
-        room = batcher.limit.max_bytes - ENVELOPE_BYTES
-        ends = list(accumulate(sizes, initial=0))  # ends[i]: the bytes of the first i items
         refs, datas, keys1, keys2 = bundle.refs, bundle.datas, bundle.keys, bundle.keys2
-        start = 0
-        while start < n:
-            end = max(start + 1, min(n, start + batcher.cap, bisect_right(ends, ends[start] + room, lo=start) - 1))
+        for start, end in batcher.cuts(lengths):
             self.to_send.append((bundle.api, _Chunk(refs[start:end], datas[start:end], keys1[start:end],
                                                     None if keys2 is None else keys2[start:end], self.seq + start)))
-            start = end
         self.seq += n
         self.outstanding += n
         return True
