@@ -1,43 +1,48 @@
 """Operations for one planned audience change, built through the mapping core. Pure.
 
-Every identify goes through `mapping.translate`, so every identify setting applies (set-once,
-device id preference, min_id_length, version name ...). Translating ten million messages one by
-one is too slow, so translate runs once per *shape* of message (which ids are present, the kind
-of value, the change) with sentinel strings in place of the ids, value and message id; the
-result is compiled into a template that copies only the parts holding a sentinel. A template
-copies a value in as it is, so it serves only values translate sends unchanged (strings,
-booleans, 64-bit integers, finite floats) and null (whose template is translated with null);
-any other value (an object, a list, NaN...) is translated for its user. The first users of
-every shape are also translated for real and compared: a shape whose template disagrees (a
-setting that transforms the value, say) falls back to translate for every user.
+The reference is `translated`: it writes the Segment messages a change stands for (an identify,
+and for an audience with track events an "Audience Entered" / "Audience Exited" track) and
+translates them with `mapping.translate`, so every setting applies (set-once, device id
+preference, version name, the batch endpoint ...).
+
+Translating every user of a ten-million-member audience is too slow, so there is one fast path: a
+template per *shape* of message (which ids are present, the kind of value, the change). For a
+shape, translate runs once on a message holding placeholders (strings no real value is) where the
+ids, the value and the message ids go; its encoded operations, cut at the placeholders, are the
+template's constant pieces. A user's operations are those pieces joined by the encodings of their
+own values: `encode_page` fills the template for a whole page of the outbox at once (by column),
+`build_encoded` for one user.
+
+What keeps the template equal to translate:
+- it copies a value in as it is, so it serves only values translate sends unchanged
+  (`sent_unchanged`: strings, booleans, 64-bit integers, finite floats) and null, whose template is
+  translated with null; any other value (an object, a list ...) is translated for its user;
+- a placeholder that translate did not keep whole (one inside a longer string, or one it
+  changed) leaves the shape to translate;
+- the first users of every shape are translated as well and compared: a shape whose template
+  disagrees (a setting that transforms the value, say) is translated for every user.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from operator import itemgetter
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import orjson
 
 from .config import AmplitudeSettings, AudienceConfig
 from .delivery.deliverer import Bundle, Encoded, encode
-from .diff import CHANGE, ENTER, EXIT, RESEND, UNSET
+from .diff import ENTER, EXIT, UNSET
 from .errors import ValidationError
 from .mapping._props import sent_unchanged
 
 ENTERED_EVENT = "Audience Entered"
 EXITED_EVENT = "Audience Exited"
 _VERIFY_PER_SHAPE = 3
-
-_S_USER = "audsyncsentinel0user7f3b"
-_S_ANON = "audsyncsentinel0anon91c4"
-_S_VALUE = "audsyncsentinel0value5e2d"
-_S_MID = "audsyncsentinel0mid0c88a"
-_S_TRACK_MID = "audsyncsentinel0tmid44e1"
-_SENTINELS = (_S_USER, _S_ANON, _S_VALUE, _S_MID, _S_TRACK_MID)
-_PER_USER = "translate"  # the kind of value of a shape no template serves
+_PER_USER = "translated for each user"  # the kind of a value no template serves
 
 Translate = Callable[[dict, AmplitudeSettings], list]
 
@@ -49,135 +54,149 @@ def message_id(destination: str, audience_key: str, identity: str, what: str, ru
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def _compile(node: Any) -> Callable[[dict], Any] | str | None:
-    """How to rebuild `node` with sentinels replaced: None when it holds none (then the node
-    itself is shared between operations: nothing downstream mutates them), the sentinel itself
-    when the node is one (its parent copies the value in, without a call), else a function."""
-    if isinstance(node, dict):
-        leaves, calls = [], []
-        for key, child in node.items():
-            part = _compile(child)
-            if isinstance(part, str):
-                leaves.append((key, part))
-            elif part is not None:
-                calls.append((key, part))
-        if not leaves and not calls:
-            return None
+# A user's values, in this order, fill a template: ids, the value, the identify's and the track's
+# message ids. A placeholder stands for each while a template is made.
+USER, ANON, VALUE, MID, TRACK_MID = range(5)
+_PLACEHOLDERS = ("audsync-placeholder-user-7f3b", "audsync-placeholder-anon-91c4",
+                 "audsync-placeholder-value-5e2d", "audsync-placeholder-mid-0c88",
+                 "audsync-placeholder-track-mid-44e1")
+_QUOTED_PLACEHOLDER = re.compile(b'"(' + b"|".join(re.escape(p.encode()) for p in _PLACEHOLDERS) + b')"')
 
-        # A copy of the node with only the changing keys replaced: keys keep their order.
-        def fill_dict(vals: dict, node: dict = node, leaves: list = leaves, calls: list = calls) -> dict:
-            copy = node.copy()
-            for key, sentinel in leaves:
-                copy[key] = vals[sentinel]
-            for key, fill in calls:
-                copy[key] = fill(vals)
-            return copy
-        return fill_dict
-    if isinstance(node, list):
-        parts = [_compile(v) for v in node]
-        if all(p is None for p in parts):
-            return None
-        pairs = list(zip(parts, node))
-        return lambda vals: [v if p is None else vals[p] if isinstance(p, str) else p(vals) for p, v in pairs]
-    if isinstance(node, str):
-        if node in _SENTINELS:
-            return node
-        if any(s in node for s in _SENTINELS):
-            def fill(vals: dict, text: str = node) -> str:
-                for s in _SENTINELS:
-                    if s in text:
-                        text = text.replace(s, str(vals[s]))
-                return text
-            return fill
-    return None
+# Where a pending row (PendingRow's field order: identity, user_id, anonymous_id, value, change,
+# run_id) holds what encode_page reads by column.
+_ROW_IDENTITY, _ROW_USER, _ROW_ANON, _ROW_CHANGE = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(4)
 
 
-# A sentinel as a whole JSON string in an encoded operation: where the value's own encoding goes.
-_QUOTED_SENTINEL = re.compile(b'"(' + b"|".join(re.escape(x.encode()) for x in _SENTINELS) + b')"')
+class Lane(NamedTuple):
+    """A lane key of a template's operation (see delivery.deliverer.lanes_of): the user's value
+    numbered `slot` (as a device lane when `device`), or `constant` when no slot."""
+
+    slot: int | None
+    device: bool = False
+    constant: Any = None
+
+    def getter(self) -> Callable[[Sequence], Any]:
+        """values -> this lane's key."""
+        if self.slot is None:
+            constant = self.constant
+            return lambda values: constant
+        if self.device:
+            slot = self.slot
+            return lambda values: ("d", values[slot])
+        return itemgetter(self.slot)
+
+    def column(self, columns: list[list], n: int) -> list:
+        """This lane's keys of n users whose values come by column."""
+        if self.slot is None:
+            return [self.constant] * n
+        column = columns[self.slot]
+        return [("d", value) for value in column] if self.device else column
 
 
-def _encoding_plan(ops: list[dict]) -> list[tuple] | None:
-    """How `ops` (holding sentinels) encode for any values: per operation its api, the texts of
-    its encoding between the sentinels that are whole strings, the index (in _SENTINELS) of each
-    such sentinel, and its lanes: ("v", i) the value itself, ("d", i) the device lane of it, or
-    ("k", key) a constant. None when a sentinel sits inside a longer string or a lane is not a
-    plain value: such a shape is encoded from its dicts."""
-    plan = []
-    for op in ops:
-        api, data, *keys = encode(op)
-        parts = _QUOTED_SENTINEL.split(data)
-        texts, slots = parts[0::2], [_SENTINELS.index(p.decode()) for p in parts[1::2]]
-        if any(x.encode() in text for text in texts for x in _SENTINELS):
-            return None
-        lanes = []
-        for key in keys:
-            if isinstance(key, str) and key in _SENTINELS:
-                lanes.append(("v", _SENTINELS.index(key)))
-            elif isinstance(key, tuple) and len(key) == 2 and key[0] == "d" and key[1] in _SENTINELS:
-                lanes.append(("d", _SENTINELS.index(key[1])))
-            elif any(x in repr(key) for x in _SENTINELS):
-                return None
-            else:
-                lanes.append(("k", key))
-        plan.append((api, texts, slots, lanes))
-    return plan
+_NO_LANE = Lane(None)
 
 
-def _plan_expressions(plan: list[tuple], value: Callable[[int], str], names: dict[str, Any]) -> list[tuple]:
-    """Per operation of `plan`: Python expressions of its encoding and of its two lanes, with
-    `value(i)` the expression of the i-th sentinel's value; constants go into `names`."""
-    exprs = []
-    for n, (api, texts, slots, lanes) in enumerate(plan):
-        names[f"api{n}"] = api
-        pieces = []
-        for i, text in enumerate(texts):
-            if i:
-                pieces.append(f"dumps({value(slots[i - 1])})")
-            names[f"t{n}_{i}"] = text
-            pieces.append(f"t{n}_{i}")
-        lane_exprs = []
-        for i, (kind, what) in enumerate(lanes):
-            if kind == "v":
-                lane_exprs.append(value(what))
-            elif kind == "d":
-                lane_exprs.append(f"('d', {value(what)})")
-            else:
-                names[f"k{n}_{i}"] = what
-                lane_exprs.append(f"k{n}_{i}")
-        exprs.append((f"api{n}", " + ".join(pieces), *lane_exprs))
-    return exprs
-
-
-# Generated, as namedtuple and dataclasses do: one expression per shape, called ten million
-# times, where every loop, branch or call would cost each of them.
-
-def _compile_encoded(plan: list[tuple]) -> Callable[[tuple], list[Encoded]]:
-    """The operations of `plan` for the values (user, anon, value, mid, track mid)."""
-    names: dict[str, Any] = {"dumps": orjson.dumps}
-    ops = ", ".join("(" + ", ".join(expr) + ")" for expr in _plan_expressions(plan, lambda i: f"v[{i}]", names))
-    return eval(f"lambda v: [{ops}]", names)  # noqa: S307
-
-
-# Where a pending row (PendingRow's field order) holds the values an encoding can take from it.
-_ROW_FIELD = {_SENTINELS.index(_S_USER): 1, _SENTINELS.index(_S_ANON): 2}
-_USER, _ANON, _CHANGE = itemgetter(1), itemgetter(2), itemgetter(4)
-
-
-def _compile_page(plan: list[tuple]) -> Callable[[Sequence[Sequence]], tuple[list, list, list | None]] | None:
-    """For a plan of one operation filled from the row's ids alone and whose first lane is the
-    row's own: pending rows -> (encodings, lanes, second lanes or None), one comprehension each.
-    None for any other plan."""
-    if len(plan) != 1 or any(slot not in _ROW_FIELD for slot in plan[0][2]):
+def _lane(key: Any) -> Lane | None:
+    """The Lane of a lane key holding placeholders; None when a placeholder sits where no value
+    can be copied in."""
+    if key in _PLACEHOLDERS:
+        return Lane(_PLACEHOLDERS.index(key))
+    if isinstance(key, tuple) and len(key) == 2 and key[0] == "d" and key[1] in _PLACEHOLDERS:
+        return Lane(_PLACEHOLDERS.index(key[1]), device=True)
+    if any(p in repr(key) for p in _PLACEHOLDERS):
         return None
-    first, second = plan[0][3]
-    # a constant lane would make every row wait for the one before it
-    if first[0] == "k" or first[1] not in _ROW_FIELD or (
-            second != ("k", None) and (second[0] == "k" or second[1] not in _ROW_FIELD)):
+    return Lane(None, constant=key)
+
+
+# Filling a template is the work done per user, ten million times for a large audience: the
+# fillers below are written out for the usual one or two values (plain concatenation, no loop,
+# no call but orjson's), and a bytes format (`%b` per value) serves any other count.
+
+def _row_encoder(api: str, pieces: list[bytes], holes: tuple[int, ...], lane: Lane,
+                 lane2: Lane) -> Callable[[Sequence], Encoded]:
+    """values (in slot order) -> the Encoded operation: `pieces` with the encoding of
+    values[holes[i]] between pieces i and i + 1, and the lanes' keys."""
+    dumps, key, key2 = orjson.dumps, lane.getter(), lane2.getter()
+    if len(holes) == 1:
+        (head, tail), (i,) = pieces, holes
+        if lane2 == _NO_LANE:  # an audience's identify by user id or by device alone
+            return lambda values: (api, head + dumps(values[i]) + tail, key(values), None)
+        return lambda values: (api, head + dumps(values[i]) + tail, key(values), key2(values))
+    if len(holes) == 2:
+        (head, middle, tail), (i, j) = pieces, holes
+        if lane2 == _NO_LANE:  # a computed trait's identify by user id or by device alone
+            return lambda values: (api, head + dumps(values[i]) + middle + dumps(values[j]) + tail,
+                                   key(values), None)
+        return lambda values: (api, head + dumps(values[i]) + middle + dumps(values[j]) + tail,
+                               key(values), key2(values))
+    form = b"%b".join(piece.replace(b"%", b"%%") for piece in pieces)
+    return lambda values: (api, form % tuple(map(dumps, map(values.__getitem__, holes))),
+                           key(values), key2(values))
+
+
+def _column_filler(pieces: list[bytes]) -> Callable[[list[list]], list[bytes]]:
+    """Columns of values (one per hole) -> the encoded bodies of their users, row by row."""
+    dumps = orjson.dumps
+    if len(pieces) == 2:
+        head, tail = pieces
+        return lambda columns: [head + x + tail for x in map(dumps, columns[0])]
+    if len(pieces) == 3:
+        head, middle, tail = pieces
+        return lambda columns: [head + x + middle + y + tail
+                                for x, y in zip(map(dumps, columns[0]), map(dumps, columns[1]))]
+    form = b"%b".join(piece.replace(b"%", b"%%") for piece in pieces)
+    return lambda columns: [form % values for values in zip(*[map(dumps, column) for column in columns])]
+
+
+class TemplateOp:
+    """One operation of a template: its encoded body is `pieces` with the encodings of the
+    user's values numbered in `holes` between them; its lanes are `lane` and `lane2`."""
+
+    __slots__ = ("api", "pieces", "holes", "lane", "lane2", "encode", "bodies")
+
+    def __init__(self, api: str, pieces: list[bytes], holes: tuple[int, ...], lane: Lane, lane2: Lane):
+        self.api, self.pieces, self.holes, self.lane, self.lane2 = api, pieces, holes, lane, lane2
+        # values (in slot order) -> the Encoded operation of one user
+        self.encode: Callable[[Sequence], Encoded] = _row_encoder(api, pieces, holes, lane, lane2)
+        # columns of values, one per hole -> the encoded bodies of their users
+        self.bodies: Callable[[list[list]], list[bytes]] = _column_filler(pieces)
+
+
+class Template:
+    """A shape's operations, and which message ids they hold (most hold none: Amplitude's
+    /identify has no insert_id, so most users need no hash)."""
+
+    __slots__ = ("ops", "mid", "track_mid", "encode")
+
+    def __init__(self, ops: tuple[TemplateOp, ...]):
+        self.ops = ops
+        self.mid = any(MID in op.holes for op in ops)  # the identify's
+        self.track_mid = any(TRACK_MID in op.holes for op in ops)  # the track event's
+        # values -> the Encoded operations of one user (a comprehension would be a call more)
+        self.encode: Callable[[Sequence], list[Encoded]]
+        if len(ops) == 1:
+            (first,) = (op.encode for op in ops)
+            self.encode = lambda values: [first(values)]
+        elif len(ops) == 2:
+            first, second = (op.encode for op in ops)
+            self.encode = lambda values: [first(values), second(values)]
+        else:
+            encoders = [op.encode for op in ops]
+            self.encode = lambda values: [encode_op(values) for encode_op in encoders]
+
+
+def _template_op(operation: dict) -> TemplateOp | None:
+    """`operation` (holding placeholders) as a TemplateOp; None when a placeholder is not a whole
+    JSON string of its encoding or not a plain lane."""
+    api, data, key, key2 = encode(operation)
+    parts = _QUOTED_PLACEHOLDER.split(data)
+    pieces, holes = parts[0::2], tuple(_PLACEHOLDERS.index(p.decode()) for p in parts[1::2])
+    if any(p.encode() in piece for piece in pieces for p in _PLACEHOLDERS):
         return None
-    names: dict[str, Any] = {"dumps": orjson.dumps}
-    _, data, key, key2 = _plan_expressions(plan, lambda i: f"r[{_ROW_FIELD[i]}]", names)[0]
-    seconds = "None" if second == ("k", None) else f"[{key2} for r in rows]"
-    return eval(f"lambda rows: ([{data} for r in rows], [{key} for r in rows], {seconds})", names)  # noqa: S307
+    lane, lane2 = _lane(key), _lane(key2)
+    if lane is None or lane2 is None:
+        return None
+    return TemplateOp(api, pieces, holes, lane, lane2)
 
 
 class OperationBuilder:
@@ -193,17 +212,16 @@ class OperationBuilder:
         self.settings = settings
         self.destination = destination
         self.translate = translate
-        self.track_events = audience.send_track_events and audience.kind == "audience"
-        self._templates: dict[tuple, tuple[Callable[[dict], Any], bool, bool] | str] = {}
-        self._verified: dict[tuple, int] = {}
-        self._encoders: dict[tuple, tuple[Callable[[tuple], list[Encoded]], bool, bool] | None] = {}
-        self._verified_encoded: dict[tuple, int] = {}
-        self._page_encoders: dict[tuple, tuple[str, Callable] | None] = {}
+        self._audience = audience.kind == "audience"  # else a computed trait
+        self.track_events = audience.send_track_events and self._audience
+        # per shape: its template, or None when the shape is translated for every user
+        self._templates: dict[tuple, Template | None] = {}
+        self._verified: Counter = Counter()  # per shape: users compared with translate
 
     # -- messages as Segment would send them
 
     def value_of(self, value_json: str | None, change: str) -> Any:
-        if self.audience.kind == "audience":
+        if self._audience:
             return change != EXIT
         return None if value_json is None else orjson.loads(value_json)
 
@@ -218,18 +236,24 @@ class OperationBuilder:
         return message
 
     def track_message(self, user_id: str | None, anonymous_id: str | None, change: str, mid: str) -> dict:
-        message: dict[str, Any] = {
-            "type": "track", "event": ENTERED_EVENT if change == ENTER else EXITED_EVENT, "messageId": mid,
-            "properties": {"audience_key": self.audience.key, "audience_name": self.audience.name},
-        }
+        """Engage's audience event: `audience_key` and the audience's key set to whether the user
+        is in it (engage-audiences.md section 5); `audience_name` for people reading Amplitude."""
+        key = self.audience.key
+        properties: dict[str, Any] = {"audience_key": key, key: change != EXIT}
+        properties.setdefault("audience_name", self.audience.name)
+        message: dict[str, Any] = {"type": "track", "event": ENTERED_EVENT if change == ENTER else EXITED_EVENT,
+                                   "messageId": mid, "properties": properties}
         if user_id is not None:
             message["userId"] = user_id
         if anonymous_id is not None:
             message["anonymousId"] = anonymous_id
         return message
 
-    def _identify_ops(self, message: dict, change: str) -> list:
-        ops = self.translate(message, self.settings)
+    def _operations(self, user_id: str | None, anonymous_id: str | None, value: Any, change: str,
+                    mid: str | None, track_mid: str | None) -> list:
+        """The operations of one change, by translating its messages: real values make the
+        reference, placeholders a template."""
+        ops = self.translate(self.identify_message(user_id, anonymous_id, value, change, mid), self.settings)
         if change == UNSET:
             # A Segment identify cannot remove a trait: its traits can only set values. Amplitude's
             # $unset does, so the identify translated with no traits (every other setting applied)
@@ -238,170 +262,137 @@ class OperationBuilder:
                 body = op.get("body", {})
                 if op.get("api") == "identify" or body.get("event_type") == "$identify":
                     body["user_properties"] = {"$unset": {self.audience.key: "-"}}
+        if self.track_events and change in (ENTER, EXIT):
+            ops = ops + self.translate(self.track_message(user_id, anonymous_id, change, track_mid),
+                                       self.settings)
         return ops
+
+    def _message_ids(self, identity: str, change: str, run_id: int) -> tuple[str, str]:
+        """The identify's and the track event's message ids."""
+        return (message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id),
+                message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id))
 
     def translated(self, identity: str, user_id: str | None, anonymous_id: str | None,
                    value_json: str | None, change: str, run_id: int) -> list:
-        """The operations by translating every message (the reference the templates must match)."""
+        """The operations by translating every message: the reference the template must match.
+        Raises ValidationError for a user the mapping refuses."""
         value = self.value_of(value_json, change)
-        mid = message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id)
-        ops = self._identify_ops(self.identify_message(user_id, anonymous_id, value, change, mid), change)
-        if self.track_events and change in (ENTER, EXIT):
-            mid = message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id)
-            ops = ops + self.translate(self.track_message(user_id, anonymous_id, change, mid), self.settings)
-        return ops
+        return self._operations(user_id, anonymous_id, value, change, *self._message_ids(identity, change, run_id))
 
-    # -- templates
+    # The dry run's sample shows the operations as dicts: the reference gives them.
+    build = translated
 
-    def _template(self, shape: tuple) -> tuple[Callable[[dict], Any], bool, bool] | str:
-        """The compiled template of a shape, and whether it holds the identify's and the track's
-        message ids: Amplitude's /identify has no insert_id, so most users need no hash at all."""
-        has_user, has_anon, vtype, change = shape
-        user = _S_USER if has_user else None
-        anon = _S_ANON if has_anon else None
-        if self.audience.kind == "audience":
+    # -- the fast path
+
+    def _value_and_shape(self, user_id: str | None, anonymous_id: str | None, value_json: str | None,
+                         change: str) -> tuple[Any, tuple]:
+        """The value to send, and the shape of the message: what a template depends on (the ids
+        present, the kind of value, the change)."""
+        if self._audience:
+            return change != EXIT, (user_id is not None, anonymous_id is not None, None, change)
+        value = None if value_json is None else orjson.loads(value_json)
+        kind = value.__class__
+        if not (kind is str or kind is bool or value is None or sent_unchanged(value)):  # no call for most
+            kind = _PER_USER
+        return value, (user_id is not None, anonymous_id is not None, kind, change)
+
+    def _template(self, shape: tuple) -> Template | None:
+        template = self._templates.get(shape, False)
+        if template is False:
+            template = self._templates[shape] = self._make_template(shape)
+        return template
+
+    def _make_template(self, shape: tuple) -> Template | None:
+        has_user, has_anon, kind, change = shape
+        if kind == _PER_USER:
+            return None
+        if self._audience:
             value: Any = change != EXIT
-        elif vtype == _PER_USER:
-            return "translate"
         else:
-            value = None if change == UNSET or vtype is type(None) else _S_VALUE
+            value = None if change == UNSET or kind is type(None) else _PLACEHOLDERS[VALUE]
         try:
-            ops = self._identify_ops(self.identify_message(user, anon, value, change, _S_MID), change)
-            if self.track_events and change in (ENTER, EXIT):
-                ops = ops + self.translate(self.track_message(user, anon, change, _S_TRACK_MID), self.settings)
+            ops = self._operations(_PLACEHOLDERS[USER] if has_user else None,
+                                   _PLACEHOLDERS[ANON] if has_anon else None, value, change,
+                                   _PLACEHOLDERS[MID], _PLACEHOLDERS[TRACK_MID])
         except ValidationError:
-            return "translate"  # this shape only works with real values: translate each user
-        compiled = _compile(ops)  # a list: never a bare sentinel
-        encoded = orjson.dumps(ops).decode()
-        return (compiled if callable(compiled) else (lambda vals: ops),
-                _S_MID in encoded, _S_TRACK_MID in encoded)
+            return None  # this shape only works with real values: translate each user
+        template = tuple(_template_op(op) for op in ops)
+        if None in template:
+            return None
+        return Template(template)
 
-    def _plan(self, shape: tuple) -> tuple[list[tuple], bool, bool] | None:
-        """The encoding plan of a shape's operations (see _encoding_plan), and whether they hold
-        the message ids; None when the shape's operations are encoded from their dicts."""
-        template = self._template_of(shape)
-        if template == "translate":
-            return None
-        fill, needs_mid, needs_track_mid = template
-        plan = _encoding_plan(fill({s: s for s in _SENTINELS}))
-        return None if plan is None else (plan, needs_mid, needs_track_mid)
-
-    def _encoder(self, shape: tuple) -> tuple[Callable[[tuple], list[Encoded]], bool, bool] | None:
-        planned = self._plan(shape)
-        if planned is None:
-            return None
-        plan, needs_mid, needs_track_mid = planned
-        return _compile_encoded(plan), needs_mid, needs_track_mid
-
-    def _page_encoder(self, shape: tuple) -> tuple[str, Callable] | None:
-        planned = self._plan(shape)
-        if planned is None or planned[1] or planned[2]:
-            return None
-        encode_rows = _compile_page(planned[0])
-        return None if encode_rows is None else (planned[0][0][0], encode_rows)
-
-    def encode_page(self, rows: Sequence[Sequence]) -> Bundle | None:
-        """A page of pending rows (PendingRow's field order, distinct identities) as one Bundle:
-        when every row has the same shape and it makes one operation filled from the ids alone
-        (an audience's identify, the case that reaches ten million users). None otherwise: the
-        caller builds the rows one by one."""
-        if self.audience.kind != "audience" or not rows:
-            return None
-        # column by column in C (a tuple per row for a set of shapes cost a third of the encoding)
-        n = len(rows)
-        changes = set(map(_CHANGE, rows))
-        users, anons = list(map(_USER, rows)).count(None), list(map(_ANON, rows)).count(None)
-        if len(changes) != 1 or users not in (0, n) or anons not in (0, n):
-            return None
-        shape = (users == 0, anons == 0, None, changes.pop())
-        encoder = self._page_encoders.get(shape, False)
-        if encoder is False:
-            encoder = self._page_encoders[shape] = self._page_encoder(shape)
-        if encoder is None:
-            return None
-        api, encode_rows = encoder
-        datas, keys, keys2 = encode_rows(rows)
-        # The page's first rows through the one-by-one path, which checks every shape's first
-        # users against translate: a disagreement turns the page encoding off for the shape.
-        # A row the mapping refuses leaves the page to the one-by-one path, which rejects it.
-        for i, row in enumerate(rows[:_VERIFY_PER_SHAPE]):
-            try:
-                one_by_one = self.build_encoded(*row)
-            except ValidationError:
-                return None
-            if one_by_one != [(api, datas[i], keys[i], None if keys2 is None else keys2[i])]:
-                self._page_encoders[shape] = None
-                return None
-        return Bundle([r[0] for r in rows], api, datas, keys, keys2)
+    def _check(self, shape: tuple, encoded: list[Encoded], row: Sequence) -> list[Encoded]:
+        """Compares one of a shape's first users with translate; a disagreement turns the shape's
+        template off. Returns what translate gives (raises ValidationError when it refuses)."""
+        self._verified[shape] += 1
+        reference = [encode(op) for op in self.translated(*row)]
+        if encoded != reference:
+            self._templates[shape] = None
+        return reference
 
     def build_encoded(self, identity: str, user_id: str | None, anonymous_id: str | None,
                       value_json: str | None, change: str, run_id: int) -> list[Encoded]:
-        """build()'s operations, encoded for the Deliverer: the delivery loop's hot path."""
-        value, shape = self._shape(user_id, anonymous_id, value_json, change)
-        encoder = self._encoders.get(shape, False)
-        if encoder is False:
-            encoder = self._encoders[shape] = self._encoder(shape)
-        if encoder is None:
-            return [encode(op) for op in self.build(identity, user_id, anonymous_id, value_json, change, run_id)]
-        encode_all, needs_mid, needs_track_mid = encoder
-        # in _SENTINELS' order; most shapes hold no message id (a call here costs 0.15 us a user)
-        vals = ((user_id, anonymous_id, value, None, None) if not (needs_mid or needs_track_mid) else
-                (user_id, anonymous_id, value, *self._message_ids(identity, change, run_id, needs_mid,
-                                                                  needs_track_mid)))
-        ops = encode_all(vals)
-        seen = self._verified_encoded.get(shape, 0)
-        if seen < _VERIFY_PER_SHAPE:
-            self._verified_encoded[shape] = seen + 1
-            reference = [encode(op) for op in self.translated(identity, user_id, anonymous_id, value_json,
-                                                             change, run_id)]
-            if ops != reference:
-                self._encoders[shape] = None
-                return reference
-        return ops
-
-    def _template_of(self, shape: tuple) -> tuple[Callable[[dict], Any], bool, bool] | str:
-        template = self._templates.get(shape)
+        """The operations of one change, encoded for the Deliverer; raises ValidationError for a
+        user the mapping refuses."""
+        if self._audience:  # _value_and_shape, inlined for the common case
+            value: Any = change != EXIT
+            shape: tuple = (user_id is not None, anonymous_id is not None, None, change)
+        else:
+            value, shape = self._value_and_shape(user_id, anonymous_id, value_json, change)
+        template = self._templates.get(shape, False)
+        if template is False:
+            template = self._template(shape)
         if template is None:
-            template = self._templates[shape] = self._template(shape)
-        return template
+            return [encode(op) for op in self.translated(identity, user_id, anonymous_id, value_json, change, run_id)]
+        mid = track_mid = None
+        if template.mid:
+            mid = message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id)
+        if template.track_mid:
+            track_mid = message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id)
+        values = (user_id, anonymous_id, value, mid, track_mid)
+        encoded = template.encode(values)
+        if self._verified[shape] < _VERIFY_PER_SHAPE:
+            return self._check(shape, encoded, (identity, user_id, anonymous_id, value_json, change, run_id))
+        return encoded
 
-    def _message_ids(self, identity: str, change: str, run_id: int, identify: bool,
-                     track: bool) -> tuple[str | None, str | None]:
-        """The identify's and the track event's message ids, each only when its template holds it."""
-        return (message_id(self.destination, self.audience.key, identity, f"identify:{change}", run_id)
-                if identify else None,
-                message_id(self.destination, self.audience.key, identity, f"track:{change}", run_id)
-                if track else None)
+    def encode_page(self, rows: Sequence[Sequence]) -> Bundle | None:
+        """A page of pending rows (PendingRow's field order, distinct identities) as one Bundle,
+        when every row has one shape of an audience whose template is one operation waiting in
+        lanes of the row's own (the case of a large audience's identifies). None otherwise: the
+        caller builds the rows one by one."""
+        if not self._audience or not rows:
+            return None
+        n = len(rows)
+        users, anons = list(map(_ROW_USER, rows)), list(map(_ROW_ANON, rows))
+        changes = set(map(_ROW_CHANGE, rows))
+        missing_users, missing_anons = users.count(None), anons.count(None)
+        if len(changes) != 1 or missing_users not in (0, n) or missing_anons not in (0, n):
+            return None
+        change = changes.pop()
+        _, shape = self._value_and_shape(users[0], anons[0], None, change)
+        template = self._template(shape)
+        if template is None or len(template.ops) != 1:
+            return None
+        (op,) = template.ops
+        ids = (USER, ANON)  # what a page's rows give by column
+        if not op.holes or any(hole not in ids for hole in op.holes):
+            return None  # filled with a message id: hashed per user anyway
+        if op.lane.slot not in ids or (op.lane2.slot not in ids and op.lane2 != _NO_LANE):
+            return None  # a constant lane would make every row wait for the one before it
+        # The ids by column, each encoded by one map in C: the users' own part of the work.
+        columns = [users, anons]
+        datas = op.bodies([columns[i] for i in op.holes])
+        keys = op.lane.column(columns, n)
+        keys2 = None if op.lane2 == _NO_LANE else op.lane2.column(columns, n)
+        for i in range(min(n, _VERIFY_PER_SHAPE - self._verified[shape])):
+            page_op = (op.api, datas[i], keys[i], None if keys2 is None else keys2[i])
+            try:
+                self._check(shape, [page_op], rows[i])
+            except ValidationError:
+                return None  # the one-by-one path rejects the row
+            if self._templates[shape] is None:
+                return None
+        return Bundle(list(map(_ROW_IDENTITY, rows)), op.api, datas, keys, keys2)
 
-    def _shape(self, user_id: str | None, anonymous_id: str | None, value_json: str | None,
-               change: str) -> tuple[Any, tuple]:
-        """The value to send, and the shape of the message: what its template depends on."""
-        if self.audience.kind == "audience":
-            return change != EXIT, (user_id is not None, anonymous_id is not None, None, change)
-        value = None if value_json is None else orjson.loads(value_json)
-        vtype = value.__class__
-        if not (vtype is str or vtype is bool or value is None or sent_unchanged(value)):  # no call for most
-            vtype = _PER_USER
-        return value, (user_id is not None, anonymous_id is not None, vtype, change)
 
-    def build(self, identity: str, user_id: str | None, anonymous_id: str | None, value_json: str | None,
-              change: str, run_id: int) -> list:
-        """Operations for one planned change; raises ValidationError for a user the mapping refuses."""
-        value, shape = self._shape(user_id, anonymous_id, value_json, change)
-        template = self._template_of(shape)
-        if template == "translate":
-            return self.translated(identity, user_id, anonymous_id, value_json, change, run_id)
-        fill, needs_mid, needs_track_mid = template
-        mid, track_mid = self._message_ids(identity, change, run_id, needs_mid, needs_track_mid)
-        ops = fill({_S_USER: user_id, _S_ANON: anonymous_id, _S_VALUE: value, _S_MID: mid, _S_TRACK_MID: track_mid})
-        seen = self._verified.get(shape, 0)
-        if seen < _VERIFY_PER_SHAPE:
-            self._verified[shape] = seen + 1
-            reference = self.translated(identity, user_id, anonymous_id, value_json, change, run_id)
-            if ops != reference:
-                self._templates[shape] = "translate"
-                return reference
-        return ops
-
-
-__all__ = ["OperationBuilder", "message_id", "ENTERED_EVENT", "EXITED_EVENT", "RESEND", "CHANGE"]
+__all__ = ["OperationBuilder", "message_id", "ENTERED_EVENT", "EXITED_EVENT"]

@@ -26,12 +26,22 @@ Changes
 
 from __future__ import annotations
 
-ENTER = "enter"
-CHANGE = "change"
-EXIT = "exit"
-UNSET = "unset"
-RESEND = "resend"
-CHANGES = (ENTER, CHANGE, EXIT, UNSET, RESEND)
+from enum import StrEnum
+
+
+class Change(StrEnum):
+    """What a planned outbox row does to a user (module docstring). A StrEnum: the database
+    stores, and the SQL above compares, the plain strings."""
+
+    ENTER = "enter"
+    CHANGE = "change"
+    EXIT = "exit"
+    UNSET = "unset"
+    RESEND = "resend"
+
+
+ENTER, CHANGE, EXIT, UNSET, RESEND = Change.ENTER, Change.CHANGE, Change.EXIT, Change.UNSET, Change.RESEND
+CHANGES = tuple(Change)
 
 AUDIENCE = "audience"
 COMPUTED_TRAIT = "computed_trait"
@@ -47,7 +57,7 @@ def identity_sql(user_id: str = "user_id", anonymous_id: str = "anonymous_id") -
     return IDENTITY_SQL.format(user_id=user_id, anonymous_id=anonymous_id)
 
 
-def gone_change(kind: str) -> str:
+def gone_change(kind: str) -> Change:
     """What leaving the audience (or losing the trait's value) means for this kind."""
     return EXIT if kind == AUDIENCE else UNSET
 
@@ -128,9 +138,9 @@ def all_entered_sql() -> str:
 def staged_changes_sql(dialect: str, *, with_outbox: bool, backfill: bool, skip_conflicts: bool) -> str:
     """Rows that need an operation among the current users: identity, user_id, anonymous_id,
     value, change. Reads the staged rows (on SQLite through their covering index) and folds only
-    those that differ from the planned state, which is three times faster than folding every row
-    first. All rows of one identity and value pass or fail together, so the fold sees each
-    changed user whole; users with conflicting values (listed in `conflicts`) are left out.
+    those that differ from the planned state, much faster than folding every row first. All rows
+    of one identity and value pass or fail together, so the fold sees each changed user whole;
+    users with conflicting values (listed in `conflicts`) are left out.
     """
     planned = "CASE WHEN o.identity IS NOT NULL THEN o.value ELSE m.value END" if with_outbox else "m.value"
     outbox_join = (
@@ -184,9 +194,10 @@ def plan_sql(select: str, *, upsert: bool, ordered: bool = False, counted: bool 
 
     With open outbox rows, a newer plan replaces the older one for that user (upsert): only the
     newest value is ever sent after it, never an older one. `ordered` inserts in key order
-    (PostgreSQL, whose hash joins yield rows at random: 10M rows into the outbox's B-tree took
-    58 s in random order, 21 s sorted first). `counted` (PostgreSQL) makes the statement answer
-    (change, count) for the rows it wrote, instead of reading them back from the outbox.
+    (PostgreSQL, whose hash joins yield rows at random: rows inserted into the outbox's B-tree in
+    random order touch a random page each, sorted ones fill pages in turn). `counted`
+    (PostgreSQL) makes the statement answer (change, count) for the rows it wrote, instead of
+    reading them back from the outbox.
     """
     insert = (
         "INSERT INTO outbox (audience_id, identity, user_id, anonymous_id, value, change, run_id, status) "

@@ -16,11 +16,11 @@ import logging
 import random
 import threading
 import time
-from bisect import bisect_right
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from itertools import accumulate, chain
+from enum import StrEnum
+from itertools import chain
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import orjson
@@ -28,12 +28,22 @@ import orjson
 from ..config import AmplitudeSettings, DeliverySettings
 from ..errors import FatalDeliveryError
 from . import policy
-from .batching import ENVELOPE_BYTES, Batcher, limit_for
+from .batching import Batcher, limit_for
 from .transport import Answer, Transport
 
 log = logging.getLogger("audsync.delivery")
 
-DELIVERED, REJECTED, UNDELIVERED = "delivered", "rejected", "undelivered"
+
+class Status(StrEnum):
+    """How an item's delivery ended. A StrEnum: callers store and compare the plain strings."""
+
+    DELIVERED = "delivered"    # Amplitude accepted it
+    REJECTED = "rejected"      # Amplitude refused it (or it can never be sent): resending will not help
+    UNDELIVERED = "undelivered"  # gave up for now (attempts, deadline, quota): a later run sends it again
+
+
+DELIVERED, REJECTED, UNDELIVERED = Status.DELIVERED, Status.REJECTED, Status.UNDELIVERED
+
 APIS = ("event", "identify", "groupidentify", "usermap")
 # During an outage each request fails again after its backoff: one summary line per this many
 # seconds instead of a warning per request (hundreds in a long outage).
@@ -42,14 +52,14 @@ OUTAGE_SUMMARY_S = 30.0
 
 class Outcome(NamedTuple):
     ref: Any
-    status: str
+    status: Status
     api: str
     reason: str | None
 
 
 class Outcomes:
     """Items that ended alike (one status, api and reason), reported in one callback: a tuple per
-    item was a measurable share of the per-item cost at hundreds of thousands of items a second.
+    item would be a large share of the per-item cost of a ten-million-item delivery.
 
     `span` is (first ref, last ref) when the items were exactly the consecutive run of the input
     between those two (in any order), else None: a caller whose input is in key order can then
@@ -58,7 +68,7 @@ class Outcomes:
 
     __slots__ = ("refs", "status", "api", "reason", "span", "positions")
 
-    def __init__(self, refs: list, status: str, api: str, reason: str | None, span: tuple | None = None,
+    def __init__(self, refs: list, status: Status, api: str, reason: str | None, span: tuple | None = None,
                  positions: tuple[int, int] | None = None):
         self.refs, self.status, self.api, self.reason, self.span = refs, status, api, reason, span
         self.positions = positions
@@ -76,7 +86,7 @@ class Outcomes:
 # An operation its caller encoded ahead: (api, encoded body, lane key, second lane key or None),
 # see lanes_of. `deliver` takes it beside the {"api", "body"} dict it would otherwise encode
 # itself: a caller that builds ten million alike operations from one template encodes them for
-# less than orjson over a dict. A plain tuple: a NamedTuple cost 0.4 us more per operation.
+# less than orjson over a dict. A plain tuple, built per operation: a NamedTuple costs more.
 Encoded = tuple
 
 
@@ -141,7 +151,7 @@ class DeliveryStats:
 
 class _Item:
     # no `body`: the encoded `data` is enough, and not holding every body dict of the read-ahead
-    # window keeps the garbage collector's work (a third of the per-item cost) down
+    # window keeps the garbage collector's work (a large share of the per-item cost) down
     # key: the user (else device, else group) lane; key2: the device lane of an item that has a
     # user too; waits: how many lanes still hold an earlier item of this one
     # seq: the item's position in the input
@@ -176,7 +186,7 @@ class _Chunk:
 class Deliverer:
     def __init__(self, amplitude: AmplitudeSettings, delivery: DeliverySettings, *,
                  on_response: Callable[[str, int, int], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.monotonic,
                  rng: Callable[[], float] = random.random, transport: Transport | None = None,
                  report_spans: bool = False):
         self.amplitude = amplitude
@@ -367,7 +377,7 @@ class _Run:
             outstanding += 1
             batcher = batchers[api]
             size = len(data)
-            if size > batcher.alone_max:  # Batcher.too_big_alone, inlined
+            if size > batcher.alone_max:
                 self.outstanding = outstanding
                 self.settle([item], REJECTED, "the item is larger than Amplitude accepts in one request", release=False)
                 outstanding = self.outstanding
@@ -401,20 +411,15 @@ class _Run:
             return True
         keys = bundle.keys if bundle.keys2 is None else bundle.keys + [k for k in bundle.keys2 if k is not None]
         batcher = self.batchers[bundle.api]
-        sizes = [len(data) + 1 for data in bundle.datas]  # +1: the comma between items
-        if (max(sizes) - 1 > batcher.alone_max or len(set(keys)) != len(keys)
+        lengths = list(map(len, bundle.datas))
+        if (max(lengths) > batcher.alone_max or len(set(keys)) != len(keys)
                 or not self.held.isdisjoint(keys)):
             return False
         self.held.update(keys)
-        room = batcher.limit.max_bytes - ENVELOPE_BYTES
-        ends = list(accumulate(sizes, initial=0))  # ends[i]: the bytes of the first i items
         refs, datas, keys1, keys2 = bundle.refs, bundle.datas, bundle.keys, bundle.keys2
-        start = 0
-        while start < n:
-            end = max(start + 1, min(n, start + batcher.cap, bisect_right(ends, ends[start] + room, lo=start) - 1))
+        for start, end in batcher.cuts(lengths):
             self.to_send.append((bundle.api, _Chunk(refs[start:end], datas[start:end], keys1[start:end],
                                                     None if keys2 is None else keys2[start:end], self.seq + start)))
-            start = end
         self.seq += n
         self.outstanding += n
         return True
@@ -476,7 +481,7 @@ class _Run:
             self.in_flight[future] = (api, batch, self.o.clock())
 
     # -- outcomes -----------------------------------------------------------------------------
-    def settle(self, items: list[_Item], status: str, reason: str | None, release: bool = True) -> None:
+    def settle(self, items: list[_Item], status: Status, reason: str | None, release: bool = True) -> None:
         if not items:
             return
         api = items[0].api
@@ -519,7 +524,7 @@ class _Run:
             if key2 is not None:
                 free(key2)
 
-    def settle_each(self, pairs: list[tuple[_Item, str]], status: str) -> None:
+    def settle_each(self, pairs: list[tuple[_Item, str]], status: Status) -> None:
         by_reason: dict[str, list[_Item]] = {}
         for item, reason in pairs:
             by_reason.setdefault(reason, []).append(item)

@@ -29,16 +29,22 @@ def test_identify_limit_is_byte_bounded_and_modest():
 
 
 def _fill(batcher: Batcher, sizes: list[int]) -> list[list[int]]:
-    """Feeds items of the given encoded sizes like the deliverer does; returns the requests."""
+    """Feeds items of the given encoded sizes as the deliverer does item by item; returns the
+    requests (item numbers). Each case is checked against `cuts`, the deliverer's measure of a
+    Bundle's requests: both must cut alike."""
+    cap = batcher.cap
     requests = []
     for n, size in enumerate(sizes):
-        if not batcher.fits(size):
-            requests.append(batcher.take())
-        batcher.add(n, size)
+        closed = batcher.push(n, size)
+        if closed:
+            requests.append(closed)
         if batcher.full:
             requests.append(batcher.take())
     if batcher.items:
         requests.append(batcher.take())
+    bundled = Batcher(batcher.limit)
+    bundled.cap = cap
+    assert [list(range(start, end)) for start, end in bundled.cuts(sizes)] == requests
     return requests
 
 
@@ -102,11 +108,12 @@ def test_mixed_sizes_never_exceed_the_byte_limit():
     assert start == len(sizes)
 
 
-def test_item_too_big_alone_is_detected_before_sending():
-    batcher = Batcher(limit_for("event", False))
-    assert batcher.too_big_alone(MB)
-    assert not batcher.too_big_alone(MB - 1 - ENVELOPE_BYTES)
-    assert not Batcher(limit_for("event", True)).too_big_alone(MB)
+def test_the_largest_item_a_request_can_carry_leaves_room_for_the_envelope():
+    # the Deliverer rejects a longer item without sending it (test_deliverer: too big for any request)
+    assert Batcher(limit_for("event", False)).alone_max == MB - 1 - ENVELOPE_BYTES
+    assert Batcher(limit_for("event", True)).alone_max >= MB
+    alone = Batcher(limit_for("identify", False))
+    assert [len(r) for r in _fill(alone, [alone.alone_max, alone.alone_max])] == [1, 1]
 
 
 def test_lowered_cap_after_413_limits_later_requests():
@@ -117,10 +124,16 @@ def test_lowered_cap_after_413_limits_later_requests():
 
 def test_take_resets_the_measured_size():
     batcher = Batcher(Limit(10, ENVELOPE_BYTES + 100))
-    batcher.add("a", 90)
-    assert not batcher.fits(20)
-    assert batcher.take() == ["a"]
-    assert batcher.fits(20) and batcher.items == []
+    assert batcher.push("a", 90) is None
+    assert batcher.take() == ["a"] and batcher.items == []
+    assert batcher.push("b", 90) is None and batcher.items == ["b"]  # not closed: the size was reset
+
+
+def test_cuts_a_run_of_items_into_full_requests_within_both_limits():
+    batcher = Batcher(Limit(4, ENVELOPE_BYTES + 100))
+    # by bytes: 3 items of 30 (+1 each) fill 93 of 100; by count: 4 of 1
+    assert list(batcher.cuts([30, 30, 30, 30, 1, 1, 1, 1, 1])) == [(0, 3), (3, 7), (7, 9)]
+    assert list(batcher.cuts([])) == []
 
 
 def test_push_closes_the_request_an_item_does_not_fit_in():

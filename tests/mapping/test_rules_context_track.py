@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from .rules_support import ABSENT, body, msg, ops, set_ops
+from .helpers import ABSENT, as_ops, message, only, run
 
 MOBILE = {
     "app": {"version": "3.2.1"}, "os": {"name": "iOS", "version": "17.2"},
@@ -20,7 +20,7 @@ MOBILE = {
 
 
 def test_context_fields_map_to_amplitude_event_fields():
-    b = body(msg("track", context=MOBILE))
+    b = only(message("track", context=MOBILE))
     assert {k: b[k] for k in ("app_version", "os_name", "os_version", "device_model", "device_brand",
                               "device_manufacturer", "carrier", "ip", "location_lat", "location_lng", "city",
                               "country", "region", "platform", "idfa", "language", "library")} == {
@@ -39,13 +39,13 @@ def test_context_fields_map_to_amplitude_event_fields():
     ("xx-YY", "xx-YY", None),
 ])
 def test_language_and_country_come_from_the_locale(locale, language, country):
-    b = body(msg("track", context={"locale": locale}))
+    b = only(message("track", context={"locale": locale}))
     assert b["language"] == language
     assert b.get("country") == country
 
 
 def test_country_from_locale_yields_to_the_location_country():
-    b = body(msg("track", context={"locale": "en-US", "location": {"country": "Canada"}}))
+    b = only(message("track", context={"locale": "en-US", "location": {"country": "Canada"}}))
     assert b["country"] == "Canada" and b["language"] == "English"
 
 
@@ -60,7 +60,7 @@ def test_platform_casing_is_ios_android_web_and_web_for_analytics_js(device_type
         context["device"] = {"type": device_type}
     if library is not ABSENT:
         context["library"] = {"name": library}
-    assert body(msg("track", context=context))["platform"] == platform
+    assert only(message("track", context=context))["platform"] == platform
 
 
 @pytest.mark.parametrize("os_name, device, field", [
@@ -71,42 +71,42 @@ def test_platform_casing_is_ios_android_web_and_web_for_analytics_js(device_type
     ("Android", {"advertisingId": "ad-1", "idfa": "other"}, "adid"),
 ])
 def test_idfa_on_ios_and_adid_on_android_never_both(os_name, device, field):
-    b = body(msg("track", context={"os": {"name": os_name}, "device": device}))
+    b = only(message("track", context={"os": {"name": os_name}, "device": device}))
     assert b[field] == "ad-1"
     assert ({"idfa", "adid"} - {field}).isdisjoint(b)
 
 
 def test_app_version_from_context_wins_over_version_name_which_is_the_fallback():
-    assert body(msg("track", context={"app": {"version": "2.0"}}), version_name="9.9")["app_version"] == "2.0"
-    assert body(msg("track"), version_name="9.9")["app_version"] == "9.9"
-    assert "app_version" not in body(msg("track"))
+    assert only(message("track", context={"app": {"version": "2.0"}}), version_name="9.9")["app_version"] == "2.0"
+    assert only(message("track"), version_name="9.9")["app_version"] == "9.9"
+    assert "app_version" not in only(message("track"))
 
 
 @pytest.mark.parametrize("setting", [{"endpoint": "eu"}, {"send_to_batch_endpoint": True},
                                      {"secret_key": "s3cret", "api_key": "k"}, {"endpoint": "file:/tmp/x"}])
 def test_endpoint_batch_and_secret_settings_do_not_change_bodies(setting):
-    message = msg("track", context=MOBILE, properties={"a": 1})
-    assert ops(message, **setting) == ops(message)
+    sent = message("track", context=MOBILE, properties={"a": 1})
+    assert run(sent, **setting) == run(sent)
 
 
 def test_track_event_type_is_the_event():
-    assert body(msg("track", event="Song Played"))["event_type"] == "Song Played"
+    assert only(message("track", event="Song Played"))["event_type"] == "Song Played"
 
 
 def test_track_cleanup_drops_event_id_amplitude_event_type_language_and_country():
     props = {"event_id": 7, "amplitude_event_type": "x", "language": "fr", "country": "FR", "keep": 1}
-    assert body(msg("track", properties=props))["event_properties"] == {"keep": 1}
+    assert only(message("track", properties=props))["event_properties"] == {"keep": 1}
 
 
 def test_track_keeps_language_and_country_with_send_custom_language_and_country():
     props = {"event_id": 7, "amplitude_event_type": "x", "language": "fr", "country": "FR", "keep": 1}
-    assert body(msg("track", properties=props), send_custom_language_and_country=True)["event_properties"] == {
+    assert only(message("track", properties=props), send_custom_language_and_country=True)["event_properties"] == {
         "language": "fr", "country": "FR", "keep": 1}
 
 
 def test_null_values_are_dropped_at_every_depth():
     props = {"a": None, "b": {"c": None, "d": 1}, "e": [1, None, {"f": None}], "g": False, "h": 0}
-    assert body(msg("track", properties=props))["event_properties"] == {
+    assert only(message("track", properties=props))["event_properties"] == {
         "b": {"d": 1}, "e": [1, {}], "g": False, "h": 0}
 
 
@@ -114,16 +114,16 @@ def test_null_values_are_dropped_at_every_depth():
 def test_arrays_holding_arrays_become_compact_json_strings(where):
     nested = {"grid": [[1, 2], ["a", {"b": 3}]], "deep": {"m": [1, [2, 3]]}, "flat": [1, 2]}
     if where == "event_properties":
-        got = body(msg("track", properties=nested))["event_properties"]
+        got = only(message("track", properties=nested))["event_properties"]
     else:
-        got = body(msg("identify", traits=nested))["user_properties"]
+        got = only(message("identify", traits=nested))["user_properties"]
     assert got["grid"] == '[[1,2],["a",{"b":3}]]' and json.loads(got["grid"]) == nested["grid"]
     assert got["deep"] == {"m": "[1,[2,3]]"}
     assert got["flat"] == [1, 2]
 
 
 def test_group_properties_holding_arrays_of_arrays_become_json_strings():
-    out = ops(msg("group", traits={"kind": "team", "name": "Red", "m": [[1]]}),
+    out = run(message("group", traits={"kind": "team", "name": "Red", "m": [[1]]}),
               group_type_trait="kind", group_value_trait="name")
     assert out[1]["body"]["group_properties"]["m"] == "[[1]]"
 
@@ -135,57 +135,57 @@ UTM_SET = {"utm_source": "news", "utm_medium": "email", "utm_campaign": "spring"
 
 @pytest.mark.parametrize("kind", ["track", "identify"])
 def test_utm_properties_are_set_and_initial_set_once_when_track_utm_properties_is_on(kind):
-    up = set_ops(body(msg(kind, context={"campaign": CAMPAIGN}))["user_properties"])
+    up = as_ops(only(message(kind, context={"campaign": CAMPAIGN}))["user_properties"])
     assert up["$set"] == UTM_SET
     assert up["$setOnce"] == {f"initial_{k}": v for k, v in UTM_SET.items()}
 
 
 def test_utm_properties_are_not_sent_with_track_utm_properties_off():
-    assert "user_properties" not in body(msg("track", context={"campaign": CAMPAIGN}), track_utm_properties=False)
+    assert "user_properties" not in only(message("track", context={"campaign": CAMPAIGN}), track_utm_properties=False)
 
 
 def test_referrer_on_page_is_set_and_initial_set_once():
     page_context = {"page": {"referrer": "https://www.google.com/search"}}
-    up = set_ops(body(msg("page", name="Home", context=page_context))["user_properties"])
+    up = as_ops(only(message("page", name="Home", context=page_context))["user_properties"])
     assert up["$set"]["referrer"] == "https://www.google.com/search"
     assert up["$setOnce"]["initial_referrer"] == "https://www.google.com/search"
-    assert "user_properties" not in body(msg("page", name="Home", context=page_context), track_referrer=False)
-    assert "user_properties" not in body(msg("track", context=page_context))
+    assert "user_properties" not in only(message("page", name="Home", context=page_context), track_referrer=False)
+    assert "user_properties" not in only(message("track", context=page_context))
 
 
 @pytest.mark.parametrize("page", [{"search": "?a=1&gclid=G-1"}, {"url": "https://x.example/p?gclid=G-1&b=2"}])
 def test_gclid_is_set_and_initial_set_once_only_with_track_gclid(page):
-    up = set_ops(body(msg("track", context={"page": page}), track_gclid=True)["user_properties"])
+    up = as_ops(only(message("track", context={"page": page}), track_gclid=True)["user_properties"])
     assert up["$set"] == {"gclid": "G-1"} and up["$setOnce"] == {"initial_gclid": "G-1"}
-    assert "user_properties" not in body(msg("track", context={"page": page}))
+    assert "user_properties" not in only(message("track", context={"page": page}))
 
 
 def test_map_query_params_writes_the_raw_search_on_the_chosen_side_for_every_entry():
     page = {"page": {"search": "?q=shoes&x=1"}}
     settings = {"map_query_params": {"qe": "event_properties", "qu": "user_properties", "qe2": "event_properties"}}
-    b = body(msg("track", context=page, properties={"a": 1}), **settings)
+    b = only(message("track", context=page, properties={"a": 1}), **settings)
     assert b["event_properties"] == {"a": 1, "qe": "?q=shoes&x=1", "qe2": "?q=shoes&x=1"}
-    assert set_ops(b["user_properties"])["$set"] == {"qu": "?q=shoes&x=1"}
+    assert as_ops(b["user_properties"])["$set"] == {"qu": "?q=shoes&x=1"}
 
 
 def test_map_query_params_on_identify_always_writes_user_properties():
-    b = body(msg("identify", context={"page": {"search": "?q=1"}}, traits={"plan": "pro"}),
+    b = only(message("identify", context={"page": {"search": "?q=1"}}, traits={"plan": "pro"}),
              map_query_params={"qe": "event_properties", "qu": "user_properties"})
     assert b["user_properties"] == {"plan": "pro", "qe": "?q=1", "qu": "?q=1"}
 
 
 def test_map_query_params_without_a_search_adds_nothing():
-    assert "event_properties" not in body(msg("track"), map_query_params={"qe": "event_properties"})
+    assert "event_properties" not in only(message("track"), map_query_params={"qe": "event_properties"})
 
 
 def test_append_fields_to_event_properties_copies_message_paths_and_a_missing_path_adds_nothing():
-    message = msg("track", context={"page": {"path": "/shop"}}, properties={"a": 1})
-    b = body(message, append_fields_to_event_properties={"context.page.path": "page_path",
-                                                         "context.page.title": "title", "messageId": "mid",
-                                                         "properties.a": "a_copy"})
+    sent = message("track", context={"page": {"path": "/shop"}}, properties={"a": 1})
+    b = only(sent, append_fields_to_event_properties={"context.page.path": "page_path",
+                                                      "context.page.title": "title", "messageId": "mid",
+                                                      "properties.a": "a_copy"})
     assert b["event_properties"] == {"a": 1, "page_path": "/shop", "mid": "mid-0001", "a_copy": 1}
 
 
 def test_context_traits_ride_on_events_as_set_without_the_address():
-    b = body(msg("track", context={"traits": {"email": "a@b.c", "address": {"city": "Oslo"}}}))
+    b = only(message("track", context={"traits": {"email": "a@b.c", "address": {"city": "Oslo"}}}))
     assert b["user_properties"] == {"email": "a@b.c"}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from .rules_support import ABSENT, ANON, USER, body, msg, ops, rejected, set_ops
+from .helpers import ABSENT, ANON, USER, as_ops, message, only, rejected, run
 
 
 def test_identify_is_one_identify_operation_with_plain_traits():
-    out = ops(msg("identify", traits={"plan": "pro", "age": 30}))
+    out = run(message("identify", traits={"plan": "pro", "age": 30}))
     assert out == [{"api": "identify", "body": {"user_id": USER, "device_id": ANON, "library": "segment",
                                                 "user_properties": {"plan": "pro", "age": 30}}}]
 
@@ -18,7 +18,7 @@ def test_identify_is_one_identify_operation_with_plain_traits():
     ("traits_to_append", "$append"), ("traits_to_prepend", "$prepend"),
 ])
 def test_identify_configured_traits_go_under_their_operation_and_plain_traits_under_set(setting, operation):
-    b = body(msg("identify", traits={"logins": 1, "plan": "pro"}), **{setting: ("logins",)})
+    b = only(message("identify", traits={"logins": 1, "plan": "pro"}), **{setting: ("logins",)})
     assert b["user_properties"] == {operation: {"logins": 1}, "$set": {"plan": "pro"}}
 
 
@@ -29,16 +29,16 @@ def test_identify_configured_traits_go_under_their_operation_and_plain_traits_un
     ({"traits_to_append": ("x",), "traits_to_prepend": ("x",)}, "$append"),
 ])
 def test_identify_trait_in_several_lists_goes_under_the_first_match_only(lists, operation):
-    assert body(msg("identify", traits={"x": 1}), **lists)["user_properties"] == {operation: {"x": 1}}
+    assert only(message("identify", traits={"x": 1}), **lists)["user_properties"] == {operation: {"x": 1}}
 
 
 def test_identify_configured_trait_absent_from_the_call_produces_nothing():
-    b = body(msg("identify", traits={"plan": "pro"}), traits_to_increment=("logins",))
+    b = only(message("identify", traits={"plan": "pro"}), traits_to_increment=("logins",))
     assert b["user_properties"] == {"plan": "pro"}
 
 
 def test_identify_user_properties_are_never_a_mix_of_plain_keys_and_operations():
-    b = body(msg("identify", traits={"logins": 1, "plan": "pro", "first": "x"},
+    b = only(message("identify", traits={"logins": 1, "plan": "pro", "first": "x"},
                  context={"campaign": {"source": "s"}}),
              traits_to_increment=("logins",), traits_to_set_once=("first",))
     up = b["user_properties"]
@@ -48,7 +48,7 @@ def test_identify_user_properties_are_never_a_mix_of_plain_keys_and_operations()
 
 
 def test_identify_address_trait_is_not_sent_but_fills_city_country_region():
-    b = body(msg("identify", traits={"plan": "pro", "address": {"city": "Oslo", "country": "Norway",
+    b = only(message("identify", traits={"plan": "pro", "address": {"city": "Oslo", "country": "Norway",
                                                                 "region": "OS", "street": "x"}}))
     assert b["user_properties"] == {"plan": "pro"}
     assert (b["city"], b["country"], b["region"]) == ("Oslo", "Norway", "OS")
@@ -56,22 +56,22 @@ def test_identify_address_trait_is_not_sent_but_fills_city_country_region():
 
 @pytest.mark.parametrize("value", [False, 0, 0.0, "", True, 12.5])
 def test_identify_false_and_zero_trait_values_are_kept(value):
-    assert body(msg("identify", traits={"k": value}))["user_properties"] == {"k": value}
+    assert only(message("identify", traits={"k": value}))["user_properties"] == {"k": value}
 
 
 def test_identify_engage_audience_trait_is_an_ordinary_set_value():
-    b = body(msg("identify", traits={"order_completed_last_30days": True}))
+    b = only(message("identify", traits={"order_completed_last_30days": True}))
     assert b["user_properties"] == {"order_completed_last_30days": True}
-    b = body(msg("identify", traits={"order_completed_last_30days": False}))
+    b = only(message("identify", traits={"order_completed_last_30days": False}))
     assert b["user_properties"] == {"order_completed_last_30days": False}
 
 
 def test_identify_null_traits_are_not_sent():
-    assert "user_properties" not in body(msg("identify", traits={"k": None}))
+    assert "user_properties" not in only(message("identify", traits={"k": None}))
 
 
 def test_identify_groups_option_and_app_version():
-    b = body(msg("identify", traits={}, context={"app": {"version": "1.2"}},
+    b = only(message("identify", traits={}, context={"app": {"version": "1.2"}},
                  integrations={"Amplitude": {"groups": {"org": "acme"}}}))
     assert b["groups"] == {"org": "acme"} and b["app_version"] == "1.2"
 
@@ -81,14 +81,14 @@ GROUP_SETTINGS = {"group_type_trait": "kind", "group_value_trait": "name"}
 
 def test_group_with_type_and_value_traits_sends_identify_and_groupidentify():
     traits = {"kind": "team", "name": "Red", "size": 3, "empty": None}
-    out = ops(msg("group", traits=traits), **GROUP_SETTINGS)
+    out = run(message("group", traits=traits), **GROUP_SETTINGS)
     assert [o["api"] for o in out] == ["identify", "groupidentify"]
     ident = out[0]["body"]
-    assert ident["groups"] == {"team": "Red"} and set_ops(ident["user_properties"]) == {"$set": {"team": "Red"}}
+    assert ident["groups"] == {"team": "Red"} and as_ops(ident["user_properties"]) == {"$set": {"team": "Red"}}
     assert (ident["user_id"], ident["device_id"]) == (USER, ANON)
     group_body = out[1]["body"]
     assert group_body["group_type"] == "team" and group_body["group_value"] == "Red"
-    assert set_ops(group_body["group_properties"]) == {"$set": {"kind": "team", "name": "Red", "size": 3}}
+    assert as_ops(group_body["group_properties"]) == {"$set": {"kind": "team", "name": "Red", "size": 3}}
 
 
 @pytest.mark.parametrize("settings, traits", [
@@ -101,44 +101,44 @@ def test_group_with_type_and_value_traits_sends_identify_and_groupidentify():
     (GROUP_SETTINGS, {}),
 ])
 def test_group_falls_back_to_legacy_segment_group_without_both_settings_and_traits(settings, traits):
-    out = ops(msg("group", traits=traits), **settings)
+    out = run(message("group", traits=traits), **settings)
     assert len(out) == 1 and out[0]["api"] == "identify"
     assert out[0]["body"]["groups"] == {"[Segment] Group": "group-0001"}
     assert out[0]["body"]["user_properties"] == {"[Segment] Group": "group-0001"}
 
 
 def test_group_numeric_type_or_value_is_sent_as_its_string_form():
-    out = ops(msg("group", traits={"kind": "team", "name": 42}), **GROUP_SETTINGS)
+    out = run(message("group", traits={"kind": "team", "name": 42}), **GROUP_SETTINGS)
     assert out[0]["body"]["groups"] == {"team": "42"} and out[1]["body"]["group_value"] == "42"
 
 
 @pytest.mark.parametrize("value", [{"a": 1}, ["Red"]])
 def test_group_object_or_list_type_value_is_rejected(value):
-    exc = rejected(msg("group", traits={"kind": "team", "name": value}), **GROUP_SETTINGS)
+    exc = rejected(message("group", traits={"kind": "team", "name": value}), **GROUP_SETTINGS)
     assert "traits.name" in str(exc)
 
 
 def test_group_follows_the_device_id_rule():
-    out = ops(msg("group", context={"device": {"id": "device-0001"}}), prefer_anonymous_id_for_device_id=True)
+    out = run(message("group", context={"device": {"id": "device-0001"}}), prefer_anonymous_id_for_device_id=True)
     assert out[0]["body"]["device_id"] == ANON
-    out = ops(msg("group", context={"device": {"id": "device-0001"}}))
+    out = run(message("group", context={"device": {"id": "device-0001"}}))
     assert out[0]["body"]["device_id"] == "device-0001"
 
 
 def test_alias_with_enable_alias_off_is_rejected_even_with_unmap():
-    assert "enable_alias" in str(rejected(msg("alias")))
-    assert "enable_alias" in str(rejected(msg("alias", integrations={"Amplitude": {"unmap": "old-user-1"}})))
+    assert "enable_alias" in str(rejected(message("alias")))
+    assert "enable_alias" in str(rejected(message("alias", integrations={"Amplitude": {"unmap": "old-user-1"}})))
 
 
 def test_alias_with_enable_alias_maps_previous_id_to_user_id():
-    assert ops(msg("alias"), enable_alias=True) == [
+    assert run(message("alias"), enable_alias=True) == [
         {"api": "usermap", "body": {"user_id": "previous-0001", "global_user_id": USER}}]
 
 
 def test_alias_unmap_unmaps_that_id_without_global_user_id():
-    out = ops(msg("alias", integrations={"Amplitude": {"unmap": "old-user-1"}}), enable_alias=True)
+    out = run(message("alias", integrations={"Amplitude": {"unmap": "old-user-1"}}), enable_alias=True)
     assert out == [{"api": "usermap", "body": {"user_id": "old-user-1", "unmap": True}}]
 
 
 def test_alias_without_previous_id_and_without_unmap_is_rejected():
-    assert rejected(msg("alias", previousId=ABSENT), enable_alias=True).field == "previousId"
+    assert rejected(message("alias", previousId=ABSENT), enable_alias=True).field == "previousId"

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from .rules_support import MID, msg, ops
+from .helpers import MID, message, run
 
 FLAGS = ("track_all_pages", "track_categorized_pages", "track_named_pages", "track_all_screens")
 COMBINATIONS = list(itertools.product((False, True), repeat=4))
@@ -64,7 +64,7 @@ def test_the_tables_cover_all_16_combinations_and_spot_values_match_the_settings
 
 
 def _names(kind: str, combo: tuple, **fields) -> list[str]:
-    return [o["body"]["event_type"] for o in ops(msg(kind, **fields), **dict(zip(FLAGS, combo)))]
+    return [o["body"]["event_type"] for o in run(message(kind, **fields), **dict(zip(FLAGS, combo)))]
 
 
 @pytest.mark.parametrize("combo", COMBINATIONS, ids=lambda c: "-".join(f for f, on in zip(FLAGS, c) if on) or "none")
@@ -91,12 +91,12 @@ def test_named_without_category_is_viewed_name_and_bare_calls_only_load(kind, no
 
 @pytest.mark.parametrize("kind", ["page", "screen"])
 def test_no_matching_setting_drops_the_call_without_error(kind):
-    assert ops(msg(kind), track_named_pages=False, track_categorized_pages=False) == []
+    assert run(message(kind), track_named_pages=False, track_categorized_pages=False) == []
 
 
 @pytest.mark.parametrize("kind", ["page", "screen"])
 def test_page_event_properties_are_the_properties_plus_name_and_category_on_every_event(kind):
-    out = ops(msg(kind, name="Signup", category="Docs", properties={"path": "/signup", "title": None}),
+    out = run(message(kind, name="Signup", category="Docs", properties={"path": "/signup", "title": None}),
               track_all_pages=True)
     assert len(out) == 3
     for o in out:

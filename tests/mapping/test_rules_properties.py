@@ -12,7 +12,7 @@ from audsync.config import AmplitudeSettings
 from audsync.errors import ValidationError
 from audsync.mapping import translate
 
-from .rules_support import check_operations
+from .helpers import check_operations
 
 # Values the core reads specially: blocked ids, money strings, numbers at float's edge, ISO times.
 TRICKY = st.sampled_from(["0", "-1", "null", "NULL", "$1,000.50", " 12 ", "1e400", "-1e308", "", " ", "NaN",

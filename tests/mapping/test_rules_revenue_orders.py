@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .rules_support import MID, TS_MS, USER, ANON, body, msg, ops
+from .helpers import ANON, MID, TS_MS, USER, message, only, run
 
 REVENUE_FIELDS = {"revenue", "price", "quantity", "productId", "revenueType"}
 
@@ -42,7 +42,7 @@ def revenue_of(b: dict) -> dict:
      {"revenue": 20, "quantity": 1, "revenueType": "Sale"}),
 ])
 def test_revenue_fields_with_use_log_revenue_v2_on_and_off(event, properties, v2, expected):
-    b = body(msg("track", event=event, properties=properties), use_log_revenue_v2=v2)
+    b = only(message("track", event=event, properties=properties), use_log_revenue_v2=v2)
     assert revenue_of(b) == expected
     assert type(b["quantity"]) is int
 
@@ -56,16 +56,16 @@ def test_revenue_fields_with_use_log_revenue_v2_on_and_off(event, properties, v2
     {"total": 30},  # total counts only on Order Completed / Completed Order
 ])
 def test_price_and_quantity_alone_and_zero_or_unreadable_revenue_are_not_revenue(properties):
-    b = body(msg("track", event="Song Played", properties=properties))
+    b = only(message("track", event="Song Played", properties=properties))
     assert REVENUE_FIELDS.isdisjoint(b)
 
 
 def test_revenue_event_properties_drop_price_quantity_product_id_and_revenue_type_but_keep_revenue():
     props = {"revenue": 20, "price": 5, "quantity": 4, "productId": "p", "revenueType": "r", "sku": "s"}
-    assert body(msg("track", properties=props))["event_properties"] == {"revenue": 20, "sku": "s"}
+    assert only(message("track", properties=props))["event_properties"] == {"revenue": 20, "sku": "s"}
     # Without revenue nothing is removed.
     props = {"price": 5, "quantity": 4, "productId": "p"}
-    assert body(msg("track", properties=props))["event_properties"] == props
+    assert only(message("track", properties=props))["event_properties"] == props
 
 
 PRODUCTS = [
@@ -77,7 +77,7 @@ ORDER = {"order_id": "o-1", "revenue": 25, "total": 30, "currency": "EUR", "prod
 
 
 def order(**settings) -> list[dict]:
-    return ops(msg("track", event="Order Completed", properties=ORDER), **settings)
+    return run(message("track", event="Order Completed", properties=ORDER), **settings)
 
 
 def test_order_completed_default_is_order_with_revenue_then_product_purchased_per_product_without_revenue():
@@ -110,7 +110,7 @@ def test_order_completed_with_track_revenue_per_product_puts_revenue_on_each_pro
 
 def test_order_completed_per_product_revenue_type_falls_back_to_the_orders_revenue_type():
     props = dict(ORDER, revenueType="Sale")
-    out = ops(msg("track", event="Order Completed", properties=props), track_revenue_per_product=True)
+    out = run(message("track", event="Order Completed", properties=props), track_revenue_per_product=True)
     assert [o["body"].get("revenueType") for o in out] == [None, "Sale", "Gift", None]
 
 
@@ -138,16 +138,16 @@ def test_order_completed_with_products_once_and_revenue_per_product_sends_produc
 
 
 def test_order_completed_without_products_is_one_event_and_total_is_the_revenue_without_revenue():
-    out = ops(msg("track", event="Order Completed", properties={"total": 30, "order_id": "o"}))
+    out = run(message("track", event="Order Completed", properties={"total": 30, "order_id": "o"}))
     assert len(out) == 1 and out[0]["body"]["revenue"] == 30 and out[0]["body"]["price"] == 30
 
 
 @pytest.mark.parametrize("event", ["Order Completed", "order completed", "Completed Order", "order_completed"])
 def test_order_completed_names_in_any_case_split_products(event):
-    out = ops(msg("track", event=event, properties=ORDER))
+    out = run(message("track", event=event, properties=ORDER))
     assert len(out) == 4 and out[0]["body"]["event_type"] == event
 
 
 def test_other_events_with_products_stay_one_event():
-    out = ops(msg("track", event="Cart Viewed", properties={"products": PRODUCTS}))
+    out = run(message("track", event="Cart Viewed", properties={"products": PRODUCTS}))
     assert len(out) == 1 and out[0]["body"]["event_properties"]["products"] == PRODUCTS

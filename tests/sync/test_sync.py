@@ -190,18 +190,20 @@ def test_send_track_events_sends_entered_and_exited_with_deterministic_insert_id
     run_once(cfg)
     (entered,) = amplitude.events
     assert entered["event_type"] == "Audience Entered"
-    assert entered["event_properties"] == {"audience_key": KEY, "audience_name": AUD}
+    # Engage's properties (the audience's key set to whether the user is in it), and its name
+    assert entered["event_properties"] == {"audience_key": KEY, KEY: True, "audience_name": AUD}
     cfg = project.config(audience(project, [], extra=extra))
     run_once(cfg, allow_mass_exit=True)  # the source emptied on purpose
     exited = amplitude.events[-1]
     assert exited["event_type"] == "Audience Exited"
+    assert exited["event_properties"] == {"audience_key": KEY, KEY: False, "audience_name": AUD}
     assert entered["insert_id"] and exited["insert_id"] and entered["insert_id"] != exited["insert_id"]
     # the same planned change always carries the same insert_id (so Amplitude drops a resend)
     from audsync.audience_ops import OperationBuilder
 
     builder = OperationBuilder(cfg.audiences[0], cfg.amplitude, cfg.amplitude.destination_id)
     ops1 = builder.translated("uuser0001", "user0001", None, None, "exit", 7)
-    ops2 = builder.build("uuser0001", "user0001", None, None, "exit", 7)
+    ops2 = builder.translated("uuser0001", "user0001", None, None, "exit", 7)
     assert ops1 == ops2 and ops1[-1]["body"]["insert_id"] == ops2[-1]["body"]["insert_id"]
 
 
