@@ -279,9 +279,6 @@ class OperationBuilder:
         value = self.value_of(value_json, change)
         return self._operations(user_id, anonymous_id, value, change, *self._message_ids(identity, change, run_id))
 
-    # The dry run's sample shows the operations as dicts: the reference gives them.
-    build = translated
-
     # -- the fast path
 
     def _value_and_shape(self, user_id: str | None, anonymous_id: str | None, value_json: str | None,

@@ -311,8 +311,8 @@ def _sample(builder: OperationBuilder, rows: list[PendingRow]) -> list[dict[str,
         entry: dict[str, Any] = {"change": row.change, "user_id": row.user_id, "anonymous_id": row.anonymous_id,
                                  "value": builder.value_of(row.value, row.change)}
         try:
-            entry["operations"] = builder.build(row.identity, row.user_id, row.anonymous_id, row.value,
-                                                row.change, row.run_id)
+            entry["operations"] = builder.translated(row.identity, row.user_id, row.anonymous_id, row.value,
+                                                     row.change, row.run_id)
         except ValidationError as exc:
             entry["error"] = str(exc)
         sample.append(entry)
