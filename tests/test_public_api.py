@@ -65,8 +65,8 @@ def test_mapping_translates_without_sqlalchemy_httpx_apscheduler():
         }))
     """)
     assert result["blocker_works"]
-    assert result["ops"] == [{"api": "identify",
-                              "body": {"user_id": "user-0001", "user_properties": {"$set": {"plan": "pro"}}}}]
+    assert result["ops"] == [{"api": "identify", "body": {"user_id": "user-0001", "library": "segment",
+                                                          "user_properties": {"plan": "pro"}}}]
     assert result["rejected"].startswith("type:")
     assert result["same"]
     assert result["loaded"] == []
