@@ -11,7 +11,8 @@ down; README's "Python API" section shows it in use):
                                       one sync pass, as `audsync run`; returns a report
   backfill(config, audience)          resend the current value to every current member
   sync_dataframe(config, audience, df)
-                                      sync a pandas DataFrame as the audience's current members
+                                      sync a pandas DataFrame as the current members of a
+                                      configured audience, as run_once would; the same report
   status(config)                      per audience: members, last runs, pending and rejected users
   Deliverer, Outcome, Outcomes        delivery of operations to Amplitude, and what came of each
   AudsyncError                        the root of every error audsync raises on purpose; below it
@@ -40,7 +41,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "load_config": (".config", "load"),
     "run_once": (".sync", "run_once"),
     "backfill": (".sync", "backfill"),
-    "status": (".sync", "status"),
+    "status": (".status_report", "status"),
     "sync_dataframe": (".dataframe", "sync_dataframe"),
     "Deliverer": (".delivery", "Deliverer"),
     "Outcome": (".delivery", "Outcome"),
@@ -73,4 +74,5 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names eagerly
     from .dataframe import sync_dataframe
     from .delivery import Deliverer, Outcome, Outcomes
     from .mapping import translate
-    from .sync import backfill, run_once, status
+    from .status_report import status
+    from .sync import backfill, run_once

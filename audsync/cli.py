@@ -289,7 +289,7 @@ def _backfill(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
-    from .sync import format_status, status
+    from .status_report import format_status, status
 
     cfg = config_module.load(args.config)
     entries = status(cfg)

@@ -129,13 +129,21 @@ class FileSource:
 
 
 @dataclass(frozen=True)
+class PythonSource:
+    callable: str  # "package.module:function" (or "module:Class.method")
+    # The config file's directory: searched first for the module, as relative paths start there.
+    base: Path = Path(".")
+    type: str = "python"
+
+
+@dataclass(frozen=True)
 class AudienceConfig:
     name: str
     key: str
     kind: str
     schedule: str | None
     send_track_events: bool
-    source: SqlSource | FileSource
+    source: SqlSource | FileSource | PythonSource
     max_exit_fraction: float = SyncSettings.max_exit_fraction
 
     @property
@@ -425,7 +433,7 @@ def _audience(raw: Any, index: int, reader: _Reader, base: Path, sync: SyncSetti
     max_exit_fraction = reader.value(data, "max_exit_fraction", sync.max_exit_fraction, prefix)
     _check_fraction(max_exit_fraction, reader, prefix + "max_exit_fraction")
     if "source" not in data:
-        raise reader.fail(prefix + "source", "every audience needs a source (type \"sql\" or \"file\")")
+        raise reader.fail(prefix + "source", "every audience needs a source (type \"sql\", \"file\" or \"python\")")
     source_data = reader.table(data["source"], prefix + "source")
     source_type = source_data.get("type")
     sp = prefix + "source."
@@ -437,7 +445,7 @@ def _audience(raw: Any, index: int, reader: _Reader, base: Path, sync: SyncSetti
             raise reader.fail(sp + "url", "a sql source needs a SQLAlchemy URL")
         if not query.strip():
             raise reader.fail(sp + "query", "a sql source needs a query")
-        source: SqlSource | FileSource = SqlSource(url=_resolve_sqlite_url(url, base), query=query)
+        source: SqlSource | FileSource | PythonSource = SqlSource(url=_resolve_sqlite_url(url, base), query=query)
     elif source_type == "file":
         reader.check_keys(source_data, ["type", "path"], sp)
         file_path = reader.value(source_data, "path", "", sp)
@@ -446,7 +454,25 @@ def _audience(raw: Any, index: int, reader: _Reader, base: Path, sync: SyncSetti
         if Path(file_path).suffix.lower() not in (".csv", ".parquet", ".jsonl"):
             raise reader.fail(sp + "path", f"{file_path!r}: only .csv, .parquet and .jsonl files are read")
         source = FileSource(path=base / file_path)
+    elif source_type == "python":
+        reader.check_keys(source_data, ["type", "callable"], sp)
+        target = reader.value(source_data, "callable", "", sp)
+        if not target.strip():
+            raise reader.fail(sp + "callable", "a python source needs a callable, as in \"members:current\"")
+        if not _is_callable_path(target):
+            raise reader.fail(sp + "callable", f"{target!r} is not \"module:function\" (a dotted module path, "
+                                               "a colon, then the function's name)")
+        source = PythonSource(callable=target, base=base)
     else:
-        raise reader.fail(sp + "type", f"{source_type!r} must be \"sql\" or \"file\"")
+        raise reader.fail(sp + "type", f"{source_type!r} must be \"sql\", \"file\" or \"python\"")
     return AudienceConfig(name=name, key=key, kind=kind, schedule=schedule,
                           send_track_events=send_track_events, source=source, max_exit_fraction=max_exit_fraction)
+
+
+def _is_callable_path(target: str) -> bool:
+    """Whether `target` reads "module:function" as entry points spell it: dotted identifiers on both
+    sides of one colon.
+    Only the spelling is checked here: importing a user's module at load would run their code for
+    every command (status, translate...), so the import waits for the run (audsync.sources.python)."""
+    module, colon, attribute = target.partition(":")
+    return bool(colon) and all(part.isidentifier() for part in (*module.split("."), *attribute.split(".")))

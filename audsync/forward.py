@@ -142,30 +142,12 @@ def send(config: Config, input_path: str, *, rejects: IO[bytes] | None = None, p
             phase.advance(len(outcomes))
 
     with open_input(input_path) as source, Deliverer(config.amplitude, config.delivery) as deliverer:
-        watcher = _watch(stop_event, deliverer)
         try:
-            deliverer.deliver(operations(source), on_outcomes)
+            deliverer.deliver(operations(source), on_outcomes,
+                              should_stop=None if stop_event is None else stop_event.is_set)
         finally:
-            if watcher is not None:
-                watcher.set()
             if phase is not None:
                 phase.close()
     if stop_event is not None and stop_event.is_set():
         summary.stopped = True
     return summary
-
-
-def _watch(stop_event: threading.Event | None, deliverer: Deliverer) -> threading.Event | None:
-    """Forwards a stop request (signal) to the deliverer from a small thread."""
-    if stop_event is None:
-        return None
-    done = threading.Event()
-
-    def run() -> None:
-        while not done.is_set():
-            if stop_event.wait(0.1):
-                deliverer.request_stop()
-                return
-
-    threading.Thread(target=run, name="send-stop", daemon=True).start()
-    return done

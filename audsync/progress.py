@@ -4,7 +4,53 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import IO, Callable
+from typing import IO, Callable, Protocol
+
+
+class ProgressPhase(Protocol):
+    """One phase of the work: `advance(n)` as units are done, `close()` (or the end of a `with`
+    block) when it ends."""
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "ProgressPhase": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class ProgressReporter(Protocol):
+    """Where the work reports its phases: Progress on a terminal or in the logs, NO_PROGRESS
+    when nobody watches."""
+
+    def phase(self, label: str, total: int | None = None, counted: bool = True) -> ProgressPhase: ...
+
+
+class _NullPhase:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_NullPhase":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class NullProgress:
+    """Reports nothing."""
+
+    _phase = _NullPhase()
+
+    def phase(self, label: str, total: int | None = None, counted: bool = True) -> ProgressPhase:
+        return self._phase
+
+
+NO_PROGRESS = NullProgress()
 
 
 class Phase:
@@ -32,6 +78,12 @@ class Phase:
 
     def close(self) -> None:
         self.owner.draw(self, final=True)
+
+    def __enter__(self) -> "Phase":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def text(self) -> str:
         elapsed = max(self.owner.clock() - self.started, 1e-9)

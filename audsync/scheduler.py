@@ -178,7 +178,7 @@ class Daemon:
             log.info("state database: applied migration %s", revision)
         self.store = StateStore(self.config.state.url)
         try:
-            if self.store.dialect == "sqlite":
+            if self.store.dialect.name == "sqlite":
                 self._take_daemon_lease()
             try:
                 self._load_metrics()
@@ -212,7 +212,7 @@ class Daemon:
                 if not self.stopping:
                     self.scheduler.start()
                     log.info("daemon started: %d audiences", len(self.config.audiences),
-                             extra={"worker": self.worker, "state": self.store.dialect})
+                             extra={"worker": self.worker, "state": self.store.dialect.name})
                 return self._wait_for_stop()
             finally:
                 if self._daemon_lease is not None:

@@ -18,24 +18,33 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
+from enum import StrEnum
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import diff
 from .audience_ops import OperationBuilder
-from .background import Prefetched, Writer
+from .background import Prefetched
 from .config import AudienceConfig, Config
 from .errors import CRASHED, TEMPORARY, AudsyncError, FatalDeliveryError, MassExitError, ValidationError
-from .state import Fence, LeaseKeeper, PendingRow, Rejected, StateStore
+from .progress import NO_PROGRESS, ProgressReporter
+from .state import AudienceWork, CurrentCounts, Fence, LeaseKeeper, PendingRow, StateStore
 
 log = logging.getLogger("audsync.sync")
 
 SAMPLE_SIZE = 10
-SETTLE_ROWS = 20_000     # acknowledgements committed together
-SETTLE_SECONDS = 1.0     # ... or at least this often
 SKIP_DUPLICATE = "duplicate user"
 SKIP_CONFLICT = "conflicting values"
 MASS_EXIT_MIN_MEMBERS = 100  # max_exit_fraction guards audiences of at least this many members
+
+OnResponse = Callable[[str, int, int], None]
+
+
+class RunMode(StrEnum):
+    """What a run does (the runs table's `mode`, the report's)."""
+
+    RUN = "run"
+    BACKFILL = "backfill"    # resends every current member's value
+    DRY_RUN = "dry-run"      # counts and a sample; sends and records nothing
 
 
 @dataclass
@@ -43,7 +52,7 @@ class AudienceReport:
     name: str
     key: str
     kind: str
-    mode: str  # run | backfill | dry-run
+    mode: RunMode
     rows_read: int = 0
     members_in_source: int = 0
     skipped: Counter = field(default_factory=Counter)
@@ -84,7 +93,7 @@ class AudienceReport:
         if self.resent:
             parts.append(f"{self.resent:,} resent")
         line = f"{self.key}: " + ", ".join(parts)
-        if self.mode == "dry-run":
+        if self.mode == RunMode.DRY_RUN:
             line += f"; dry run: nothing sent ({self.pending:,} pending from earlier runs)"
         elif self.recorded:
             line += f"; {self.recorded:,} recorded as synced without sending (--skip-backfill)"
@@ -116,7 +125,7 @@ class RunReport:
         database or Amplitude unreachable, the audience busy), 1 some rejected or stopped with
         work pending, 0 everything delivered."""
         codes = {a.error_exit_code for a in self.audiences if a.error}
-        ran = [a for a in self.audiences if a.mode != "dry-run"]
+        ran = [a for a in self.audiences if a.mode != RunMode.DRY_RUN]
         # Pending work that no stop explains: Amplitude stayed unreachable past every retry.
         if any(a.pending and not a.stopped for a in ran):
             codes.add(TEMPORARY)
@@ -126,179 +135,51 @@ class RunReport:
 
 
 class _Stop:
-    """Why a run stops taking new work: the caller's stop_event, or a lost lease."""
+    """Why a run stops taking new work: the caller's stop request, or a lost lease."""
 
-    def __init__(self, stop_event: threading.Event | None):
-        self.stop_event = stop_event
+    def __init__(self, request: threading.Event | None):
+        self.request = request
         self.lease: LeaseKeeper | None = None
 
     def __call__(self) -> bool:
-        return bool((self.stop_event and self.stop_event.is_set()) or (self.lease and self.lease.lost.is_set()))
-
-    @contextlib.contextmanager
-    def watch(self, on_stop: Callable[[], None]) -> Iterator[None]:
-        """Call on_stop (from a helper thread) as soon as a stop is asked for during the block."""
-        done = threading.Event()
-
-        def watcher() -> None:
-            while not done.wait(0.05):
-                if self():
-                    on_stop()
-                    return
-
-        thread = threading.Thread(target=watcher, name="stop-watcher", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join()
+        return bool((self.request and self.request.is_set()) or (self.lease and self.lease.lost.is_set()))
 
 
-class _Phase:
-    """A progress phase on the optional reporter (audsync.progress); silent without one."""
 
-    def __init__(self, progress: Any, label: str, total: int | None = None, counted: bool = True):
-        self.bar = None
-        if progress is not None:
-            self.bar = progress.phase(label, total=total, counted=counted)
+@dataclass
+class AudienceRun:
+    """One audience's run under its lease: what a delivery of its pending rows needs."""
 
-    def __enter__(self) -> "_Phase":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    config: Config
+    store: StateStore
+    builder: OperationBuilder
+    audience_id: int
+    run_id: int
+    fence: Fence
+    report: "AudienceReport"
+    stop: _Stop
+    progress: ProgressReporter
+    on_response: OnResponse | None = None
 
 
-class _Settler:
-    """Turns delivery outcomes into committed state, in batches, in the caller's thread.
-
-    A user whose change needs several operations (identify + track event) is settled once all
-    of them are answered: undelivered if any is, else rejected if any is, else delivered.
-    """
-
-    _RANK = {"delivered": 0, "rejected": 1, "undelivered": 2}
-
-    def __init__(self, store: StateStore, audience_id: int, run_id: int, report: AudienceReport,
-                 phase: _Phase, gone: bool, by_range: bool, fence: Fence):
-        self.store = store
-        # The operations come from run_id's pending rows in key order, one per row: a request
-        # the Deliverer found to be a consecutive run of them (Outcomes.span) is settled as a
-        # key range (StateStore.settle).
-        self.by_range = by_range
-        self.spans: list[tuple] = []
-        self.spanned: list[str] = []
-        # Promises that spare the store work on each batch: whether some user may be leaving, and
-        # whether some may have an earlier rejection (each user is delivered once per call).
-        self.hints = {"gone": gone, "rejections": store.has_rejections(audience_id), "fence": fence}
-        self.audience_id = audience_id
-        self.run_id = run_id
-        self.report = report
-        self.phase = phase
-        self.expected: dict[str, int] = {}
-        self.worst: dict[str, Any] = {}
-        self.delivered: list[str] = []
-        self.rejected: list[Rejected] = []
-        self.last_flush = time.monotonic()
-        self.writer = Writer(name="settle")
-
-    def expect(self, identity: str, operations: int) -> None:
-        """A user whose change needs several operations: settled once all of them are answered."""
-        self.expected[identity] = operations
-
-    def settle_now(self, identity: str, status: str, api: str = "", reason: str = "") -> None:
-        if status == "delivered":
-            self.delivered.append(identity)
-            self.report.delivered += 1
-        elif status == "rejected":
-            self.rejected.append(Rejected(identity, api, reason))
-            self.report.rejected += 1
-        self.phase.advance(1)
-
-    def on_outcomes(self, outcomes: Any) -> None:
-        status, api, reason = outcomes.status, outcomes.api, outcomes.reason or ""
-        if not self.expected and status == "delivered":  # the common case, in bulk
-            if outcomes.span is not None and self.by_range:
-                self.spans.append((outcomes.positions, outcomes.span))
-                self.spanned.extend(outcomes.refs)
-            else:
-                self.delivered.extend(outcomes.refs)
-            self.report.delivered += len(outcomes.refs)
-            self.phase.advance(len(outcomes.refs))
-        else:
-            for ref in outcomes.refs:
-                remaining = self.expected.get(ref)
-                if remaining is None:
-                    self.settle_now(ref, status, api, reason)
-                    continue
-                worst = self.worst.get(ref)
-                if worst is None or self._RANK[status] > self._RANK[worst[0]]:
-                    self.worst[ref] = (status, api, reason)
-                if remaining > 1:
-                    self.expected[ref] = remaining - 1
-                else:
-                    del self.expected[ref]
-                    self.settle_now(ref, *self.worst.pop(ref))
-        if (len(self.delivered) + len(self.spanned) + len(self.rejected) >= SETTLE_ROWS
-                or time.monotonic() - self.last_flush >= SETTLE_SECONDS):
-            self.flush()
-
-    def flush(self) -> None:
-        """Hands the acknowledgements gathered so far to the writer thread (committed in order)."""
-        if self.delivered or self.rejected or self.spanned:
-            self.writer.submit(partial(self.store.settle, spans=_joined(self.spans), spanned=self.spanned,
-                                       **self.hints),
-                               self.audience_id, self.run_id, self.delivered, self.rejected)
-            self.delivered, self.rejected, self.spans, self.spanned = [], [], [], []
-        self.last_flush = time.monotonic()
-
-    def close(self) -> None:
-        """Commits what is left and waits until every acknowledgement is committed."""
-        try:
-            self.flush()
-        finally:
-            self.writer.close()
-
-
-def _joined(spans: list[tuple[tuple[int, int], tuple]]) -> list[tuple]:
-    """Key ranges (first, last) of runs given with their positions in the input, runs that
-    follow each other joined: SQLite runs a statement per range, and each one waits for the
-    interpreter's lock when it is done (20 requests of one batch come back as a few runs)."""
-    joined: list[list] = []
-    for (start, end), (first, last) in sorted(spans, key=lambda span: span[0][0]):
-        if joined and joined[-1][1] + 1 == start:
-            joined[-1][1], joined[-1][3] = end, last
-        else:
-            joined.append([start, end, first, last])
-    return [(first, last) for _, _, first, last in joined]
-
-
-def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, builder: OperationBuilder,
-             pages: Iterable[list[Sequence]], report: AudienceReport, stop: _Stop, progress: Any,
-             label: str, total: int, fence: Fence, gone: bool = True, this_run: bool = False,
-             on_response: Callable[[str, int, int], None] | None = None) -> None:
-    """Delivers the pending rows of `pages`, settling them while `fence` holds; `gone=False`
-    promises that none is an exit or $unset, `this_run` that the pages are run_id's pending rows."""
+def _deliver(run: AudienceRun, pages: Iterable[list[Sequence]], label: str, total: int, *,
+             plan: Counter | None = None) -> None:
+    """Delivers the pending rows of `pages`, settling them while the run's lease holds; `plan`
+    when the pages are the run's own plan (those counts), None for rows earlier runs left."""
     from .delivery import Bundle, Deliverer
 
-    phase = _Phase(progress, label, total)
-    settler = _Settler(store, audience_id, run_id, report, phase, gone, by_range=this_run, fence=fence)
+    report = run.report
+    phase = run.progress.phase(label, total=total)
+    settlement = run.store.settlement(run.audience_id, run.run_id, run.fence, plan=plan, on_answered=phase.advance)
     ahead = Prefetched(pages, name="outbox-pages")
+    stop = run.stop
 
     def items() -> Iterator[tuple[str, tuple] | Bundle]:  # (identity, encoded operation) or a page
         # A page whose rows all make one operation of one shape goes as one Bundle; other rows
         # are built one by one, ten million times at most: a pending row holds build's
         # arguments, in order (PendingRow's fields).
-        # A stop is checked per page; the watcher below stops the deliverer within 50 ms anyway.
-        build, expect, encode_page = builder.build_encoded, settler.expect, builder.encode_page
+        # A stop is checked per page here, and by the deliverer at every turn of its loop.
+        build, expect, encode_page = run.builder.build_encoded, settlement.expect, run.builder.encode_page
         for page in ahead:
             if stop():
                 return
@@ -311,10 +192,10 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
                 try:
                     ops = build(*row)
                 except ValidationError as exc:
-                    settler.settle_now(identity, "rejected", "identify", f"invalid: {exc}")
+                    settlement.answer(identity, "rejected", "identify", f"invalid: {exc}")
                     continue
                 if not ops:  # the settings drop it: nothing to send, nothing left to do
-                    settler.settle_now(identity, "delivered")
+                    settlement.answer(identity, "delivered")
                     continue
                 if len(ops) > 1:
                     expect(identity, len(ops))
@@ -322,19 +203,20 @@ def _deliver(config: Config, store: StateStore, audience_id: int, run_id: int, b
                     yield identity, op
 
     try:
-        with Deliverer(config.amplitude, config.delivery, on_response=on_response,
-                       report_spans=settler.by_range) as deliverer:
-            with stop.watch(deliverer.request_stop):
-                deliverer.deliver(items(), settler.on_outcomes)
+        with Deliverer(run.config.amplitude, run.config.delivery, on_response=run.on_response,
+                       report_spans=settlement.by_range) as deliverer:
+            deliverer.deliver(items(), settlement.add, should_stop=stop)
     finally:
         try:
             ahead.close()
-            settler.close()
+            settlement.close()
         finally:
+            report.delivered += settlement.delivered
+            report.rejected += settlement.rejected
             phase.close()
 
 
-def _skipped(source_skipped: Counter, counts: Any) -> Counter:
+def _skipped(source_skipped: Counter, counts: CurrentCounts) -> Counter:
     skipped = Counter(source_skipped)
     if counts.duplicate_rows:
         skipped[SKIP_DUPLICATE] += counts.duplicate_rows
@@ -352,8 +234,8 @@ def lease_name(config: Config, audience: AudienceConfig) -> str:
     return f"audience:{config.amplitude.destination_id}:{audience.key}"
 
 
-def _load(config: Config, audience: AudienceConfig, work: Any, report: AudienceReport, stop: _Stop,
-          progress: Any) -> Counter:
+def _load(config: Config, audience: AudienceConfig, work: AudienceWork, report: AudienceReport, stop: _Stop,
+          progress: ProgressReporter) -> Counter:
     """Load and index the source; returns the source's own skipped rows by reason (the folding's
     counts come from _count, once the diff knows them)."""
     from .sources import open_source
@@ -363,7 +245,7 @@ def _load(config: Config, audience: AudienceConfig, work: Any, report: AudienceR
     # database: reading and writing each release the GIL for most of their work.
     chunks = Prefetched(source.chunks(), name="source")
     try:
-        with _Phase(progress, f"{audience.key}: loading") as phase:
+        with progress.phase(f"{audience.key}: loading") as phase:
             work.load(chunks, computed=audience.kind == diff.COMPUTED_TRAIT, should_stop=stop,
                       on_rows=phase.advance)
     finally:
@@ -371,12 +253,12 @@ def _load(config: Config, audience: AudienceConfig, work: Any, report: AudienceR
     report.rows_read = source.rows_read
     # Deduplicating and indexing what was loaded takes seconds at millions of rows: shown as its
     # own phase, so that a terminal never sits on a finished loading bar.
-    with _Phase(progress, f"{audience.key}: indexing", counted=False):
+    with progress.phase(f"{audience.key}: indexing", counted=False):
         work.build_current(computed=audience.kind == diff.COMPUTED_TRAIT)
     return Counter(source.skipped)
 
 
-def _count(work: Any, report: AudienceReport, source_skipped: Counter) -> None:
+def _count(work: AudienceWork, report: AudienceReport, source_skipped: Counter) -> None:
     counts = work.counts()
     report.members_in_source = counts.users
     report.skipped = _skipped(source_skipped, counts)
@@ -406,7 +288,7 @@ def _mass_exit(audience: AudienceConfig, report: AudienceReport, loaded: int, co
     return None
 
 
-def _mass_exit_guard(audience: AudienceConfig, report: AudienceReport, work: Any):  # noqa: ANN201
+def _mass_exit_guard(audience: AudienceConfig, report: AudienceReport, work: AudienceWork):  # noqa: ANN201
     """plan()'s guard: a mass exit raises, and the plan rolls back (nothing planned, no state changed)."""
     from .sources.hygiene import quoted
 
@@ -414,9 +296,12 @@ def _mass_exit_guard(audience: AudienceConfig, report: AudienceReport, work: Any
         why = _mass_exit(audience, report, work.loaded, counts, members)
         if why is not None:
             name = quoted(audience.name)
+            # A CLI run would read the configured source, not the DataFrame in hand.
+            way = ("call sync_dataframe again with allow_mass_exit=True" if audience.source.type == "dataframe"
+                   else f"run once: audsync run --allow-mass-exit --audience {name}")
             raise MassExitError(
                 f"audience {name}: {why}; nothing was planned and its synced state is unchanged. "
-                f"If that is intended, run once: audsync run --allow-mass-exit --audience {name}")
+                f"If that is intended, {way}")
     return guard
 
 
@@ -435,7 +320,7 @@ def _sample(builder: OperationBuilder, rows: list[PendingRow]) -> list[dict[str,
 
 
 def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report: AudienceReport,
-             mode: str, skip_backfill: bool, allow_mass_exit: bool, progress: Any) -> None:
+             mode: RunMode, skip_backfill: bool, allow_mass_exit: bool, progress: ProgressReporter) -> None:
     """Counts and a sample of what a run would send; writes nothing to the state."""
 
     def guard(counts: Counter, members: Callable[..., int]) -> None:
@@ -455,8 +340,8 @@ def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report
             _count(work, report, source_skipped)
             report.notes.append(f"would record {report.members_in_source:,} members as synced without sending")
             return
-        with _Phase(progress, f"{audience.key}: diffing", counted=False):
-            counts, rows = work.preview(audience.kind, backfill=mode == "backfill", sample=SAMPLE_SIZE,
+        with progress.phase(f"{audience.key}: diffing", counted=False):
+            counts, rows = work.preview(audience.kind, backfill=mode == RunMode.BACKFILL, sample=SAMPLE_SIZE,
                                         guard=None if allow_mass_exit else guard)
         _count(work, report, source_skipped)
     report.add_plan(counts)
@@ -464,8 +349,8 @@ def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report
 
 
 def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, report: AudienceReport,
-                   mode: str, skip_backfill: bool, allow_mass_exit: bool, stop: _Stop, progress: Any,
-                   on_response: Callable[[str, int, int], None] | None = None) -> None:
+                   mode: RunMode, skip_backfill: bool, allow_mass_exit: bool, stop: _Stop,
+                   progress: ProgressReporter, on_response: OnResponse | None = None) -> None:
     destination = config.amplitude.destination_id
     builder = OperationBuilder(audience, config.amplitude, destination)
     with LeaseKeeper(store, lease_name(config, audience), config.daemon.lease_ttl_s,
@@ -474,30 +359,32 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
         row = store.ensure_audience(destination, audience.key, audience.name, audience.kind)
         report.first_sync = row.first_synced_at is None
         run_id = report.run_id = store.start_run(row.id, mode)
-        status, error = "failed", None
+        run = AudienceRun(config, store, builder, row.id, run_id, lease.fence, report, stop, progress, on_response)
+        run_status, error = "failed", None
+        plan: Counter | None = None
         try:
             # 1. What earlier runs left pending goes first.
             earlier = store.pending_count(row.id)
             if earlier:
                 report.earlier_pending = earlier
-                _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, before_run=run_id),
-                         report, stop, progress, f"{audience.key}: delivering earlier pending", earlier,
-                         lease.fence, on_response=on_response)
+                _deliver(run, store.pending_pages(row.id, before_run=run_id),
+                         f"{audience.key}: delivering earlier pending", earlier)
             if not stop():
                 # 2-3. Load, diff, plan (one transaction).
                 with store.work(row.id) as work:
                     source_skipped = _load(config, audience, work, report, stop, progress)
                     if not stop():
                         if skip_backfill and report.first_sync:
-                            with _Phase(progress, f"{audience.key}: recording members", counted=False):
+                            with progress.phase(f"{audience.key}: recording members", counted=False):
                                 report.recorded = work.record_as_synced(fence=lease.fence)
                         else:
                             if skip_backfill:
                                 report.notes.append("--skip-backfill ignored: this audience was synced before")
-                            with _Phase(progress, f"{audience.key}: diffing and planning", counted=False):
+                            with progress.phase(f"{audience.key}: diffing and planning", counted=False):
                                 guard = None if allow_mass_exit else _mass_exit_guard(audience, report, work)
-                                report.add_plan(work.plan(run_id, audience.kind, backfill=mode == "backfill",
-                                                          guard=guard, fence=lease.fence))
+                                plan = work.plan(run_id, audience.kind, backfill=mode == RunMode.BACKFILL,
+                                                 guard=guard, fence=lease.fence)
+                                report.add_plan(plan)
                     _count(work, report, source_skipped)
                 planned = report.entered + report.exited + report.changed + report.unset + report.resent
                 store.record_counts(run_id, rows_read=report.rows_read, entered=report.entered,
@@ -505,16 +392,15 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                                     resent=report.resent, pending=planned)
                 # 4. Deliver this run's plan.
                 if planned and not stop():
-                    _deliver(config, store, row.id, run_id, builder, store.pending_pages(row.id, run_id=run_id),
-                             report, stop, progress, f"{audience.key}: delivering", planned, lease.fence,
-                             gone=bool(report.exited or report.unset), this_run=True, on_response=on_response)
+                    _deliver(run, store.pending_pages(row.id, run_id=run_id), f"{audience.key}: delivering",
+                             planned, plan=plan)
             report.stopped = stop()
             report.pending = store.pending_count(row.id)
-            status = "stopped" if report.stopped else "partial" if (report.pending or report.rejected) else "ok"
+            run_status = "stopped" if report.stopped else "partial" if (report.pending or report.rejected) else "ok"
         except AudsyncError as exc:
             error = str(exc)
             if isinstance(exc, MassExitError):
-                status = "guarded"
+                run_status = "guarded"
                 report.guarded = True
             raise
         except Exception as exc:
@@ -525,15 +411,15 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
                 if error is not None:
                     report.pending = store.pending_count(row.id)
                 store.finish_run(
-                    run_id, status, skipped=dict(report.skipped), error=error, rows_read=report.rows_read,
+                    run_id, run_status, skipped=dict(report.skipped), error=error, rows_read=report.rows_read,
                     entered=report.entered, exited=report.exited, changed=report.changed, unset=report.unset,
                     resent=report.resent, delivered=report.delivered, rejected=report.rejected,
                     pending=report.pending)
 
 
-def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, skip_backfill: bool,
-         allow_mass_exit: bool, progress: Any, stop_event: threading.Event | None, apply_migrations: bool,
-         on_response: Callable[[str, int, int], None] | None = None) -> RunReport:
+def _run(config: Config, names: list[str] | None, mode: RunMode, *, dry_run: bool, skip_backfill: bool,
+         allow_mass_exit: bool, progress: ProgressReporter | None, stop_event: threading.Event | None,
+         apply_migrations: bool, on_response: OnResponse | None = None) -> RunReport:
     from .state import migrate
 
     selected = [config.audience(n) for n in names] if names else list(config.audiences)
@@ -544,10 +430,11 @@ def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, s
         report.migrations = migrate.upgrade(config.state.url)
     store = StateStore(config.state.url)
     stop = _Stop(stop_event)
+    progress = progress or NO_PROGRESS
     fatal: AudsyncError | None = None
     try:
         for audience in selected:
-            entry = AudienceReport(audience.name, audience.key, audience.kind, "dry-run" if dry_run else mode)
+            entry = AudienceReport(audience.name, audience.key, audience.kind, RunMode.DRY_RUN if dry_run else mode)
             report.audiences.append(entry)
             started = time.monotonic()
             if fatal is not None:
@@ -584,100 +471,27 @@ def _run(config: Config, names: list[str] | None, mode: str, *, dry_run: bool, s
 
 
 def run_once(config: Config, *, audiences: list[str] | None = None, dry_run: bool = False,
-             skip_backfill: bool = False, allow_mass_exit: bool = False, progress: Any = None,
+             skip_backfill: bool = False, allow_mass_exit: bool = False, progress: ProgressReporter | None = None,
              stop_event: threading.Event | None = None, apply_migrations: bool = True,
-             on_response: Callable[[str, int, int], None] | None = None) -> RunReport:
+             on_response: OnResponse | None = None) -> RunReport:
     """One sync pass over every configured audience (or the named ones). `on_response(api, status,
     items)` sees every Amplitude answer (the daemon's metrics). `allow_mass_exit` lets a plan remove
-    more than max_exit_fraction of an audience, or follow a source with no rows."""
-    return _run(config, audiences, "run", dry_run=dry_run, skip_backfill=skip_backfill,
+    more than max_exit_fraction of an audience, or follow a source with no rows. `stop_event`, once
+    set, stops the run within a quarter of a second: requests in flight are answered and recorded,
+    the rest stays pending for the next run."""
+    return _run(config, audiences, RunMode.RUN, dry_run=dry_run, skip_backfill=skip_backfill,
                 allow_mass_exit=allow_mass_exit, progress=progress, stop_event=stop_event,
                 apply_migrations=apply_migrations, on_response=on_response)
 
 
-def backfill(config: Config, audience_name: str, *, dry_run: bool = False, progress: Any = None,
+def backfill(config: Config, audience_name: str, *, dry_run: bool = False, progress: ProgressReporter | None = None,
              stop_event: threading.Event | None = None, apply_migrations: bool = True) -> RunReport:
     """Resend the current value to every current member of one audience (changes and exits are
     planned as in a run)."""
-    return _run(config, [audience_name], "backfill", dry_run=dry_run, skip_backfill=False, allow_mass_exit=False,
+    return _run(config, [audience_name], RunMode.BACKFILL, dry_run=dry_run, skip_backfill=False, allow_mass_exit=False,
                 progress=progress, stop_event=stop_event, apply_migrations=apply_migrations)
 
 
-def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[dict[str, Any]]:
-    """Per configured audience: members, last runs with counts, next run, pending and rejected
-    users and the top rejection reasons. Shows no secret: the destination is a hash."""
-    from datetime import datetime, timezone
-
-    from .schedules import next_run
-    from .state import migrate
-
-    now = time.time() if now is None else now
-    destination = config.amplitude.destination_id
-    initialised = migrate.current(config.state.url) is not None
-    store = StateStore(config.state.url) if initialised else None
-    result = []
-    try:
-        for audience in config.audiences:
-            schedule = audience.schedule or config.daemon.default_schedule
-            fire = next_run(schedule, datetime.fromtimestamp(now, timezone.utc))
-            entry: dict[str, Any] = {
-                "name": audience.name, "key": audience.key, "kind": audience.kind, "destination": destination,
-                "schedule": schedule, "next_run": fire.timestamp(), "synced": False,
-                "members": 0, "pending": 0, "rejected": 0, "top_rejection_reasons": [], "last_runs": [],
-            }
-            row = store.find_audience(destination, audience.key) if store else None
-            if row is not None:
-                entry["synced"] = row.first_synced_at is not None
-                entry.update(store.audience_counts(row.id))
-                entry["top_rejection_reasons"] = [
-                    {"reason": reason, "users": n} for reason, n in store.top_rejection_reasons(row.id)]
-                entry["last_runs"] = [_run_entry(r) for r in store.last_runs(row.id, runs)]
-                _show_dead_run(store, lease_name(config, audience), entry["last_runs"], now)
-            result.append(entry)
-    finally:
-        if store is not None:
-            store.close()
-    return result
-
-
-def _show_dead_run(store: StateStore, lease: str, runs: list[dict[str, Any]], now: float) -> None:
-    """A run still marked running without a live lease on its audience died (killed, or its
-    database refused its last writes): shown as interrupted now, not only once the next run
-    starts and records it so."""
-    from .state.store import INTERRUPTED
-
-    if runs and runs[0]["status"] == "running":
-        holder = store.lease_info(lease)
-        if holder is None or holder.expires_at < now:
-            runs[0]["status"], runs[0]["error"] = "interrupted", runs[0]["error"] or INTERRUPTED
-
-
-def _run_entry(row: dict[str, Any]) -> dict[str, Any]:
-    entry = dict(row)
-    finished = row.get("finished_at")
-    entry["duration_s"] = None if finished is None else round(finished - row["started_at"], 3)
-    return entry
-
-
-def format_status(entries: list[dict[str, Any]]) -> str:
-    def when(ts: float | None) -> str:
-        return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
-
-    lines = []
-    for e in entries:
-        lines.append(f"{e['name']} ({e['key']}, {e['kind']})")
-        lines.append(f"  members {e['members']:,}, pending {e['pending']:,}, rejected {e['rejected']:,}; "
-                     f"next run {when(e['next_run'])} ({e['schedule']})")
-        if not e["last_runs"]:
-            lines.append("  never run against this destination")
-        for r in e["last_runs"]:
-            duration = (f"{r['duration_s']:.1f} s" if r["duration_s"] is not None
-                        else "running" if r["status"] == "running" else "no end recorded")
-            lines.append(
-                f"  {when(r['started_at'])} {r['mode']} {r['status']} ({duration}): {r['rows_read']:,} read, "
-                f"+{r['entered']:,} -{r['exited']:,} ~{r['changed']:,} unset {r['unset']:,}; "
-                f"{r['delivered']:,} delivered, {r['rejected']:,} rejected, {r['pending']:,} pending"
-                + (f"; error: {r['error']}" if r["error"] else ""))
-        for reason in e["top_rejection_reasons"]:
-            lines.append(f"  rejected {reason['users']:,}: {reason['reason']}")
-    return "\n".join(lines)
+# `status` and its text live in audsync.status_report (the module is not named `status`: the
+# package root exports the function under that name); still importable from here for the root.
+from .status_report import format_status, status  # noqa: E402,F401

@@ -212,12 +212,14 @@ class Deliverer:
 
     # -- the loop ---------------------------------------------------------------------------
     def deliver(self, items: Iterable[tuple[Any, dict | Encoded] | Bundle],
-                on_outcomes: Callable[[Outcomes], None]) -> DeliveryStats:
+                on_outcomes: Callable[[Outcomes], None], *,
+                should_stop: Callable[[], bool] | None = None) -> DeliveryStats:
         """Delivers `(ref, operation)` pairs, an operation being an {"api", "body"} dict or an
         Encoded one, and Bundles of encoded operations; every item's outcome reaches
         `on_outcomes`, in this thread, exactly once (unless a stop or a fatal answer leaves it
-        unacknowledged)."""
-        run = _Run(self, iter(items), on_outcomes)
+        unacknowledged). `should_stop()` is asked at every turn of the loop (a quarter of a second
+        apart at most, waits included): once it says yes, it is as if request_stop() was called."""
+        run = _Run(self, iter(items), on_outcomes, should_stop)
         return run.loop()
 
 
@@ -264,8 +266,9 @@ class _Run:
     """State of one `deliver` call; lives in the caller's thread only."""
 
     def __init__(self, owner: Deliverer, source: Iterator[tuple[Any, dict | Encoded] | Bundle],
-                 on_outcomes: Callable[[Outcomes], None]):
+                 on_outcomes: Callable[[Outcomes], None], should_stop: Callable[[], bool] | None):
         self.o = owner
+        self.should_stop = should_stop
         self.settings = owner.delivery
         self.input = source
         self.source = source
@@ -291,6 +294,8 @@ class _Run:
 
     def loop(self) -> DeliveryStats:
         while True:
+            if self.should_stop is not None and not self.o._stop.is_set() and self.should_stop():
+                self.o.request_stop()
             if not self.stopping:
                 self.fill()
                 self.release_due()

@@ -16,13 +16,14 @@ import csv
 import re
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
 from ..config import AudienceConfig
 from ..errors import SourceError
-from .hygiene import Hygiene, ids_from_arrow, ids_from_python, quoted, values_from_arrow, values_from_python
+from .hygiene import (Hygiene, Where, ids_from_arrow, ids_from_python, quoted, values_from_arrow,
+                      values_from_python)
 
 ID_COLUMNS = ("user_id", "anonymous_id")
 _CSV_BLOCK_BYTES = 4 << 20
@@ -47,17 +48,7 @@ class FileSource:
         return SourceError(f"{self._prefix}{place}: {message}")
 
     def _wanted(self, columns: list[str]) -> list[str]:
-        """The columns to read; the file must name at least one id column (and `value`)."""
-        shown = ", ".join(map(str, columns)) or "none"
-        if not any(c in columns for c in ID_COLUMNS):
-            raise self._fail(f"no user_id or anonymous_id column (columns: {shown})")
-        if self.computed and "value" not in columns:
-            raise self._fail(f"no value column, which a computed trait needs (columns: {shown})")
-        wanted = [c for c in (*ID_COLUMNS, "value") if c in columns and (c != "value" or self.computed)]
-        for column in wanted:
-            if columns.count(column) > 1:
-                raise self._fail(f"the column {column} appears {columns.count(column)} times")
-        return wanted
+        return wanted_columns(columns, self.computed, self._fail)
 
     def chunks(self) -> Iterator[list[tuple[str | None, str | None, Any]]]:
         if not self.path.is_file():
@@ -202,28 +193,9 @@ class FileSource:
                     bad = next(i for i, r in enumerate(records) if type(r) is not dict)
                     raise SourceError(f"{where(bad)}: not a JSON object (each line must be one)")
                 if not checked:
-                    self._check_json_keys(records)
+                    check_record_keys(records, self.computed, self._fail)
                     checked = True
-                users = self._json_ids(records, "user_id", where)
-                anons = self._json_ids(records, "anonymous_id", where)
-                values = values_from_python([r.get("value") for r in records], where) if self.computed else None
-                yield from self._emit(users, anons, values, len(records))
-
-    def _json_ids(self, records: list[dict], key: str, where: Any) -> pa.Array | None:
-        ids = [r.get(key) for r in records]
-        if ids.count(None) == len(ids):
-            return None
-        return ids_from_python(ids, key, where)
-
-    def _check_json_keys(self, records: list[dict]) -> None:
-        """The first chunk must use the id keys (and `value`): a file whose every row misses
-        them is a mistake in the file, not an audience of users without ids."""
-        keys: set[str] = set()
-        for record in records:
-            keys.update(record)
-            if ("user_id" in keys or "anonymous_id" in keys) and ("value" in keys or not self.computed):
-                return
-        self._wanted(sorted(keys))
+                yield from self._emit(*record_columns(records, self.computed, where), len(records))
 
     def _json_problem(self, block: list[bytes], first: int) -> SourceError:
         import orjson
@@ -237,6 +209,49 @@ class FileSource:
                 detail = _ORJSON_POSITION.sub(lambda m: f" at column {m.group(1)}", str(exc))
                 return self._fail(f"not valid JSON ({detail})", f":{first + i}")
         raise AssertionError("orjson refused a block whose lines all parse")
+
+
+def wanted_columns(columns: list[Any], computed: bool, fail: Callable[[str], SourceError]) -> list[str]:
+    """The columns to read, by the conventions every tabular source shares: at least one id
+    column, `value` for a computed trait, none of them twice, any other column ignored."""
+    shown = ", ".join(map(str, columns)) or "none"
+    if not any(c in columns for c in ID_COLUMNS):
+        raise fail(f"no user_id or anonymous_id column (columns: {shown})")
+    if computed and "value" not in columns:
+        raise fail(f"no value column, which a computed trait needs (columns: {shown})")
+    wanted = [c for c in (*ID_COLUMNS, "value") if c in columns and (c != "value" or computed)]
+    for column in wanted:
+        if columns.count(column) > 1:
+            raise fail(f"the column {column} appears {columns.count(column)} times")
+    return wanted
+
+
+def check_record_keys(records: list[dict], computed: bool, fail: Callable[[str], SourceError]) -> None:
+    """Records (JSON lines, a python source's dict rows): the first chunk must use the id keys
+    (and `value`), since a source whose every row misses them is a mistake in the source, not an
+    audience of users without ids."""
+    keys: set[str] = set()
+    for record in records:
+        keys.update(record)
+        if ("user_id" in keys or "anonymous_id" in keys) and ("value" in keys or not computed):
+            return
+    wanted_columns(sorted(keys, key=str), computed, fail)
+
+
+def record_columns(records: list[dict], computed: bool, where: Where) -> tuple[pa.Array | None, pa.Array | None,
+                                                                               list | None]:
+    """Records -> the id columns and the values, as Hygiene.rows takes them."""
+    users = _record_ids(records, "user_id", where)
+    anons = _record_ids(records, "anonymous_id", where)
+    values = values_from_python([r.get("value") for r in records], where) if computed else None
+    return users, anons, values
+
+
+def _record_ids(records: list[dict], key: str, where: Where) -> pa.Array | None:
+    ids = [r.get(key) for r in records]
+    if ids.count(None) == len(ids):
+        return None
+    return ids_from_python(ids, key, where)
 
 
 def _rebatch(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from ..errors import StateError
-from .db import make_engine, transaction, translate_db_error
+from .db import db_errors, make_engine, transaction
 
 # An arbitrary constant naming audsync's migration lock among PostgreSQL advisory locks.
 _PG_LOCK_KEY = 0x617564_73796E63 & 0x7FFF_FFFF_FFFF_FFFF
@@ -51,10 +50,8 @@ def head() -> str:
 def current(url: str) -> str | None:
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
+        with db_errors(url), engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
-    except sa.exc.SQLAlchemyError as exc:
-        raise translate_db_error(exc, url) from None
     finally:
         engine.dispose()
 
@@ -65,7 +62,7 @@ def upgrade(url: str) -> list[str]:
     known = {rev.revision for rev in ScriptDirectory.from_config(cfg).walk_revisions()}
     engine = make_engine(url)
     try:
-        with engine.connect() as conn:
+        with db_errors(url), engine.connect() as conn:
             with transaction(conn, exclusive=True):
                 if conn.dialect.name == "postgresql":
                     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
@@ -79,8 +76,6 @@ def upgrade(url: str) -> list[str]:
                 cfg.attributes["applied"] = []
                 command.upgrade(cfg, "head")
                 return list(cfg.attributes["applied"])
-    except sa.exc.SQLAlchemyError as exc:
-        raise translate_db_error(exc, url) from None
     finally:
         engine.dispose()
 

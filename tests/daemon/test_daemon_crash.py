@@ -9,7 +9,7 @@ import threading
 from audsync.audience_ops import OperationBuilder
 from audsync.config import load
 from audsync.scheduler import Daemon
-from audsync.sync import status
+from audsync.status_report import status
 
 from .conftest import wait_until
 

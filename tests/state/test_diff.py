@@ -2,7 +2,9 @@
 
 import random
 
+from audsync.delivery import Outcomes
 from audsync.state import PendingRow, Rejected
+from audsync.state.settle import joined_spans
 
 
 def _sync(store, audience, rows, *, kind="audience", chunk=3):
@@ -126,18 +128,28 @@ def test_an_acknowledged_later_value_clears_the_users_rejection(store):
     assert store.members(aud.id)["uu0001"][2] == '"y"'
 
 
-def _spans_of(pending, *runs):
-    """(first, last) identity of each run of consecutive pending rows, given as index pairs."""
-    return [(pending[i].identity, pending[j].identity) for i, j in runs]
+def _request(pending, i, j, *, span=True):
+    """The outcome of a delivered request that carried pending rows i..j, a consecutive run of
+    the input (the Deliverer then reports its first and last key and positions)."""
+    refs = [r.identity for r in pending[i:j + 1]]
+    return Outcomes(refs, "delivered", "identify", None, (refs[0], refs[-1]) if span else None,
+                    (i, j) if span else None)
+
+
+def _rejected(*identities):
+    return Outcomes(list(identities), "rejected", "identify", "invalid user_properties")
 
 
 def test_users_acknowledged_as_key_ranges_are_settled_like_their_ids(store):
     aud = store.ensure_audience("d", "k", "K", "audience")
-    run, _, _, pending = _sync(store, aud, [(f"u{i:04d}", None, None) for i in range(10)])
+    run, _, plan, pending = _sync(store, aud, [(f"u{i:04d}", None, None) for i in range(10)])
     first_old = _sync(store, store.ensure_audience("d", "other", "O", "audience"), [("u0003x", None, None)])
     assert first_old[2] == {"enter": 1}  # another audience's row between them in key order
-    spanned = [r.identity for r in pending[0:4] + pending[6:9]]
-    store.settle(aud.id, run, [pending[9].identity], [], spans=_spans_of(pending, (0, 3), (6, 8)), spanned=spanned)
+    with store.settlement(aud.id, run, None, plan=plan) as settlement:
+        assert settlement.by_range
+        for outcomes in (_request(pending, 6, 8), _request(pending, 0, 3), _request(pending, 9, 9, span=False)):
+            settlement.add(outcomes)
+    assert settlement.delivered == 8 and settlement.rejected == 0
     assert set(store.members(aud.id)) == {r.identity for r in pending[0:4] + pending[6:10]}
     left = [PendingRow(*row) for page in store.pending_pages(aud.id) for row in page]
     assert [r.identity for r in left] == ["uu0004", "uu0005"]
@@ -145,11 +157,12 @@ def test_users_acknowledged_as_key_ranges_are_settled_like_their_ids(store):
 
 def test_key_ranges_holding_a_row_not_acknowledged_are_settled_by_id_instead(store):
     aud = store.ensure_audience("d", "k", "K", "audience")
-    run, _, _, pending = _sync(store, aud, [(f"u{i:04d}", None, None) for i in range(6)])
-    # uu0002 was not acknowledged (rejected, say), yet the caller's range covers it
+    run, _, plan, pending = _sync(store, aud, [(f"u{i:04d}", None, None) for i in range(6)])
+    # uu0002 was not acknowledged (rejected, say), yet a range reported covers it
     spanned = [r.identity for r in pending if r.identity != "uu0002"]
-    store.settle(aud.id, run, [], [Rejected("uu0002", "identify", "invalid")],
-                 spans=_spans_of(pending, (0, 5)), spanned=spanned)
+    with store.settlement(aud.id, run, None, plan=plan) as settlement:
+        settlement.add(Outcomes(spanned, "delivered", "identify", None, ("uu0000", "uu0005"), (0, 5)))
+        settlement.add(_rejected("uu0002"))
     assert set(store.members(aud.id)) == set(spanned)
     assert [r["identity"] for r in store.rejections(aud.id)] == ["uu0002"]
     assert store.audience_counts(aud.id) == {"members": 5, "pending": 0, "rejected": 1}
@@ -157,14 +170,29 @@ def test_key_ranges_holding_a_row_not_acknowledged_are_settled_by_id_instead(sto
 
 def test_key_ranges_only_settle_the_given_runs_rows(store):
     aud = store.ensure_audience("d", "k", "K", "audience")
-    old_run, _, _, old = _sync(store, aud, [("u0001", None, None), ("u0003", None, None)])
+    _sync(store, aud, [("u0001", None, None), ("u0003", None, None)])
     run, _, plan, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None),
                                                ("u0003", None, None), ("u0004", None, None)])
-    assert plan == {"enter": 2}  # uu0002 and uu0004; uu0001 and uu0003 are still pending from old_run
-    mine = [r for r in pending if r.run_id == run]
-    store.settle(aud.id, run, [], [], spans=[("uu0001", "uu0004")], spanned=[r.identity for r in mine])
+    assert plan == {"enter": 2}  # uu0002 and uu0004; uu0001 and uu0003 are still pending from the first run
+    mine = [r.identity for r in pending if r.run_id == run]
+    with store.settlement(aud.id, run, None, plan=plan) as settlement:
+        settlement.add(Outcomes(mine, "delivered", "identify", None, ("uu0001", "uu0004"), (0, 1)))
     assert set(store.members(aud.id)) == {"uu0002", "uu0004"}
     assert {PendingRow(*row).identity for page in store.pending_pages(aud.id) for row in page} == {"uu0001", "uu0003"}
+
+
+def test_rows_left_by_earlier_runs_are_settled_by_id_whatever_range_is_reported(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    _sync(store, aud, [("u0001", None, None), ("u0003", None, None)])
+    run, _, _, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None),
+                                            ("u0003", None, None), ("u0004", None, None)])
+    earlier = [r for r in pending if r.run_id != run]
+    # Without the run's plan the pages mix runs: a range of the later run would miss these rows.
+    with store.settlement(aud.id, run, None) as settlement:
+        assert not settlement.by_range
+        settlement.add(_request(earlier, 0, 1))
+    assert set(store.members(aud.id)) == {"uu0001", "uu0003"}
+    assert store.audience_counts(aud.id) == {"members": 2, "pending": 2, "rejected": 0}
 
 
 def test_a_key_range_settles_new_values_unsets_and_earlier_rejections_like_ids(store):
@@ -176,11 +204,39 @@ def test_a_key_range_settles_new_values_unsets_and_earlier_rejections_like_ids(s
     run, _, plan, pending = _sync(store, aud, [("u0001", None, "w1"), ("u0002", None, "w2"), ("u0004", None, "v4")],
                                   kind="computed_trait")
     assert plan == {"change": 2, "unset": 1} and [r.identity for r in pending] == ["uu0001", "uu0002", "uu0003"]
-    store.settle(aud.id, run, [], [], spans=_spans_of(pending, (0, 2)), spanned=[r.identity for r in pending])
+    with store.settlement(aud.id, run, None, plan=plan) as settlement:
+        settlement.add(_request(pending, 0, 2))
     assert store.members(aud.id) == {"uu0001": ("u0001", None, '"w1"'), "uu0002": ("u0002", None, '"w2"'),
                                      "uu0004": ("u0004", None, '"v4"')}
     assert store.audience_counts(aud.id) == {"members": 3, "pending": 0, "rejected": 0}
     assert store.rejections(aud.id) == []
+
+
+def test_a_user_with_several_operations_is_settled_by_the_worst_answer_once_all_are_in(store):
+    aud = store.ensure_audience("d", "k", "K", "audience")
+    run, _, plan, pending = _sync(store, aud, [("u0001", None, None), ("u0002", None, None), ("u0003", None, None)])
+    answered = []
+    with store.settlement(aud.id, run, None, plan=plan, on_answered=answered.append) as settlement:
+        for user in ("uu0001", "uu0002", "uu0003"):
+            settlement.expect(user, 2)  # an identify and an event each
+        settlement.add(Outcomes(["uu0001", "uu0002", "uu0003"], "delivered", "identify", None))
+        assert sum(answered) == 0  # nobody is answered with one operation of two
+        settlement.add(Outcomes(["uu0001"], "delivered", "event", None))
+        settlement.add(Outcomes(["uu0002"], "rejected", "event", "invalid event"))
+        settlement.add(Outcomes(["uu0003"], "undelivered", "event", "timed out"))
+    assert (settlement.delivered, settlement.rejected, sum(answered)) == (1, 1, 3)
+    assert set(store.members(aud.id)) == {"uu0001"}
+    assert [(r["identity"], r["api"], r["reason"]) for r in store.rejections(aud.id)] == \
+        [("uu0002", "event", "invalid event")]
+    assert store.audience_counts(aud.id) == {"members": 1, "pending": 1, "rejected": 1}
+
+
+def test_key_ranges_of_runs_that_follow_each_other_in_the_input_are_joined():
+    # requests answered out of order: (positions in the input, (first key, last key))
+    spans = [((2000, 2999), ("k2000", "k2999")), ((0, 999), ("k0000", "k0999")),
+             ((1000, 1999), ("k1000", "k1999")), ((4000, 4999), ("k4000", "k4999"))]
+    assert joined_spans(spans) == [("k0000", "k2999"), ("k4000", "k4999")]  # 3000-3999 still in flight
+    assert joined_spans([]) == []
 
 
 def test_a_user_back_before_their_exit_was_acknowledged_is_settled_beside_new_users(store):

@@ -3,9 +3,11 @@ a cut-off network) can no longer plan or settle; what it tries changes nothing. 
 PostgreSQL."""
 
 import time
+from collections import Counter
 
 import pytest
 
+from audsync.delivery import Outcomes
 from audsync.errors import StateError
 from audsync.state import Fence
 
@@ -48,8 +50,9 @@ def test_a_run_that_lost_its_lease_cannot_settle_and_changes_nothing(store):
         store.settle(aud.id, run_a, [f"uuser{i:04d}" for i in range(1, 6)], [], fence=a)
     assert _state(store, aud) == before
     with pytest.raises(StateError, match="lost its lease"):
-        store.settle(aud.id, run_a, [], [], spans=[("uuser0001", "uuser0005")],
-                     spanned=[f"uuser{i:04d}" for i in range(1, 6)], fence=a)
+        with store.settlement(aud.id, run_a, a, plan=Counter(enter=6)) as settlement:
+            settlement.add(Outcomes([f"uuser{i:04d}" for i in range(1, 6)], "delivered", "identify", None,
+                                    ("uuser0001", "uuser0005"), (1, 5)))
     assert _state(store, aud) == before
 
 

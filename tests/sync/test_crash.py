@@ -9,7 +9,7 @@ import pytest
 
 from audsync.audience_ops import OperationBuilder
 from audsync.cli import main
-from audsync.sync import format_status, status
+from audsync.status_report import format_status, status
 
 from .test_sync import audience
 
@@ -54,7 +54,7 @@ def test_a_crash_in_any_command_exits_70_with_its_traceback_as_json_with_log_for
     def broken_status(config, **kwargs):
         raise ZeroDivisionError("planted")
 
-    monkeypatch.setattr("audsync.sync.status", broken_status)
+    monkeypatch.setattr("audsync.status_report.status", broken_status)
     config = str(project.write(audience(project, [("user0001", None)])))
     assert main(["status", "--config", config]) == 70
     assert "Traceback" in capsys.readouterr().err

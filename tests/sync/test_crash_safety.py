@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from audsync.config import load
-from audsync.sync import status
+from audsync.status_report import status
 from audsync.testing.fake_amplitude import FakeAmplitude
 
 pytestmark = pytest.mark.slow

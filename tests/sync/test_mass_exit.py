@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from audsync.state import StateStore
-from audsync.sync import backfill, run_once, status
+from audsync.status_report import status
+from audsync.sync import backfill, run_once
 
 from .test_sync import AUD, KEY, audience, members_of
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from audsync.config import load
-from audsync.sync import status
+from audsync.status_report import status
 
 AUDSYNC = str(Path(sys.executable).with_name("audsync"))
 NAME, KEY = "Stop Members", "stop_members"

@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from audsync.state import LeaseKeeper, StateStore
-from audsync.sync import backfill, lease_name, run_once, status
+from audsync.status_report import status
+from audsync.sync import backfill, lease_name, run_once
 
 from .conftest import API_KEY, OTHER_KEY
 
@@ -262,7 +263,7 @@ def test_a_state_database_failure_while_settling_ends_the_run_with_a_clear_error
 
     rows = [(f"user{i:05d}", None) for i in range(2_500)]
     cfg = project.config(audience(project, rows))
-    original = StateStore.settle
+    original = StateStore._settle_batch
     calls = []
 
     def failing_settle(self, *args, **kwargs):
@@ -271,13 +272,13 @@ def test_a_state_database_failure_while_settling_ends_the_run_with_a_clear_error
             raise StateError("state database sqlite:///x: disk I/O error")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(StateStore, "settle", failing_settle)
-    monkeypatch.setattr("audsync.sync.SETTLE_ROWS", 500)  # several commits in one run
+    monkeypatch.setattr(StateStore, "_settle_batch", failing_settle)
+    monkeypatch.setattr("audsync.state.settle.SETTLE_ROWS", 500)  # several commits in one run
     report = run_once(cfg)
     (entry,) = report.audiences
     assert report.exit_code == 2 and "disk I/O error" in entry.error
     assert entry.pending > 0  # unacknowledged in the state: still planned, nothing lost
-    monkeypatch.setattr(StateStore, "settle", original)
+    monkeypatch.setattr(StateStore, "_settle_batch", original)
     (entry,) = run_once(cfg).audiences
     assert entry.error is None and entry.pending == 0
     assert len(members_of(cfg)) == 2_500
@@ -348,11 +349,3 @@ def test_a_run_on_a_terminal_shows_each_phase_in_order_and_ends_each_line(projec
                         f"{KEY}: delivering"]
 
 
-def test_key_ranges_of_runs_that_follow_each_other_in_the_input_are_joined():
-    from audsync.sync import _joined
-
-    # requests answered out of order: (positions in the input, (first key, last key))
-    spans = [((2000, 2999), ("k2000", "k2999")), ((0, 999), ("k0000", "k0999")),
-             ((1000, 1999), ("k1000", "k1999")), ((4000, 4999), ("k4000", "k4999"))]
-    assert _joined(spans) == [("k0000", "k2999"), ("k4000", "k4999")]  # 3000-3999 still in flight
-    assert _joined([]) == []
