@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 from typing import Sequence
 
@@ -47,30 +48,125 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="log lines on stderr as plain text (default) or JSON")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("audsync")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _epilog(exits: str, examples: str) -> str:
+    return (f"exit codes:\n{textwrap.indent(textwrap.dedent(exits).strip(), '  ')}\n"
+            f"  {CRASHED}  audsync crashed (a bug: please report it with the traceback)\n\n"
+            f"example:\n{textwrap.indent(textwrap.dedent(examples).strip(), '  ')}\n")
+
+
+_RUN_EXITS = """
+    0   every change delivered (or, with --dry-run, planned)
+    1   some users rejected by Amplitude (status lists them), or stopped by a signal with work pending
+    2   something to fix: config, API key, a source, the state database's URL or schema, or a
+        guarded audience (the mass-exit guard: see --allow-mass-exit)
+    3   temporary trouble, retry later: the state database unreachable, the audience busy with
+        another run, Amplitude unreachable after every retry (the work stays pending)
+"""
+
+# name -> (one-line help, exit codes, examples)
+_COMMANDS = {
+    "translate": ("Segment messages (JSON lines) -> Amplitude operations", """
+        0   every line translated (or dropped by the settings)
+        1   some lines rejected: each on stderr as {"line": N, "error": "..."}
+        2   something to fix: usage, config, an unreadable input file
+    """, """
+        audsync translate --config audsync.toml events.jsonl > operations.jsonl
+        echo '{"type": "identify", "userId": "user-0001", "traits": {"plan": "pro"}}' | \\
+            audsync translate --config audsync.toml
+    """),
+    "send": ("translate and deliver Segment messages (JSON lines) to Amplitude", """
+        0   every message delivered (or dropped by the settings)
+        1   some messages rejected, or undelivered after every retry, or stopped by SIGTERM
+            (--rejects FILE keeps them all, with their reasons)
+        2   something to fix: usage, config, API key (Amplitude refused it)
+    """, """
+        audsync send --config audsync.toml events.jsonl --rejects rejects.jsonl
+        audsync send --config audsync.toml rejects.jsonl     # the fixed rejects, as they are
+    """),
+    "delete-users": ("ask Amplitude to delete users (needs secret_key)", """
+        0   every deletion request accepted by Amplitude
+        1   some requests failed after every retry (the summary names the users)
+        2   something to fix: usage, config, API key or secret key (Amplitude refused them)
+    """, """
+        audsync delete-users --config audsync.toml user-0001 user-0002
+        audsync delete-users --config audsync.toml --from-file ids.txt
+    """),
+    "run": ("one sync pass over all (or the named) audiences", _RUN_EXITS, """
+        audsync run --config audsync.toml --dry-run          # what would be sent; changes nothing
+        audsync run --config audsync.toml
+        audsync run --config audsync.toml --audience "Newsletter Subscribers"
+    """),
+    "backfill": ("resend the current value to every current member", _RUN_EXITS, """
+        audsync backfill --config audsync.toml --audience "Newsletter Subscribers"
+    """),
+    "status": ("members, last runs, pending and rejected users per audience", """
+        0   done
+        2   something to fix: config, the state database's URL or schema
+        3   the state database unreachable: retry later
+    """, """
+        audsync status --config audsync.toml
+        audsync status --config audsync.toml --json | jq '.audiences[].pending'
+    """),
+    "daemon": ("run every audience on its schedule until SIGTERM/SIGINT", """
+        0   stopped cleanly by SIGTERM/SIGINT
+        1   a run outlasted daemon.stop_timeout_s and was abandoned (its work stays pending)
+        2   something to fix: config, the state database's URL or schema, a second daemon on
+            one SQLite state
+    """, """
+        audsync daemon --config audsync.toml --metrics-port 9464
+    """),
+    "db upgrade": ("apply pending migrations to the state database", """
+        0   done (or already up to date)
+        2   something to fix: config, the state database's URL or schema
+        3   the state database unreachable: retry later
+    """, """
+        audsync db upgrade --config audsync.toml
+    """),
+}
+
+
+def _add_command(commands, name: str) -> argparse.ArgumentParser:  # noqa: ANN001
+    summary, exits, examples = _COMMANDS[name]
+    return commands.add_parser(name.split()[-1], help=summary, description=summary[:1].upper() + summary[1:] + ".",
+                               epilog=_epilog(exits, examples),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="audsync", description="Segment-spec data and audiences into Amplitude",
-                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                     epilog=EXIT_CODES + "\n`audsync COMMAND --help` gives each command's exit codes and examples.\n",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"audsync {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("translate", help="Segment messages (JSON lines) -> Amplitude operations")
+    p = _add_command(commands, "translate")
     _common(p)
     p.add_argument("input", nargs="?", default="-", help="JSON-lines file (default: stdin)")
     p.set_defaults(handler=_translate)
 
-    p = commands.add_parser("send", help="translate and deliver Segment messages (JSON lines) to Amplitude")
+    p = _add_command(commands, "send")
     _common(p)
     p.add_argument("input", nargs="?", default="-", help="JSON-lines file (default: stdin)")
     p.add_argument("--rejects", metavar="FILE",
                    help="write rejected and undelivered messages here, with their reasons")
     p.set_defaults(handler=_send)
 
-    p = commands.add_parser("delete-users", help="ask Amplitude to delete users (needs secret_key)")
+    p = _add_command(commands, "delete-users")
     _common(p)
     p.add_argument("user_ids", nargs="*", metavar="USER_ID")
     p.add_argument("--from-file", metavar="F", help="user ids, one per line")
     p.set_defaults(handler=_delete_users)
 
-    p = commands.add_parser("run", help="one sync pass over all (or the named) audiences")
+    p = _add_command(commands, "run")
     _common(p)
     p.add_argument("--audience", action="append", metavar="NAME", help="only this audience (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="show counts and a sample; send and change nothing")
@@ -81,18 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "with no rows (without it such an audience plans nothing and the run exits 2)")
     p.set_defaults(handler=_run)
 
-    p = commands.add_parser("backfill", help="resend the current value to every current member")
+    p = _add_command(commands, "backfill")
     _common(p)
     p.add_argument("--audience", required=True, metavar="NAME")
     p.add_argument("--dry-run", action="store_true", help="show counts and a sample; send and change nothing")
     p.set_defaults(handler=_backfill)
 
-    p = commands.add_parser("status", help="members, last runs, pending and rejected users per audience")
+    p = _add_command(commands, "status")
     _common(p)
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(handler=_status)
 
-    p = commands.add_parser("daemon", help="run every audience on its schedule until SIGTERM/SIGINT")
+    p = _add_command(commands, "daemon")
     _common(p)
     p.add_argument("--metrics-port", type=int, metavar="N",
                    help="serve Prometheus /metrics and /healthz on this port")
@@ -101,9 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "0.0.0.0 for every interface)")
     p.set_defaults(handler=_daemon)
 
-    p = commands.add_parser("db", help="state database maintenance")
+    p = commands.add_parser("db", help="state database maintenance", description="State database maintenance.",
+                            epilog="example:\n  audsync db upgrade --config audsync.toml\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     db_commands = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    p = db_commands.add_parser("upgrade", help="apply pending migrations to the state database")
+    p = _add_command(db_commands, "db upgrade")
     _common(p)
     p.set_defaults(handler=_db_upgrade)
 

@@ -1,9 +1,10 @@
 """Delivery throughput: audsync against the official Amplitude SDK and a minimal hand-written loop.
 
-Command (from the repository root, about 3 minutes with the defaults):
+Command (from the repository root, after `.venv/bin/pip install -e '.[bench]'`; about 3 minutes
+with the defaults):
 
-    /work/venv/bin/python bench/deliver.py [--count 1000000] [--sdk-count 100000] [--runs 3]
-                                           [--only fake,sdk,loop,deliverer,send]
+    .venv/bin/python bench/deliver.py [--count 1000000] [--sdk-count 100000] [--runs 3]
+                                      [--only fake,sdk,loop,deliverer,send]
 
 A lean fake Amplitude (`python -m audsync.testing.fake_amplitude --lean --port P`) runs in its own
 process; every measurement runs in a fresh child process, and the time of one run is from its
@@ -25,15 +26,7 @@ Methods:
                               default DeliverySettings (4 in flight)
   send                        `audsync send --config F INPUT` on a JSON-lines file of Segment identifies
 
-A run on the 2-cpu development machine (2026-11-29, --count 1000000 --sdk-count 100000 --runs 3):
-method             items  median s  median items/s   x SDK  peak RSS fake CPU
-fake-batch     1,000,000      1.01         994,011   66.3x     34 MB      84%
-fake-identify  1,000,000      1.05         955,426   63.7x     33 MB      79%
-sdk-default      100,000      6.67          14,997    1.0x     80 MB       4%
-sdk-best         100,000      6.41          15,612    1.0x     91 MB       3%
-loop-batch     1,000,000      1.61         622,876   41.5x     32 MB      45%
-deliverer      1,000,000      2.98         335,501   22.4x    178 MB      37%
-send           1,000,000      7.44         134,425    9.0x    203 MB      15%
+Results, dated: bench/RESULTS.md.
 """
 
 from __future__ import annotations

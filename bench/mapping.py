@@ -19,11 +19,11 @@ It measures
       (--cli-runs N for a median), against `python -c` reading the same file line by line and
       parsing each line with orjson (the I/O + parse floor).
 
-Commands:
-  /work/venv/bin/python bench/mapping.py                      # (a) and (b)
-  /work/venv/bin/python bench/mapping.py --skip-cli           # (a) only
-  /work/venv/bin/python bench/mapping.py --skip-in-process     # (b) only
-  /work/venv/bin/python bench/mapping.py --lines 200000 --cli-runs 3
+Commands (from the repository root, after `.venv/bin/pip install -e '.[bench]'`):
+  .venv/bin/python bench/mapping.py                      # (a) and (b)
+  .venv/bin/python bench/mapping.py --skip-cli           # (a) only
+  .venv/bin/python bench/mapping.py --skip-in-process    # (b) only
+  .venv/bin/python bench/mapping.py --lines 200000 --cli-runs 3
 
 Prints:
   mix: N messages -> M operations (per type counts)
@@ -33,6 +33,7 @@ Prints:
   cli: L lines in S s = R lines/s wall, C lines/s of CPU time (goal 30,000); floor (read +
        orjson.loads) F lines/s
 Goals: >= 50,000 messages/s in process, >= 30,000 lines/s through the CLI.
+Results, dated: bench/RESULTS.md.
 """
 
 from __future__ import annotations

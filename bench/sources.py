@@ -1,6 +1,6 @@
 """Benchmark: reading an audience source through `open_source`, 10,000,000 members by default.
 
-What it measures (issue 4 point 3: "the sync must load 10,000,000 members in a few seconds"):
+What it measures (the sync must load 10,000,000 members in a few seconds):
 rows/s and peak RSS of iterating `open_source(audience).chunks()` to the end, hygiene included,
 for each format, each read in a fresh subprocess (peak RSS is that process's VmHWM, so the
 interpreter and pyarrow/pandas imports are in it; `import_mb` is that floor alone). Imports are done before the
@@ -17,23 +17,17 @@ in 1,000 is empty (no id), so the skip paths run. Generated once under --workdir
 /tmp/audsync-bench-sources): members_<N>.csv / .parquet / .jsonl and members_<N>.db (table
 members). Delete the directory to regenerate.
 
-Commands:
-  /work/venv/bin/python bench/sources.py                        # 10M rows, every format, 3 runs each
-  /work/venv/bin/python bench/sources.py --rows 1000000 --formats csv,parquet --repeat 5
+Commands (from the repository root, after `.venv/bin/pip install -e '.[bench]'`):
+  .venv/bin/python bench/sources.py                        # 10M rows, every format, 3 runs each
+  .venv/bin/python bench/sources.py --rows 1000000 --formats csv,parquet --repeat 5
 
 Prints one line per run as it goes, then a table of medians:
   format  rows  ours_s  cpu_s  rows/s  peak_rss_mb  import_mb  baseline_s  base_cpu  ratio
 Wall times suffer when other work shares the machine; cpu_s (process CPU time, every thread) is
 steadier. pyarrow's CSV reader parses on a second thread, so its cpu_s can exceed its wall time.
 
-A run on the 2-cpu development machine, shared with other work (medians of 3, 10,000,000 rows):
-  format  ours_s  cpu_s      rows/s  peak_rss_mb  import_mb  baseline_s  ratio
-  csv       2.40   2.71   4,167,146          370        134        4.51   1.88
-  parquet   2.67   2.66   3,749,277          284        134        1.77   0.66
-  jsonl     7.57   7.55   1,321,264          226        134        4.18   0.55
-  sqlite    6.07   6.04   1,646,118          197        134        3.82   0.63
-Peak RSS does not grow with the row count (1,000,000 rows: 190-226 MB); the CSV reader's plateau
-is pyarrow's read-ahead.
+Peak RSS does not grow with the row count; the CSV reader's plateau is pyarrow's read-ahead.
+Results, dated: bench/RESULTS.md.
 """
 
 from __future__ import annotations

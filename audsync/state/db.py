@@ -26,6 +26,11 @@ from ..redact import redact
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 PG_CONNECT_TIMEOUT_S = 10
+# The oldest versions the state layer's SQL runs on: SQLite 3.35 for RETURNING, and its JSON
+# functions (json_each, json_group_array: built in since 3.38, a compile option before that);
+# PostgreSQL 12 for `WITH ... AS MATERIALIZED`.
+SQLITE_FLOOR = (3, 35)
+POSTGRESQL_FLOOR = (12,)
 
 
 def make_engine(url: str) -> Engine:
@@ -38,15 +43,65 @@ def make_engine(url: str) -> Engine:
         _check_directory(parsed.database)
         engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _sqlite_events(engine)
-        return engine
-    if backend == "postgresql":
+    elif backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         # libpq waits forever on a host that does not answer: a daemon waiting for its state
         # database at boot would then not even see SIGTERM.
         timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
-    raise StateError(f"state.url: {redact(url)!r}: the state database must be SQLite or PostgreSQL")
+        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
+    else:
+        raise StateError(f"state.url: {redact(url)!r}: the state database must be SQLite or PostgreSQL")
+    _check_floors_on_first_connect(engine, url)
+    return engine
+
+
+def check_floors(backend: str, version: tuple[int, ...], *, json1: bool = True) -> None:
+    """Raise a StateError when the state database is older than audsync supports (SQLITE_FLOOR,
+    POSTGRESQL_FLOOR) or, for SQLite, was built without its JSON functions."""
+    found = _shown(version)
+    if backend == "sqlite":
+        if version < SQLITE_FLOOR:
+            raise StateError(f"SQLite {found} is too old: audsync needs SQLite {_shown(SQLITE_FLOOR)} or later "
+                             "(for RETURNING); this is the SQLite library Python's sqlite3 module uses, so run "
+                             "audsync on a Python built with a newer one, or keep the state in PostgreSQL")
+        if not json1:
+            raise StateError(f"SQLite {found} was built without its JSON functions (JSON1), which audsync "
+                             "needs: run audsync on a Python whose SQLite has them, or keep the state in "
+                             "PostgreSQL")
+    elif backend == "postgresql" and version < POSTGRESQL_FLOOR:
+        raise StateError(f"PostgreSQL {found} is too old: audsync needs PostgreSQL {_shown(POSTGRESQL_FLOOR)} "
+                         "or later")
+
+
+def _shown(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def _check_floors_on_first_connect(engine: Engine, url: str) -> None:
+    """Checks the floors on the engine's first connection, so that an old database fails at start
+    with a message instead of with a syntax error in the middle of a run. A "connect" listener
+    registered after create_engine runs after SQLAlchemy has read the server's version."""
+    checked = False
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+        nonlocal checked
+        if checked:
+            return
+        backend = engine.dialect.name
+        json1 = True
+        if backend == "sqlite":
+            try:
+                dbapi_connection.execute("SELECT json_valid('{}')").fetchall()
+            except sqlite3.OperationalError:
+                json1 = False
+        try:
+            check_floors(backend, tuple(engine.dialect.server_version_info or ()), json1=json1)
+        except StateError as exc:
+            dbapi_connection.close()
+            raise StateError(redact(f"state database {url}: {exc}")) from None
+        checked = True
 
 
 def _check_directory(database: str | None) -> None:
