@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .keys import KEY_PATTERN, snake_case
-from .redact import redact, remember, url_password
+from ._keys import KEY_PATTERN, snake_case
+from ._redact import redact, remember, url_password
 
 QUERY_PARAM_SIDES = ("user_properties", "event_properties")
 AUDIENCE_KINDS = ("audience", "computed_trait")
@@ -386,7 +386,7 @@ def _check_amplitude(amplitude: AmplitudeSettings, reader: _Reader, base: Path,
 
 
 def _check_schedule(schedule: str, reader: _Reader, key: str) -> None:
-    from .schedules import unschedulable
+    from .daemon.schedules import unschedulable
 
     if every_seconds(schedule) is not None:
         if every_seconds(schedule) == 0:

@@ -16,7 +16,7 @@ def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[d
     """Per configured audience: members, last runs with counts, next run, pending and rejected
     users and the top rejection reasons. Shows no secret: the destination is a hash."""
     from . import sync  # lease_name; sync re-exports this module's functions
-    from .schedules import next_run
+    from .daemon.schedules import next_run
 
     now = time.time() if now is None else now
     destination = config.amplitude.destination_id

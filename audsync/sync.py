@@ -22,8 +22,8 @@ from enum import StrEnum
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import diff
-from .audience_ops import OperationBuilder
-from .background import Prefetched
+from ._audience_ops import OperationBuilder
+from ._background import Prefetched
 from .config import AudienceConfig, Config
 from .errors import CRASHED, TEMPORARY, AudsyncError, FatalDeliveryError, MassExitError, ValidationError
 from .progress import NO_PROGRESS, ProgressReporter

@@ -275,7 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         if args.child == "deliverer":
-            from audsync.runtime import tune_gc_for_streaming
+            from audsync._runtime import tune_gc_for_streaming
 
             tune_gc_for_streaming()  # as every audsync command runs
         runners = {"fake-batch": lambda: child_fake(args.url, args.count, args.base, "batch"),

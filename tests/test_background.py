@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from audsync.background import Prefetched, Writer
+from audsync._background import Prefetched, Writer
 
 
 def test_prefetched_yields_every_item_in_order_from_another_thread():

@@ -185,7 +185,7 @@ def test_a_default_schedule_that_never_fires_is_rejected_when_the_config_loads(t
 def test_the_longest_interval_still_schedules(tmp_path):
     from datetime import datetime, timezone
 
-    from audsync.schedules import next_run
+    from audsync.daemon.schedules import next_run
 
     cfg = load(write(tmp_path, "[daemon]\ndefault_schedule = 'every 36500d'\n"), environ={})
     assert next_run(cfg.daemon.default_schedule, datetime.now(timezone.utc)).year < 9999
@@ -207,7 +207,7 @@ def test_reprs_mask_url_passwords_in_either_form(tmp_path):
 def test_json_logs_mask_a_secret_that_json_would_escape(tmp_path):
     import logging
 
-    from audsync.logs import JsonFormatter
+    from audsync.cli.logs import JsonFormatter
 
     load(write(tmp_path, '[amplitude]\nsecret_key = "sécret-\\"key\\"-9"\n'), environ={})
     record = logging.LogRecord("audsync", logging.ERROR, __file__, 1, "answer: %s", ('sécret-"key"-9',), None)

@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from ..config import AudienceConfig, PythonSource as PythonSourceConfig
 from ..errors import SourceError
-from ..redact import redact
+from .._redact import redact
 from .file import ID_COLUMNS, check_record_keys, record_columns, wanted_columns
 from .hygiene import (Hygiene, Where, ids_from_arrow, ids_from_python, quoted, values_from_arrow,
                       values_from_python)

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from ..config import AudienceConfig
 from ..errors import SourceError
-from ..redact import redact
+from .._redact import redact
 from .hygiene import Hygiene, ids_from_python, quoted, values_from_python
 
 

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from sqlalchemy.engine import Connection
 
-from ..redact import redact
+from .._redact import redact
 from .db import db_errors, make_engine, transaction
 from .dialects import Dialect, dialect_for
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.url import make_url
 
 from ..errors import ConfigError, StateError, StateUnavailableError
-from ..redact import redact
+from .._redact import redact
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 PG_CONNECT_TIMEOUT_S = 10

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ..redact import redact
+from .._redact import redact
 from .base import StoreBase
 from .records import AudienceRow, canonical_json
 

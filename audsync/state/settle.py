@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import sqlalchemy as sa
 
 from .. import diff
-from ..background import Writer
+from .._background import Writer
 from .base import StoreBase
 from .leases import Fence, Leases
 from .records import Rejected

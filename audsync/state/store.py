@@ -15,7 +15,7 @@ from .runs import Runs
 from .settle import Settling
 from .status import StatusQueries
 from ..errors import StateError
-from ..redact import redact
+from .._redact import redact
 
 
 class StateStore(Runs, Outbox, Settling, Planning, StatusQueries):

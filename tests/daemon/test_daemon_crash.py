@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import threading
 
-from audsync.audience_ops import OperationBuilder
+from audsync._audience_ops import OperationBuilder
 from audsync.config import load
-from audsync.scheduler import Daemon
+from audsync.daemon.scheduler import Daemon
 from audsync.status_report import status
 
 from .conftest import wait_until

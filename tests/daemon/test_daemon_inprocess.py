@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 
 from audsync.config import load
-from audsync.metrics import Metrics, MetricsServer
-from audsync.scheduler import Daemon
+from audsync.daemon.metrics import Metrics, MetricsServer
+from audsync.daemon.scheduler import Daemon
 
 from .conftest import get_url, wait_until
 

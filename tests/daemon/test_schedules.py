@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from audsync.config import AudienceConfig, Config, DaemonSettings, FileSource
-from audsync.scheduler import Daemon, DatabaseClock, OnDatabaseClock, result_of
-from audsync.schedules import current_slot, next_run, trigger_for
+from audsync.daemon.scheduler import Daemon, DatabaseClock, OnDatabaseClock, result_of
+from audsync.daemon.schedules import current_slot, next_run, trigger_for
 from audsync.sync import AudienceReport
 
 UTC = timezone.utc

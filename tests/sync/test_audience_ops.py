@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 import audsync.errors
-from audsync.audience_ops import ENTERED_EVENT, EXITED_EVENT, OperationBuilder
+from audsync._audience_ops import ENTERED_EVENT, EXITED_EVENT, OperationBuilder
 from audsync.config import AmplitudeSettings, AudienceConfig, FileSource
 from audsync.delivery.deliverer import encode
 from audsync.mapping import translate

@@ -8,7 +8,7 @@ import json
 
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from audsync.audience_ops import OperationBuilder
+from audsync._audience_ops import OperationBuilder
 from audsync.config import AmplitudeSettings, AudienceConfig, FileSource
 from audsync.delivery.deliverer import encode
 from audsync.errors import ValidationError

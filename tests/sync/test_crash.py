@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from audsync.audience_ops import OperationBuilder
+from audsync._audience_ops import OperationBuilder
 from audsync.cli import main
 from audsync.status_report import format_status, status
 

@@ -199,7 +199,7 @@ def test_send_track_events_sends_entered_and_exited_with_deterministic_insert_id
     assert exited["event_properties"] == {"audience_key": KEY, KEY: False, "audience_name": AUD}
     assert entered["insert_id"] and exited["insert_id"] and entered["insert_id"] != exited["insert_id"]
     # the same planned change always carries the same insert_id (so Amplitude drops a resend)
-    from audsync.audience_ops import OperationBuilder
+    from audsync._audience_ops import OperationBuilder
 
     builder = OperationBuilder(cfg.audiences[0], cfg.amplitude, cfg.amplitude.destination_id)
     ops1 = builder.translated("uuser0001", "user0001", None, None, "exit", 7)

@@ -15,10 +15,10 @@ from typing import IO, Any, Iterator
 
 import orjson
 
-from .config import Config
-from .delivery import DELIVERED, REJECTED, Deliverer, Outcomes
-from .errors import ValidationError
-from .mapping import translate
+from ..config import Config
+from ..delivery import DELIVERED, REJECTED, Deliverer, Outcomes
+from ..errors import ValidationError
+from ..mapping import translate
 from .translate_stream import open_input, parse_line
 
 INVALID = "invalid"

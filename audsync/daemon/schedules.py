@@ -13,7 +13,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .config import every_seconds
+from ..config import every_seconds
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Far beyond any real schedule, and far enough from datetime's year 9999 that no fire time overflows.

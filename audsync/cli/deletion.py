@@ -13,10 +13,10 @@ from typing import Callable, Iterable, Iterator
 import httpx
 import orjson
 
-from .config import AmplitudeSettings, DeliverySettings
-from .delivery.policy import backoff
-from .delivery.transport import url_for
-from .errors import ConfigError, FatalDeliveryError
+from ..config import AmplitudeSettings, DeliverySettings
+from ..delivery.policy import backoff
+from ..delivery.transport import url_for
+from ..errors import ConfigError, FatalDeliveryError
 
 log = logging.getLogger("audsync.deletion")
 MAX_IDS = 100

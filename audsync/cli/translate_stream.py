@@ -12,9 +12,9 @@ from typing import IO, BinaryIO, Iterator
 
 import orjson
 
-from .config import AmplitudeSettings
-from .errors import UsageError, ValidationError
-from .mapping import translate
+from ..config import AmplitudeSettings
+from ..errors import UsageError, ValidationError
+from ..mapping import translate
 
 _FLUSH_BYTES = 1 << 16
 

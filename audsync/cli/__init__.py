@@ -1,4 +1,6 @@
-"""Argument parsing and exit codes only; every command is a thin driver over the library.
+"""The command line: argument parsing and exit codes here, every command a thin driver over the
+library; `send`, `translate_stream` and `deletion` hold what only the commands of those names do,
+`logs` the stderr formats.
 
 An AudsyncError becomes its message and exit code (EXIT_CODES); anything else is a bug and keeps
 its traceback.
@@ -15,11 +17,11 @@ import textwrap
 import threading
 from typing import Sequence
 
-from . import config as config_module
+from .. import config as config_module
 from . import logs
-from .redact import redact
-from .runtime import tune_gc_for_streaming
-from .errors import CRASHED, AudsyncError, UsageError
+from .._redact import redact
+from .._runtime import tune_gc_for_streaming
+from ..errors import CRASHED, AudsyncError, UsageError
 
 EXIT_CODES = f"""exit codes:
   0   done
@@ -223,7 +225,7 @@ def _say_migrations(applied: list[str]) -> None:
 def _progress(args: argparse.Namespace, always: bool = False):
     """A progress bar on a terminal (stderr), periodic lines (`always`) or nothing otherwise; log
     records with --log-format json."""
-    from .progress import Progress
+    from ..progress import Progress
 
     if args.log_format == "json":
         return Progress(sys.stderr, tty=False, log=logging.getLogger("audsync.progress")) if always else None
@@ -268,7 +270,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .sync import run_once
+    from ..sync import run_once
 
     cfg = config_module.load(args.config)
     report = run_once(cfg, audiences=args.audience, dry_run=args.dry_run, skip_backfill=args.skip_backfill,
@@ -278,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from .sync import backfill
+    from ..sync import backfill
 
     cfg = config_module.load(args.config)
     report = backfill(cfg, args.audience, dry_run=args.dry_run, progress=_progress(args),
@@ -289,7 +291,7 @@ def _backfill(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
-    from .status_report import format_status, status
+    from ..status_report import format_status, status
 
     cfg = config_module.load(args.config)
     entries = status(cfg)
@@ -301,14 +303,14 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _daemon(args: argparse.Namespace) -> int:
-    from .scheduler import run_daemon
+    from ..daemon.scheduler import run_daemon
 
     cfg = config_module.load(args.config)
     return run_daemon(cfg, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from .state import migrate
+    from ..state import migrate
 
     cfg = config_module.load(args.config)
     applied = migrate.upgrade(cfg.state.url)
@@ -319,7 +321,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from .forward import send
+    from .send import send
 
     cfg = config_module.load(args.config)
     stop = threading.Event()

@@ -9,7 +9,7 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-from .redact import redact
+from .._redact import redact
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 

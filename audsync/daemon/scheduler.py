@@ -35,8 +35,8 @@ from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 
-from .config import AudienceConfig, Config
-from .errors import StateError, StateUnavailableError
+from ..config import AudienceConfig, Config
+from ..errors import StateError, StateUnavailableError
 from .metrics import LOOPBACK, Metrics, MetricsServer
 from .schedules import current_slot, trigger_for
 
@@ -168,7 +168,7 @@ class Daemon:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        from .state import StateStore
+        from ..state import StateStore
 
         applied = self._upgrade_when_reachable()
         if applied is None:
@@ -225,7 +225,7 @@ class Daemon:
     def _upgrade_when_reachable(self) -> list[str] | None:
         """Applies pending migrations once the state database answers: at boot it may come up
         after the daemon, and a daemon that exited would stay down. None when stopped first."""
-        from .state import migrate
+        from ..state import migrate
 
         delay, attempt = STATE_RETRY_FIRST_S, 1
         while True:
@@ -266,8 +266,8 @@ class Daemon:
 
     def _take_daemon_lease(self) -> None:
         """SQLite has no way to share the state between workers safely: one daemon per file."""
-        from .state import LeaseKeeper
-        from .redact import redact
+        from ..state import LeaseKeeper
+        from .._redact import redact
 
         # LeaseKeeper takes over at once a lease whose holder died on this host.
         keeper = LeaseKeeper(self.store, DAEMON_LEASE, self.config.daemon.lease_ttl_s, what="daemon")
@@ -327,8 +327,8 @@ class Daemon:
 
     def attempt(self, audience: AudienceConfig, *, slot: datetime | None = None, resume: bool = False) -> None:
         """One try at running `audience`: for a schedule slot nobody has run yet, or to resume."""
-        from .state import LeaseKeeper
-        from .sync import lease_name
+        from ..state import LeaseKeeper
+        from ..sync import lease_name
 
         with self._lock:
             if self.stopping or audience.key in self._running:
@@ -380,7 +380,7 @@ class Daemon:
         return True
 
     def _run_one(self, audience: AudienceConfig, why: str) -> None:
-        from .sync import run_once
+        from ..sync import run_once
 
         if self.stopping:
             return
