@@ -2,7 +2,7 @@
 
 The diff runs inside the state database, never in Python sets: at ten million members, both
 sides in Python would take gigabytes. This module holds the rules as SQL text (no SQLAlchemy
-import, no clock); audsync.state.store runs them. Both sides are keyed by identity, compared byte
+import, no clock); audsync.state (plan.py, dialects.py) runs them. Both sides are keyed by identity, compared byte
 for byte, so the source's collation, order and duplicates do not matter.
 
 Vocabulary

@@ -10,12 +10,12 @@ from typing import Any
 from .config import Config
 from .state import StateStore, migrate
 from .state.runs import INTERRUPTED
+from .sync import lease_name
 
 
 def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[dict[str, Any]]:
     """Per configured audience: members, last runs with counts, next run, pending and rejected
     users and the top rejection reasons. Shows no secret: the destination is a hash."""
-    from . import sync  # lease_name; sync re-exports this module's functions
     from .daemon.schedules import next_run
 
     now = time.time() if now is None else now
@@ -39,7 +39,7 @@ def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[d
                 entry["top_rejection_reasons"] = [
                     {"reason": reason, "users": n} for reason, n in store.top_rejection_reasons(row.id)]
                 entry["last_runs"] = [_run_entry(r) for r in store.last_runs(row.id, runs)]
-                _show_dead_run(store, sync.lease_name(config, audience), entry["last_runs"], now)
+                _show_dead_run(store, lease_name(config, audience), entry["last_runs"], now)
             result.append(entry)
     finally:
         if store is not None:

@@ -490,8 +490,3 @@ def backfill(config: Config, audience_name: str, *, dry_run: bool = False, progr
     planned as in a run)."""
     return _run(config, [audience_name], RunMode.BACKFILL, dry_run=dry_run, skip_backfill=False, allow_mass_exit=False,
                 progress=progress, stop_event=stop_event, apply_migrations=apply_migrations)
-
-
-# `status` and its text live in audsync.status_report (the module is not named `status`: the
-# package root exports the function under that name); still importable from here for the root.
-from .status_report import format_status, status  # noqa: E402,F401
