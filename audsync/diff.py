@@ -2,8 +2,8 @@
 
 The diff runs inside the state database, never in Python sets: at ten million members, both
 sides in Python would take gigabytes. This module holds the rules as SQL text (no SQLAlchemy
-import, no clock); audsync.state (plan.py, dialects.py) runs them. Both sides are keyed by identity, compared byte
-for byte, so the source's collation, order and duplicates do not matter.
+import, no clock); audsync.state (plan.py, dialects.py) runs them. Both sides are keyed by
+identity, compared byte for byte, so the source's collation, order and duplicates do not matter.
 
 Vocabulary
 - identity: "u" + user_id, or "a" + anonymous_id for a profile without a user id.
