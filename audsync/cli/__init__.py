@@ -126,13 +126,14 @@ _COMMANDS = {
     """, """
         audsync daemon --config audsync.toml --metrics-port 9464
     """),
-    "serve": ("accept Segment library calls over HTTP and store them durably", """
-        0   stopped cleanly by SIGTERM/SIGINT (the requests in flight answered, what they sent committed)
-        2   something to fix: config (no write keys, forward = true: forwarding to Amplitude is not
-            available yet, set forward = false), the port taken, the state database's URL or schema
+    "serve": ("accept Segment library calls over HTTP, store them durably, forward them to Amplitude", """
+        0   stopped cleanly by SIGTERM/SIGINT (the requests in flight answered, what they sent
+            committed, the forwarder's batch in flight settled; the rest is forwarded on the next start)
+        2   something to fix: config (no write keys, no amplitude.api_key with forward = true; set
+            forward = false to store only), the port taken, the state database's URL or schema
         3   the state database unreachable: retry later
     """, """
-        audsync serve --config audsync.toml       # [ingest] write_keys = ["my-write-key"], forward = false
+        audsync serve --config audsync.toml       # [ingest] write_keys = ["my-write-key"]
         AUDSYNC_WRITE_KEYS=key-1,key-2 audsync serve --config audsync.toml --host 0.0.0.0 --port 8088
         # then, in a Python service: analytics.write_key = "my-write-key"
         #                            analytics.host = "http://127.0.0.1:8088"

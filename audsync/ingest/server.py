@@ -1,9 +1,13 @@
-"""`audsync serve`: the ingest app on uvicorn (httptools), with the group committer behind it.
+"""`audsync serve`: the ingest app on uvicorn (httptools), with the group committer behind it
+and, with `[ingest] forward = true`, the forwarder (audsync.ingest.forward) sending what is stored
+to Amplitude.
 
 Stopping: the first SIGTERM/SIGINT closes the listening socket, answers the requests in flight
 (each after its messages are committed), then closes the committer, which commits what was
-submitted, and the command returns 0. A second signal exits at once: what was answered 200 is
-already committed, and an unanswered client sends again.
+submitted. At the same signal the forwarder starts no new round and settles the one in flight
+(what Amplitude has not acknowledged by FORWARD_DRAIN_S goes back to pending, first in line for
+the next start), and the command returns 0 within STOP_WITHIN_S. A second signal exits at once:
+what was answered 200 is already committed, and an unanswered client sends again.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import os
 import signal
 import socket
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import uvicorn
 
@@ -22,11 +26,19 @@ from ..config import Config
 from ..errors import ConfigError
 from .app import IngestApp
 
+if TYPE_CHECKING:
+    from .forward import Forwarder
+
 log = logging.getLogger("audsync.ingest")
 
 # Requests still unanswered this long after a stop signal are dropped (their clients send them
 # again); the whole stop stays within the 30 s a service manager usually allows.
 GRACEFUL_STOP_S = 25
+# The forwarder's round in flight has this long after the signal to be acknowledged and settled;
+# the rest goes back to pending. The whole stop returns within STOP_WITHIN_S, a request hanging
+# until its timeout included (its messages are then released by the stopping thread).
+FORWARD_DRAIN_S = 15
+STOP_WITHIN_S = 27
 
 
 class _Server(uvicorn.Server):
@@ -42,17 +54,15 @@ class _Server(uvicorn.Server):
 
 
 def check_startable(config: Config) -> None:
-    """What must hold before serve opens anything: write keys, and no forwarding asked of this
-    version."""
+    """What must hold before serve opens anything: write keys, and an Amplitude API key when it
+    forwards."""
     ingest = config.ingest
     if not ingest.write_keys:
         raise ConfigError(f"{config.path}: ingest.write_keys: `audsync serve` needs at least one write key "
                           "(the keys Segment libraries send); set ingest.write_keys or the environment "
                           "variable AUDSYNC_WRITE_KEYS (comma-separated)")
     if ingest.forward:
-        raise ConfigError(f"{config.path}: ingest.forward: forwarding accepted messages to Amplitude is not "
-                          "available yet in this version of `audsync serve`; set forward = false in [ingest] "
-                          "to accept and store messages only")
+        config.require_api_key("serve")
 
 
 def bind(host: str, port: int, setting: str) -> socket.socket:
@@ -79,6 +89,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     from ..state import migrate
     from ..state.ingest import GroupCommitter, IngestLog
     from ..state.store import StateStore
+    from .forward import Forwarder
 
     check_startable(config)
     ingest = config.ingest
@@ -96,6 +107,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     try:
         ingest_log = IngestLog(store, keep_events_days=ingest.keep_events_days)
         committer = GroupCommitter(ingest_log)
+        forwarder = Forwarder(ingest_log, config) if ingest.forward else None
         try:
             app = IngestApp(ingest, config.amplitude, committer, ingest_log)
             server = _Server(uvicorn.Config(
@@ -103,13 +115,21 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
                 server_header=False, timeout_graceful_shutdown=GRACEFUL_STOP_S,
             ))
             _route_uvicorn_logs()
-            _stop_on_signals(server)
+            _stop_on_signals(server, forwarder)
+            if forwarder is not None:
+                forwarder.start()
+            else:
+                log.info("forward = false: accepted messages are stored, not forwarded to Amplitude")
             log.info("serving the Segment tracking API on http://%s:%d (state: %s)", host,
                      sock.getsockname()[1], store.dialect.name,
                      extra={"host": host, "port": sock.getsockname()[1]})
             asyncio.run(server.serve(sockets=[sock]))
         finally:
-            committer.close()
+            try:
+                committer.close()
+            finally:
+                if forwarder is not None and forwarder.started:
+                    forwarder.stop(FORWARD_DRAIN_S, STOP_WITHIN_S)
     finally:
         sock.close()
         store.close()
@@ -117,7 +137,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     return 0
 
 
-def _stop_on_signals(server: uvicorn.Server) -> None:
+def _stop_on_signals(server: uvicorn.Server, forwarder: "Forwarder | None") -> None:
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         if server.should_exit:
@@ -128,6 +148,8 @@ def _stop_on_signals(server: uvicorn.Server) -> None:
         log.info("%s: stopping: no new connections, answering the requests in flight "
                  "(a second signal exits at once)", name)
         server.should_exit = True
+        if forwarder is not None:
+            forwarder.begin_stop(FORWARD_DRAIN_S, STOP_WITHIN_S)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

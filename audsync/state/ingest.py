@@ -266,6 +266,22 @@ class IngestLog:
                 {"rows": _rows([int(i) for i in ids])})
         self._free(holders)
 
+    def lease_holders(self) -> list[str]:
+        """The forwarders holding users now, live leases or not."""
+        with self.store._conn(write=False) as conn:
+            return sorted(conn.execute(sa.text("SELECT DISTINCT claimed_by FROM ingest_partitions")).scalars())
+
+    def abandon(self, worker: str) -> int:
+        """Frees everything `worker` holds, for a forwarder known to be dead (its process is gone):
+        its messages are pending for anyone at once rather than when its leases run out. Answers
+        how many users it held."""
+        with self.store._conn() as conn:
+            freed = int(conn.execute(sa.text("DELETE FROM ingest_partitions WHERE claimed_by = :w"),
+                                     {"w": worker}).rowcount)
+            conn.execute(sa.text("UPDATE ingest_log SET claimed_by = NULL WHERE claimed_by = :w AND status = 'pending'"),
+                         {"w": worker})
+        return freed
+
     def _holders(self, conn: sa.Connection, ids: Sequence[int]) -> list[tuple[str, str]]:
         return [tuple(r) for r in conn.execute(sa.text(
             "SELECT DISTINCT partition_key, claimed_by FROM ingest_log WHERE claimed_by IS NOT NULL AND id IN "
