@@ -18,10 +18,16 @@ def test_no_write_keys_refuses_to_start(tmp_path, sqlite_url, servers):
     assert "ingest.write_keys" in proc.output() and "AUDSYNC_WRITE_KEYS" in proc.output()
 
 
-def test_forward_true_refuses_to_start_until_forwarding_exists(tmp_path, sqlite_url, servers):
-    proc = servers(write_config(tmp_path, sqlite_url, ingest=f'write_keys = ["{WRITE_KEY}"]\n'))
+def test_forwarding_without_an_api_key_refuses_to_start(tmp_path, sqlite_url, servers):
+    config = write_config(tmp_path, sqlite_url, ingest=f'write_keys = ["{WRITE_KEY}"]\n')
+    config.write_text(config.read_text().replace('api_key = "test-api-key-123"', ""))
+    proc = servers(config, env_extra={"AMPLITUDE_API_KEY": ""})
     assert proc.wait(30) == 2
-    assert "ingest.forward" in proc.output() and "forward = false" in proc.output()
+    assert "amplitude.api_key" in proc.output() and "audsync serve" in proc.output()
+    # storing only needs no key
+    config.write_text(config.read_text().replace(f'write_keys = ["{WRITE_KEY}"]', f'write_keys = ["{WRITE_KEY}"]\nforward = false'))
+    stores = servers(config, env_extra={"AMPLITUDE_API_KEY": ""})
+    assert stores.port and stores.stop() == 0, stores.output()
 
 
 def test_a_taken_port_refuses_to_start(tmp_path, sqlite_url, servers):
