@@ -39,7 +39,6 @@ log = logging.getLogger("audsync.ingest")
 
 CLAIM_LIMIT = 2000     # messages per round: one request's worth of events at most per lane group
 LEASE_S = 30.0         # a dead server's users wait this long at most for another forwarder
-RENEW_EVERY_S = LEASE_S / 3
 IDLE_POLL_S = 0.05     # nothing pending: the next look; forward lag stays well under a second
 RELEASED_PAUSE_S = 5.0  # a round that gave messages back (an outage): a breath before the next one
 FATAL_PAUSE_S = 60.0   # an answer no retry fixes (an API key refused): retried this much later
@@ -253,7 +252,8 @@ class Forwarder:
             self._held = []
 
     def _renew(self) -> None:
-        while not self._done.wait(RENEW_EVERY_S):
+        # A third of the lease: two renewals may fail (a busy database) before it runs out.
+        while not self._done.wait(self.lease_s / 3):
             try:
                 self.log.renew(self.worker, self.lease_s)
             except AudsyncError as exc:
