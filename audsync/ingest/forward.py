@@ -126,9 +126,10 @@ class Forwarder:
             self._drain_until, self._stop_by = now + drain_s, now + within_s
         self._stopping.set()
 
-    def stop(self, drain_s: float = 0.0, within_s: float = 10.0) -> None:
+    def stop(self, drain_s: float = 0.0, within_s: float = 10.0) -> bool:
         """Stops (see begin_stop, unless it was called) and waits for the forwarder; whatever it
-        still holds at the deadline is released here."""
+        still holds at the deadline is released here. False when it did not finish: its thread
+        still waits for Amplitude's answer to a request."""
         self.begin_stop(drain_s, within_s)
         self._thread.join(max(0.0, self._stop_by - time.monotonic()))
         self._done.set()
@@ -143,6 +144,8 @@ class Forwarder:
                     self.log.release(held)
                 except AudsyncError as exc:  # the leases run out instead
                     log.error("could not give back %d claimed messages: %s", len(held), exc)
+            return False
+        return True
 
     # -- the rounds ---------------------------------------------------------------------------
     def _take_back(self) -> None:
@@ -219,7 +222,8 @@ class Forwarder:
                 released.append(message.claimed.id)
         self._settle(forwarded, refused, released)
         if refused:
-            log.warning("amplitude refused %d messages for good (recorded with their reasons); first: %s",
+            log.warning("%d messages refused for good, by Amplitude or the mapping core (recorded with their "
+                        "reasons, not sent again); first: %s",
                         len(refused), refused[0][1], extra={"rejected": len(refused)})
         if fatal is not None:
             log.error("forwarding paused for %.0f s: %s", FATAL_PAUSE_S, fatal)

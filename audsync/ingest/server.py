@@ -128,12 +128,18 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
             try:
                 committer.close()
             finally:
-                if forwarder is not None and forwarder.started:
-                    forwarder.stop(FORWARD_DRAIN_S, STOP_WITHIN_S)
+                finished = (forwarder is None or not forwarder.started
+                            or forwarder.stop(FORWARD_DRAIN_S, STOP_WITHIN_S))
     finally:
         sock.close()
         store.close()
     log.info("stopped cleanly")
+    if not finished:
+        # The forwarder's thread still waits for an answer (released messages go again); the
+        # interpreter's exit would wait for its request's timeout, past what a stop may take.
+        for handler in logging.getLogger("audsync").handlers:
+            handler.flush()
+        os._exit(0)
     return 0
 
 

@@ -278,8 +278,8 @@ class IngestLog:
         with self.store._conn() as conn:
             freed = int(conn.execute(sa.text("DELETE FROM ingest_partitions WHERE claimed_by = :w"),
                                      {"w": worker}).rowcount)
-            conn.execute(sa.text("UPDATE ingest_log SET claimed_by = NULL WHERE claimed_by = :w AND status = 'pending'"),
-                         {"w": worker})
+            conn.execute(sa.text(
+                "UPDATE ingest_log SET claimed_by = NULL WHERE claimed_by = :w AND status = 'pending'"), {"w": worker})
         return freed
 
     def _holders(self, conn: sa.Connection, ids: Sequence[int]) -> list[tuple[str, str]]:

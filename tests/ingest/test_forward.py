@@ -36,8 +36,9 @@ traits_to_set_once = ["email"]
 
 
 def forwarding_config(tmp_path, state_url, fake, forward: bool = True, delivery: str = ""):
-    return write_config(tmp_path, state_url, ingest=f'write_keys = ["{WRITE_KEY}"]\nforward = {str(forward).lower()}\n',
-                        amplitude=f'endpoint = "{fake.url}"\n{AMPLITUDE}' + (f"[delivery]\n{delivery}\n" if delivery else ""))
+    ingest = f'write_keys = ["{WRITE_KEY}"]\nforward = {str(forward).lower()}\n'
+    amplitude = f'endpoint = "{fake.url}"\n{AMPLITUDE}' + (f"[delivery]\n{delivery}\n" if delivery else "")
+    return write_config(tmp_path, state_url, ingest=ingest, amplitude=amplitude)
 
 
 def post(client: httpx.Client, batch: list[dict], **extra) -> None:
@@ -80,7 +81,8 @@ def event_ids(fake) -> list[str]:
 
 
 CALLS = [
-    {"type": "identify", "userId": "user-0001", "anonymousId": "anon-0001", "traits": {"plan": "pro", "email": "a@b.co"},
+    {"type": "identify", "userId": "user-0001", "anonymousId": "anon-0001",
+     "traits": {"plan": "pro", "email": "a@b.co"},
      "context": {"ip": "203.0.113.5", "library": {"name": "analytics-python", "version": "2.3.3"}}},
     {"type": "track", "userId": "user-0001", "event": "Order Completed",
      "properties": {"revenue": 42.5, "products": [{"product_id": "p-1", "price": 20, "quantity": 1},
@@ -194,7 +196,7 @@ def test_a_message_refused_for_good_is_recorded_with_its_reason_and_not_retried(
     wait_until(lambda: len(event_ids(fake)) == 2, what="a later message forwarded", proc=proc)
     assert sum(1 for r in fake.requests for i in r["items"] if i.get("user_id") == "user-bad01") == tries
     assert proc.stop() == 0, proc.output()
-    assert "amplitude refused 1 messages for good" in proc.output()
+    assert "1 messages refused for good" in proc.output()
 
 
 def test_sigkill_after_a_burst_of_200s_loses_nothing_acknowledged(tmp_path, state_url, servers, fake):
