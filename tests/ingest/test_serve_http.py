@@ -192,9 +192,12 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(served):
     message = track("In Flight")
     body = json.dumps({"batch": [message], "writeKey": WRITE_KEY}).encode()
     with socket.create_connection(("127.0.0.1", proc.port), timeout=30) as conn:
+        # A whole request first: once it is answered, the server holds this connection.
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
         conn.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
-        time.sleep(0.3)  # the request is under way before the signal
+        time.sleep(0.5)  # its headers are read: the request is under way before the signal
         proc.proc.send_signal(signal.SIGTERM)
         proc.wait_for("SIGTERM: stopping")
         deadline = time.monotonic() + 10
