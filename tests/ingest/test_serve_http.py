@@ -233,3 +233,20 @@ def test_second_signal_exits_at_once(served):
         assert proc.wait(10) == 128 + signal.SIGINT
     finally:
         conn.close()
+
+
+def test_a_commit_that_fails_is_503_with_a_code_so_clients_send_again(tmp_path, sqlite_url, servers):
+    import sqlalchemy as sa
+
+    proc = servers(write_config(tmp_path, sqlite_url))
+    with proc.client() as client:
+        assert client.get("/healthz").status_code == 200
+        engine = sa.create_engine(sqlite_url)
+        with engine.begin() as conn:  # a state database that no longer takes the messages
+            conn.exec_driver_sql("ALTER TABLE ingest_log RENAME TO ingest_log_away")
+        engine.dispose()
+        answer = client.post("/v1/batch", json={"batch": [track(), {"type": "track"}], "writeKey": WRITE_KEY})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["code"] == "unavailable"
+    assert stored_rejections(sqlite_url) == []  # recorded when the request is sent again
+    assert proc.stop() == 0, proc.output()
