@@ -148,6 +148,13 @@ class IngestApp:
         client = request.client.host if request.client else None
         accepted = accept(body, endpoint, datetime.now(timezone.utc), self.amplitude, client)
         # The write key names the source: the one the client was given for this app or site.
+        if accepted.messages:
+            try:
+                await asyncio.wrap_future(self.committer.submit(accepted.messages, key))
+            except AudsyncError as exc:
+                log.error("could not store %d messages: %s", len(accepted.messages), exc)
+                raise RequestError(503, "unavailable", "the messages could not be stored; retry later") from None
+        # After the commit: a request answered 503 is sent again, and its rejections recorded then.
         if accepted.rejected:
             rows = [{"index": r.index, "reason": r.reason, "example": r.message,
                      "messageId": r.message.get("messageId") if isinstance(r.message, dict) else None}
@@ -156,12 +163,6 @@ class IngestApp:
                 await asyncio.to_thread(self.rejections.record_rejections, rows, key)
             except AudsyncError as exc:  # the valid messages still count; the reasons are in the answer
                 log.warning("could not record %d rejected messages: %s", len(rows), exc)
-        if accepted.messages:
-            try:
-                await asyncio.wrap_future(self.committer.submit(accepted.messages, key))
-            except AudsyncError as exc:
-                log.error("could not store %d messages: %s", len(accepted.messages), exc)
-                raise RequestError(503, "unavailable", "the messages could not be stored; retry later") from None
         if not accepted.rejected:
             return _json(200, _OK, cors)
         return _json(200, {"success": True, "rejected": [r.answer() for r in accepted.rejected]}, cors)

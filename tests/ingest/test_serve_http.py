@@ -192,9 +192,17 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(served):
     message = track("In Flight")
     body = json.dumps({"batch": [message], "writeKey": WRITE_KEY}).encode()
     with socket.create_connection(("127.0.0.1", proc.port), timeout=30) as conn:
+        # A whole request first: once it is answered, the server holds this connection.
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = b""
+        while not first.endswith(b"\r\n\r\nok\n"):
+            chunk = conn.recv(65536)
+            assert chunk, first
+            first += chunk
+        assert first.startswith(b"HTTP/1.1 200")
         conn.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
-        time.sleep(0.3)  # the request is under way before the signal
+        time.sleep(0.5)  # its headers are read: the request is under way before the signal
         proc.proc.send_signal(signal.SIGTERM)
         proc.wait_for("SIGTERM: stopping")
         deadline = time.monotonic() + 10
@@ -230,3 +238,20 @@ def test_second_signal_exits_at_once(served):
         assert proc.wait(10) == 128 + signal.SIGINT
     finally:
         conn.close()
+
+
+def test_a_commit_that_fails_is_503_with_a_code_so_clients_send_again(tmp_path, sqlite_url, servers):
+    import sqlalchemy as sa
+
+    proc = servers(write_config(tmp_path, sqlite_url))
+    with proc.client() as client:
+        assert client.get("/healthz").status_code == 200
+        engine = sa.create_engine(sqlite_url)
+        with engine.begin() as conn:  # a state database that no longer takes the messages
+            conn.exec_driver_sql("ALTER TABLE ingest_log RENAME TO ingest_log_away")
+        engine.dispose()
+        answer = client.post("/v1/batch", json={"batch": [track(), {"type": "track"}], "writeKey": WRITE_KEY})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["code"] == "unavailable"
+    assert stored_rejections(sqlite_url) == []  # recorded when the request is sent again
+    assert proc.stop() == 0, proc.output()
