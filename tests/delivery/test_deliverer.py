@@ -165,7 +165,7 @@ class Delivering:
 
     def __init__(self, fake, ops, **delivery):
         self.clock, self.answered, self.result = ManualClock(), [], None
-        self.thread = threading.Thread(target=self._run, args=(fake, ops, delivery))
+        self.thread = threading.Thread(target=self._run, args=(fake, ops, delivery), daemon=True)
         self.thread.start()
 
     def _run(self, fake, ops, delivery):

@@ -11,7 +11,8 @@ import pytest
 from audsync.dataframe import sync_dataframe
 from audsync.errors import ConfigError
 from audsync.state import LeaseKeeper, StateStore
-from audsync.sync import lease_name, run_once, status
+from audsync.status_report import status
+from audsync.sync import lease_name, run_once
 
 from .test_sync import FakeWho, members_of
 
