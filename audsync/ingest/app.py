@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -147,10 +148,12 @@ class IngestApp:
             raise RequestError(401, "unauthorized", "unknown write key")
         client = request.client.host if request.client else None
         accepted = accept(body, endpoint, datetime.now(timezone.utc), self.amplitude, client)
-        # The write key names the source: the one the client was given for this app or site.
+        # The write key names the source (the one the client was given for this app or site); the
+        # state database keeps its fingerprint, not the key.
+        source = source_of(key)
         if accepted.messages:
             try:
-                await asyncio.wrap_future(self.committer.submit(accepted.messages, key))
+                await asyncio.wrap_future(self.committer.submit(accepted.messages, source))
             except AudsyncError as exc:
                 log.error("could not store %d messages: %s", len(accepted.messages), exc)
                 raise RequestError(503, "unavailable", "the messages could not be stored; retry later") from None
@@ -160,7 +163,7 @@ class IngestApp:
                      "messageId": r.message.get("messageId") if isinstance(r.message, dict) else None}
                     for r in accepted.rejected]
             try:
-                await asyncio.to_thread(self.rejections.record_rejections, rows, key)
+                await asyncio.to_thread(self.rejections.record_rejections, rows, source)
             except AudsyncError as exc:  # the valid messages still count; the reasons are in the answer
                 log.warning("could not record %d rejected messages: %s", len(rows), exc)
         if not accepted.rejected:
@@ -234,3 +237,8 @@ def settings_document(key: str, api_host: str, protocol: str) -> dict:
         "legacyVideoPluginsEnabled": False,
         "remotePlugins": [],
     }
+
+
+def source_of(write_key: str) -> str:
+    """What the state database records as a message's source: a fingerprint of its write key."""
+    return "wk-" + hashlib.sha256(write_key.encode()).hexdigest()[:12]

@@ -99,9 +99,22 @@ class Dialect:
         of `types` ("text", "float" or "int"): many rows in one parameter."""
         raise NotImplementedError
 
+    def in_rows(self, column: str, kind: str = "text") -> str:
+        """`column` among the one-column JSON rows bound to :rows (see json_rows), of type `kind`."""
+        return f"{column} IN (SELECT c0 FROM ({self.json_rows((kind,))}) j)"
+
     def insert_many(self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
         """Inserts `rows` (tuples in `columns`' order) into `table`, the fastest way the database has."""
         raise NotImplementedError
+
+    def begin_claim(self, conn: Connection) -> None:
+        """Session settings for a transaction that claims ingest messages or frees their users."""
+
+    def first_pending_sql(self) -> str:
+        """A SELECT of the ids of the first :n pending ingest_log messages of the partition keys
+        in the JSON rows bound to :rows (see json_rows), oldest first."""
+        return ("SELECT id FROM ingest_log WHERE status = 'pending' AND partition_key IN "
+                f"(SELECT c0 FROM ({self.json_rows(('text',))}) j) ORDER BY id LIMIT :n")
 
     @staticmethod
     def _insert_everyone(conn: Connection, selects: list[str], params: dict[str, Any], *, upsert: bool,
@@ -394,6 +407,26 @@ class PostgresDialect(Dialect):
     def json_rows(self, types: Sequence[str]) -> str:
         columns = ", ".join(self._CASTS[t].format(i=i) + f" AS c{i}" for i, t in enumerate(types))
         return f"SELECT {columns} FROM json_array_elements(CAST(:rows AS json)) x"
+
+    def in_rows(self, column: str, kind: str = "text") -> str:
+        # An array computed once, probed through the index: as a join, the planner compared every
+        # row of the table with every row of the JSON.
+        return f"{column} = ANY(ARRAY(SELECT c0 FROM ({self.json_rows((kind,))}) j))"
+
+    def begin_claim(self, conn: Connection) -> None:
+        # A claim (or freeing users) reads a few rows from the front of the log's indexes. Before autovacuum has
+        # analysed a log that filled quickly (a server's first minutes, a backlog after an
+        # outage), the planner chose scans of the whole log instead, tens of times slower.
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
+        conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
+
+    def first_pending_sql(self) -> str:
+        # Per key, the first :n of its messages from the (partition_key, id) index: the planner
+        # otherwise filtered a scan of the whole log by the keys, reading every backlogged row.
+        return (f"SELECT l.id FROM ({self.json_rows(('text',))}) j CROSS JOIN LATERAL (SELECT id FROM ingest_log "
+                "WHERE partition_key = j.c0 AND status = 'pending' ORDER BY id LIMIT :n) l ORDER BY l.id LIMIT :n")
 
     def insert_many(self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
         # COPY: several times faster than an INSERT per row, even pipelined.

@@ -184,6 +184,7 @@ class IngestLog:
         a user's messages are in at most one batch at a time."""
         dialect = self.store.dialect
         with self.store._conn() as conn:
+            dialect.begin_claim(conn)
             now = float(conn.execute(sa.text(f"SELECT {dialect.now}")).scalar_one())
             keys = list(dict.fromkeys(conn.execute(sa.text(
                 "SELECT l.partition_key FROM ingest_log l WHERE l.status = 'pending' AND NOT EXISTS "
@@ -205,16 +206,14 @@ class IngestLog:
                 return []
             rows = conn.execute(sa.text(
                 "UPDATE ingest_log SET claimed_by = :w, attempts = attempts + 1 WHERE id IN "
-                "(SELECT id FROM ingest_log WHERE status = 'pending' AND partition_key IN "
-                f"(SELECT c0 FROM ({dialect.json_rows(('text',))}) j) ORDER BY id LIMIT :n) "
+                f"({dialect.first_pending_sql()}) "
                 "RETURNING id, message_id, partition_key, source, attempts, received_at, body"),
                 {"w": worker, "n": limit, "rows": _rows(held)}).all()
             handed = {row[2] for row in rows}
             if empty := [key for key in held if key not in handed]:
                 # Users whose messages all fell past the limit: not held for nothing.
                 conn.execute(sa.text(
-                    "DELETE FROM ingest_partitions WHERE claimed_by = :w AND partition_key IN "
-                    f"(SELECT c0 FROM ({dialect.json_rows(('text',))}) j)"),
+                    f"DELETE FROM ingest_partitions WHERE claimed_by = :w AND {dialect.in_rows('partition_key')}"),
                     {"w": worker, "rows": _rows(empty)})
         return sorted((ClaimedMessage(int(r[0]), r[1], r[2], r[3], int(r[4]), float(r[5]), orjson.loads(r[6]))
                        for r in rows), key=lambda m: m.id)
@@ -240,8 +239,7 @@ class IngestLog:
         with self.store._conn() as conn:
             holders = self._holders(conn, ids)
             if forwarded_ids:
-                conn.execute(sa.text(
-                    f"DELETE FROM ingest_log WHERE id IN (SELECT c0 FROM ({dialect.json_rows(('int',))}) j)"),
+                conn.execute(sa.text(f"DELETE FROM ingest_log WHERE {dialect.in_rows('id', 'int')}"),
                     {"rows": _rows([int(i) for i in forwarded_ids])})
             if rejected:
                 conn.execute(sa.text(
@@ -261,8 +259,7 @@ class IngestLog:
         with self.store._conn() as conn:
             holders = self._holders(conn, ids)
             conn.execute(sa.text(
-                "UPDATE ingest_log SET claimed_by = NULL WHERE status = 'pending' AND id IN "
-                f"(SELECT c0 FROM ({dialect.json_rows(('int',))}) j)"),
+                f"UPDATE ingest_log SET claimed_by = NULL WHERE status = 'pending' AND {dialect.in_rows('id', 'int')}"),
                 {"rows": _rows([int(i) for i in ids])})
         self._free(holders)
 
@@ -284,8 +281,8 @@ class IngestLog:
 
     def _holders(self, conn: sa.Connection, ids: Sequence[int]) -> list[tuple[str, str]]:
         return [tuple(r) for r in conn.execute(sa.text(
-            "SELECT DISTINCT partition_key, claimed_by FROM ingest_log WHERE claimed_by IS NOT NULL AND id IN "
-            f"(SELECT c0 FROM ({self.store.dialect.json_rows(('int',))}) j)"),
+            "SELECT DISTINCT partition_key, claimed_by FROM ingest_log WHERE claimed_by IS NOT NULL AND "
+            f"{self.store.dialect.in_rows('id', 'int')}"),
             {"rows": _rows([int(i) for i in ids])})]
 
     def _free(self, holders: list[tuple[str, str]]) -> None:
@@ -294,16 +291,20 @@ class IngestLog:
         expired user locks the lease first and the messages next, and settling in the other
         order within one transaction could deadlock with it. Lost (a crash in between), a lease
         only runs out."""
-        if not holders:
+        by_worker: dict[str, list[str]] = {}
+        for key, worker in sorted(holders):
+            by_worker.setdefault(worker, []).append(key)
+        if not by_worker:
             return
+        dialect = self.store.dialect
         with self.store._conn() as conn:
-            conn.execute(sa.text(
-                "DELETE FROM ingest_partitions WHERE EXISTS (SELECT 1 FROM "
-                f"({self.store.dialect.json_rows(('text', 'text'))}) j "
-                "WHERE j.c0 = ingest_partitions.partition_key AND j.c1 = ingest_partitions.claimed_by) "
-                "AND NOT EXISTS (SELECT 1 FROM ingest_log l WHERE l.partition_key = ingest_partitions.partition_key "
-                "AND l.status = 'pending' AND l.claimed_by = ingest_partitions.claimed_by)"),
-                {"rows": orjson.dumps(sorted(holders)).decode()})
+            dialect.begin_claim(conn)
+            for worker, keys in by_worker.items():  # one worker, nearly always
+                conn.execute(sa.text(
+                    f"DELETE FROM ingest_partitions WHERE claimed_by = :w AND {dialect.in_rows('partition_key')} "
+                    "AND NOT EXISTS (SELECT 1 FROM ingest_log l "
+                    "WHERE l.partition_key = ingest_partitions.partition_key AND l.status = 'pending' "
+                    "AND l.claimed_by = :w)"), {"w": worker, "rows": _rows(keys)})
 
     # ------------------------------------------------------------------ pruning and status
     def prune(self, now: float | None = None, *, batch: int = PRUNE_BATCH) -> dict[str, int]:

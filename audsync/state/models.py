@@ -166,7 +166,8 @@ class IngestMessage(Base):
     __tablename__ = "ingest_log"
     __table_args__ = (
         Index("ix_ingest_log_status_id", "status", "id"),
-        Index("ix_ingest_log_partition_key_id", "partition_key", "id"),
+        # A user's pending messages in order, whatever the planner knows of the table.
+        Index("ix_ingest_log_partition_key_status_id", "partition_key", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(RowKey, primary_key=True)

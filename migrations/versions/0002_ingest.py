@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_ingest_log"),
     )
     op.create_index("ix_ingest_log_status_id", "ingest_log", ["status", "id"])
-    op.create_index("ix_ingest_log_partition_key_id", "ingest_log", ["partition_key", "id"])
+    op.create_index("ix_ingest_log_partition_key_status_id", "ingest_log", ["partition_key", "status", "id"])
     op.create_table(
         "ingest_partitions",
         sa.Column("partition_key", IdText, nullable=False),
@@ -101,6 +101,6 @@ def downgrade() -> None:
     op.drop_index("ix_ingest_dedup_received_at", table_name="ingest_dedup")
     op.drop_table("ingest_dedup")
     op.drop_table("ingest_partitions")
-    op.drop_index("ix_ingest_log_partition_key_id", table_name="ingest_log")
+    op.drop_index("ix_ingest_log_partition_key_status_id", table_name="ingest_log")
     op.drop_index("ix_ingest_log_status_id", table_name="ingest_log")
     op.drop_table("ingest_log")
