@@ -26,6 +26,8 @@ AUDIENCE_KINDS = ("audience", "computed_trait")
 _EVERY = re.compile(r"^every\s+(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 KEY_VARIABLES = {"api_key": "AMPLITUDE_API_KEY", "secret_key": "AMPLITUDE_SECRET_KEY"}
+WRITE_KEYS_VARIABLE = "AUDSYNC_WRITE_KEYS"
+_ORIGIN = re.compile(r"^https?://[^/\s:]+(:\d+)?$")
 
 
 def _masked_repr(cls: type) -> type:
@@ -110,6 +112,24 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class IngestSettings:
+    """`audsync serve` (DESIGN.md section 6)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+    write_keys: tuple[str, ...] = field(default=(), repr=False)
+    forward: bool = True
+    keep_events_days: int = 400
+    cors_origins: tuple[str, ...] = ("*",)
+    # Whether the write keys came from AUDSYNC_WRITE_KEYS: messages about them say where to fix them.
+    keys_from_environment: bool = field(default=False, metadata={"derived": True})
+
+    @property
+    def write_keys_setting(self) -> str:
+        return WRITE_KEYS_VARIABLE if self.keys_from_environment else "ingest.write_keys"
+
+
+@dataclass(frozen=True)
 class SyncSettings:
     max_exit_fraction: float = 0.5
 
@@ -161,6 +181,7 @@ class Config:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     audiences: tuple[AudienceConfig, ...] = ()
+    ingest: IngestSettings = field(default_factory=IngestSettings)
 
     def audience(self, name: str) -> AudienceConfig:
         for audience in self.audiences:
@@ -284,7 +305,7 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
 def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
     reader = _Reader(str(path))
     base = path.resolve().parent
-    reader.check_keys(data, ["state", "amplitude", "delivery", "daemon", "sync", "audiences"], "")
+    reader.check_keys(data, ["state", "amplitude", "delivery", "daemon", "sync", "audiences", "ingest"], "")
 
     state = reader.settings(StateSettings, data.get("state", {}), "state")
     state = dataclasses.replace(state, url=_resolve_sqlite_url(state.url, base))
@@ -334,12 +355,37 @@ def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Confi
                               f"name {audience.name!r} is already used by audiences[{names[audience.name]}]")
         seen[audience.key] = i
         names[audience.name] = i
+    ingest = _check_ingest(reader.settings(IngestSettings, data.get("ingest", {}), "ingest"), reader, environ)
     urls = [state.url] + [a.source.url for a in audiences if isinstance(a.source, SqlSource)]
-    remember(amplitude.api_key, amplitude.secret_key, *filter(None, map(url_password, urls)))
+    remember(amplitude.api_key, amplitude.secret_key, *ingest.write_keys, *filter(None, map(url_password, urls)))
     if amplitude.api_key or amplitude.secret_key:
         remember(amplitude.basic_credentials)
     return Config(path=path, state=state, amplitude=amplitude, delivery=delivery, daemon=daemon, sync=sync,
-                  audiences=audiences)
+                  audiences=audiences, ingest=ingest)
+
+
+def _check_ingest(ingest: IngestSettings, reader: _Reader, environ: Mapping[str, str]) -> IngestSettings:
+    if not ingest.host.strip():
+        raise reader.fail("ingest.host", "must not be empty")
+    if not 1 <= ingest.port <= 65535:
+        raise reader.fail("ingest.port", f"must be from 1 to 65535, not {ingest.port}")
+    if ingest.keep_events_days < 0:
+        raise reader.fail("ingest.keep_events_days", f"must not be negative, not {ingest.keep_events_days}")
+    for origin in ingest.cors_origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise reader.fail("ingest.cors_origins", f"{origin!r} is neither \"*\" nor an origin such as "
+                                                     "\"https://www.example.com\" (scheme, host, optional port)")
+    keys, from_environment = ingest.write_keys, False
+    if not keys and environ.get(WRITE_KEYS_VARIABLE, "").strip():
+        keys = tuple(key.strip() for key in environ[WRITE_KEYS_VARIABLE].split(",") if key.strip())
+        from_environment = True
+    where = WRITE_KEYS_VARIABLE if from_environment else "ingest.write_keys"
+    for key in keys:
+        # A key travels as the user name of HTTP Basic auth, where a colon ends it.
+        if not key or key != key.strip() or ":" in key or any(c.isspace() for c in key):
+            raise reader.fail(where, "a write key must be non-empty, without spaces or colons")
+    return dataclasses.replace(ingest, write_keys=tuple(dict.fromkeys(keys)),
+                               keys_from_environment=from_environment)
 
 
 def _resolve_sqlite_url(url: str, base: Path) -> str:

@@ -13,7 +13,7 @@ import pytest
 from audsync.cli import main
 
 AUDSYNC = str(Path(sys.executable).with_name("audsync"))
-COMMANDS = ["translate", "send", "delete-users", "run", "backfill", "status", "daemon", "db upgrade"]
+COMMANDS = ["translate", "send", "delete-users", "run", "backfill", "status", "daemon", "serve", "db upgrade"]
 
 
 def test_version_prints_the_installed_version():

@@ -126,6 +126,18 @@ _COMMANDS = {
     """, """
         audsync daemon --config audsync.toml --metrics-port 9464
     """),
+    "serve": ("accept Segment library calls over HTTP, store them durably, forward them to Amplitude", """
+        0   stopped cleanly by SIGTERM/SIGINT (the requests in flight answered, what they sent
+            committed, the forwarder's batch in flight settled; the rest is forwarded on the next start)
+        2   something to fix: config (no write keys, no amplitude.api_key with forward = true; set
+            forward = false to store only), the port taken, the state database's URL or schema
+        3   the state database unreachable: retry later
+    """, """
+        audsync serve --config audsync.toml       # [ingest] write_keys = ["my-write-key"]
+        AUDSYNC_WRITE_KEYS=key-1,key-2 audsync serve --config audsync.toml --host 0.0.0.0 --port 8088
+        # then, in a Python service: analytics.write_key = "my-write-key"
+        #                            analytics.host = "http://127.0.0.1:8088"
+    """),
     "db upgrade": ("apply pending migrations to the state database", """
         0   done (or already up to date)
         2   something to fix: config, the state database's URL or schema
@@ -198,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address the metrics port listens on (default 127.0.0.1, this machine only; "
                         "0.0.0.0 for every interface)")
     p.set_defaults(handler=_daemon)
+
+    p = _add_command(commands, "serve")
+    _common(p)
+    p.add_argument("--host", metavar="H", help="address to listen on (default: ingest.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, metavar="P", help="port to listen on (default: ingest.port, 8088)")
+    p.set_defaults(handler=_serve)
 
     p = commands.add_parser("db", help="state database maintenance", description="State database maintenance.",
                             epilog="example:\n  audsync db upgrade --config audsync.toml\n",
@@ -307,6 +325,15 @@ def _daemon(args: argparse.Namespace) -> int:
 
     cfg = config_module.load(args.config)
     return run_daemon(cfg, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ..ingest.server import serve
+
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise UsageError(f"--port: must be from 0 to 65535, not {args.port}")
+    cfg = config_module.load(args.config)
+    return serve(cfg, host=args.host, port=args.port)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

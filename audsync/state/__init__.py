@@ -1,5 +1,6 @@
 """The state database: models, migrations (audsync.state.migrate) and the store."""
 
+from .ingest import ClaimedMessage, GroupCommitter, IngestLog, IngestStatus
 from .leases import Fence, LeaseInfo, LeaseKeeper
 from .plan import AudienceWork
 from .records import AudienceRow, CurrentCounts, PendingRow, Rejected, canonical_json
@@ -7,6 +8,7 @@ from .settle import Settlement
 from .store import StateStore, open_store
 
 __all__ = [
-    "AudienceRow", "AudienceWork", "CurrentCounts", "Fence", "LeaseInfo", "LeaseKeeper", "PendingRow", "Rejected",
+    "AudienceRow", "AudienceWork", "ClaimedMessage", "CurrentCounts", "Fence", "GroupCommitter", "IngestLog",
+    "IngestStatus", "LeaseInfo", "LeaseKeeper", "PendingRow", "Rejected",
     "Settlement", "StateStore", "canonical_json", "open_store",
 ]

@@ -11,6 +11,7 @@ Values are canonical JSON text (sorted keys); an audience member's value is `tru
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Float,
     ForeignKey,
     Index,
@@ -30,6 +31,10 @@ NAMING = {
 
 # Byte-wise comparison on PostgreSQL: faster than a locale collation and independent of it.
 IdText = Text().with_variant(Text(collation="C"), "postgresql")
+# Keys of the ingest tables, which a server fills at tens of thousands of rows a second: a 32-bit
+# sequence would run out within days on PostgreSQL. On SQLite the key must stay "INTEGER" to be
+# the rowid (a BIGINT primary key is not, and gets no automatic values).
+RowKey = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -142,6 +147,112 @@ class Lease(Base):
     pid: Mapped[int] = mapped_column(Integer)
     acquired_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+# ------------------------------------------------------------------ ingest (`audsync serve`)
+# Times are Unix seconds, as elsewhere in the state; the messages keep Segment's ISO texts.
+
+
+class IngestMessage(Base):
+    """The ingest log: messages accepted (committed before the 200) and not yet forwarded.
+
+    A forwarded message leaves the log (the events store keeps the event); one Amplitude rejected
+    for good stays as "rejected" with its reason (`settled_at`). Order per user (`partition_key`:
+    "u" + user_id, else "a" + anonymous_id, as identities elsewhere) is the order of `id`.
+    `claimed_by` names the forwarder the message was last handed to; whether that claim still
+    holds is its user's lease in ingest_partitions (audsync.state.ingest).
+    """
+
+    __tablename__ = "ingest_log"
+    __table_args__ = (
+        Index("ix_ingest_log_status_id", "status", "id"),
+        # A user's pending messages in order, whatever the planner knows of the table.
+        Index("ix_ingest_log_partition_key_status_id", "partition_key", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(RowKey, primary_key=True)
+    message_id: Mapped[str] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(255), nullable=True)  # never a write key itself
+    type: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    anonymous_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    partition_key: Mapped[str] = mapped_column(IdText)
+    received_at: Mapped[float] = mapped_column(Float)
+    body: Mapped[str] = mapped_column(Text)  # the message as JSON, with the server's receivedAt and timestamp
+    status: Mapped[str] = mapped_column(String(16))  # pending | rejected
+    attempts: Mapped[int] = mapped_column(Integer)  # times handed to a forwarder
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    settled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class IngestPartition(Base):
+    """A user (partition key) whose messages a forwarder has in flight, until it settles or
+    releases them or its lease expires: the lock that keeps one user's messages in one sender's
+    hands, in order, across several servers."""
+
+    __tablename__ = "ingest_partitions"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    partition_key: Mapped[str] = mapped_column(IdText, primary_key=True)
+    claimed_by: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class IngestSeen(Base):
+    """messageIds accepted in the last 24 hours: a resend is acknowledged and not stored again."""
+
+    __tablename__ = "ingest_dedup"
+    __table_args__ = (Index("ix_ingest_dedup_received_at", "received_at"), {"sqlite_with_rowid": False})
+
+    message_id: Mapped[str] = mapped_column(IdText, primary_key=True)
+    received_at: Mapped[float] = mapped_column(Float)
+
+
+class IngestRejection(Base):
+    """A message of a request refused by validation, with its reason, its index in the request
+    and a truncated example of it (for `audsync status`)."""
+
+    __tablename__ = "ingest_rejections"
+    __table_args__ = (Index("ix_ingest_rejections_reason_id", "reason", "id"),)
+
+    id: Mapped[int] = mapped_column(RowKey, primary_key=True)
+    received_at: Mapped[float] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    message_index: Mapped[int] = mapped_column(Integer)  # its place in the request
+    message_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    example: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Event(Base):
+    """The events store: accepted track, page, screen, identify, group and alias messages, kept
+    for `ingest.keep_events_days`, the input of rule audiences. The columns are those rule
+    queries filter on (Segment's warehouse columns); properties, traits and context stay JSON.
+    `event` is a track's event name, or a page's or screen's name. `timestamp` is the corrected
+    event time (Engage's windows are on it); `received_at` decides when an event is pruned."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_user_id_timestamp", "user_id", "timestamp"),
+        Index("ix_events_anonymous_id_timestamp", "anonymous_id", "timestamp"),
+        Index("ix_events_event_timestamp", "event", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(RowKey, primary_key=True)
+    message_id: Mapped[str] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    type: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str | None] = mapped_column(IdText, nullable=True)
+    user_id: Mapped[str | None] = mapped_column(IdText, nullable=True)
+    anonymous_id: Mapped[str | None] = mapped_column(IdText, nullable=True)
+    group_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    timestamp: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)
+    properties: Mapped[str | None] = mapped_column(Text, nullable=True)
+    traits: Mapped[str | None] = mapped_column(Text, nullable=True)
+    context: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 metadata = Base.metadata

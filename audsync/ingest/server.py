@@ -1,0 +1,171 @@
+"""`audsync serve`: the ingest app on uvicorn (httptools), with the group committer behind it
+and, with `[ingest] forward = true`, the forwarder (audsync.ingest.forward) sending what is stored
+to Amplitude.
+
+Stopping: the first SIGTERM/SIGINT closes the listening socket, answers the requests in flight
+(each after its messages are committed), then closes the committer, which commits what was
+submitted. At the same signal the forwarder starts no new round and settles the one in flight
+(what Amplitude has not acknowledged by FORWARD_DRAIN_S goes back to pending, first in line for
+the next start), and the command returns 0 within STOP_WITHIN_S. A second signal exits at once:
+what was answered 200 is already committed, and an unanswered client sends again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from typing import TYPE_CHECKING, Iterator
+
+import uvicorn
+
+from ..config import Config
+from ..errors import ConfigError
+from .app import IngestApp
+
+if TYPE_CHECKING:
+    from .forward import Forwarder
+
+log = logging.getLogger("audsync.ingest")
+
+# Requests still unanswered this long after a stop signal are dropped (their clients send them
+# again); the whole stop stays within the 30 s a service manager usually allows.
+GRACEFUL_STOP_S = 25
+# The forwarder's round in flight has this long after the signal to be acknowledged and settled;
+# the rest goes back to pending. The whole stop returns within STOP_WITHIN_S, a request hanging
+# until its timeout included (its messages are then released by the stopping thread).
+FORWARD_DRAIN_S = 15
+STOP_WITHIN_S = 27
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with audsync's signal handling (see `serve`): uvicorn's own re-raises the
+    signal once it has stopped, which would end a clean stop with the signal instead of exit 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def install_signal_handlers(self) -> None:  # the name older uvicorn releases call
+        return
+
+
+def check_startable(config: Config) -> None:
+    """What must hold before serve opens anything: write keys, and an Amplitude API key when it
+    forwards."""
+    ingest = config.ingest
+    if not ingest.write_keys:
+        raise ConfigError(f"{config.path}: ingest.write_keys: `audsync serve` needs at least one write key "
+                          "(the keys Segment libraries send); set ingest.write_keys or the environment "
+                          "variable AUDSYNC_WRITE_KEYS (comma-separated)")
+    if ingest.forward:
+        config.require_api_key("serve")
+
+
+def bind(host: str, port: int, setting: str) -> socket.socket:
+    """The listening socket, bound before anything starts so that a taken port is a clear error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{setting}: cannot resolve the address {host!r} ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"{setting}: cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: Config, *, host: str | None = None, port: int | None = None) -> int:
+    """The `audsync serve` command: blocks until SIGTERM/SIGINT; 0 after a clean stop."""
+    from ..state import migrate
+    from ..state.ingest import GroupCommitter, IngestLog
+    from ..state.store import StateStore
+    from .forward import Forwarder
+
+    check_startable(config)
+    ingest = config.ingest
+    host = ingest.host if host is None else host
+    port = ingest.port if port is None else port
+    setting = "--host/--port" if (host, port) != (ingest.host, ingest.port) else f"{config.path}: ingest.host/port"
+    sock = bind(host, port, setting)
+    try:
+        for revision in migrate.upgrade(config.state.url):
+            log.info("state database: applied migration %s", revision)
+        store = StateStore(config.state.url)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        ingest_log = IngestLog(store, keep_events_days=ingest.keep_events_days)
+        committer = GroupCommitter(ingest_log)
+        forwarder = Forwarder(ingest_log, config) if ingest.forward else None
+        try:
+            app = IngestApp(ingest, config.amplitude, committer, ingest_log)
+            server = _Server(uvicorn.Config(
+                app.asgi, http="httptools", loop="asyncio", lifespan="off", log_config=None, access_log=False,
+                server_header=False, timeout_graceful_shutdown=GRACEFUL_STOP_S,
+            ))
+            _route_uvicorn_logs()
+            _stop_on_signals(server, forwarder)
+            if forwarder is not None:
+                forwarder.start()
+            else:
+                log.info("forward = false: accepted messages are stored, not forwarded to Amplitude")
+            log.info("serving the Segment tracking API on http://%s:%d (state: %s)", host,
+                     sock.getsockname()[1], store.dialect.name,
+                     extra={"host": host, "port": sock.getsockname()[1]})
+            asyncio.run(server.serve(sockets=[sock]))
+        finally:
+            try:
+                committer.close()
+            finally:
+                finished = (forwarder is None or not forwarder.started
+                            or forwarder.stop(FORWARD_DRAIN_S, STOP_WITHIN_S))
+    finally:
+        sock.close()
+        store.close()
+    log.info("stopped cleanly")
+    if not finished:
+        # The forwarder's thread still waits for an answer (released messages go again); the
+        # interpreter's exit would wait for its request's timeout, past what a stop may take.
+        for handler in logging.getLogger("audsync").handlers:
+            handler.flush()
+        os._exit(0)
+    return 0
+
+
+def _stop_on_signals(server: uvicorn.Server, forwarder: "Forwarder | None") -> None:
+    def on_signal(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if server.should_exit:
+            log.warning("%s again: exiting at once; unanswered clients send their messages again", name)
+            for handler in logging.getLogger("audsync").handlers:
+                handler.flush()
+            os._exit(128 + signum)
+        log.info("%s: stopping: no new connections, answering the requests in flight "
+                 "(a second signal exits at once)", name)
+        server.should_exit = True
+        if forwarder is not None:
+            forwarder.begin_stop(FORWARD_DRAIN_S, STOP_WITHIN_S)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _route_uvicorn_logs() -> None:
+    """uvicorn's own warnings and errors go out through audsync's handler, in its format."""
+    ours = logging.getLogger("audsync")
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = list(ours.handlers)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False

@@ -1,0 +1,510 @@
+"""The durable side of `audsync serve`: the ingest log, the events store, rejections, claims.
+
+A request is answered 200 only once its messages are committed. Committing each request on its
+own would cost one fsync per request, so a GroupCommitter gathers the messages of many requests
+and commits them in one transaction (IngestLog.commit), resolving each request's future only
+after that commit.
+
+Forwarders take messages with claim(): a user's messages (their partition key) are handed to one
+forwarder at a time, under a lease on the database clock kept in ingest_partitions, so that
+several servers sharing one PostgreSQL keep each user's order; a lease that expires (its server
+died or stalled) lets another forwarder take the user's messages, oldest first. A SQLite state
+has a single writer: the same statements then simply run one at a time.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import orjson
+import sqlalchemy as sa
+
+from ..errors import StateError, ValidationError
+from .base import StoreBase
+
+DEDUP_WINDOW_S = 24 * 3600       # a messageId seen this recently is acknowledged, not stored again
+KEEP_REJECTIONS_S = 30 * 86400   # how long rejections stay visible in status
+EXAMPLE_MAX_CHARS = 2048         # a rejected message's example, as stored
+PRUNE_BATCH = 5000               # rows deleted per transaction: no lock is held for long
+EVENT_TYPES = frozenset({"track", "page", "screen", "identify", "group", "alias"})
+
+PENDING, REJECTED = "pending", "rejected"
+
+_LOG_COLUMNS = ("message_id", "source", "type", "user_id", "anonymous_id", "partition_key", "received_at", "body",
+                "status", "attempts")
+_REJECTION_COLUMNS = ("received_at", "source", "reason", "message_index", "message_id", "example")
+_EVENT_COLUMNS = ("message_id", "source", "type", "event", "user_id", "anonymous_id", "group_id", "previous_id",
+                  "timestamp", "received_at", "properties", "traits", "context")
+
+
+class ClaimedMessage(NamedTuple):
+    """A message handed to a forwarder: settle or release it by `id`."""
+
+    id: int
+    message_id: str
+    partition_key: str
+    source: str | None
+    attempts: int        # times it was handed out, this one included
+    received_at: float
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IngestStatus:
+    """What `audsync status` and the metrics show of the ingest."""
+
+    pending: int                       # stored, not yet forwarded
+    in_flight: int                     # of those, held by a forwarder under a live lease
+    oldest_pending_at: float | None    # received_at of the oldest pending message
+    rejected: dict[str, int]           # messages refused by validation, by reason (last KEEP_REJECTIONS_S)
+    forward_rejected: dict[str, int]   # messages Amplitude refused for good, by reason
+    examples: list[dict[str, Any]]     # the latest validation rejections, newest first
+
+
+class Prepared(NamedTuple):
+    """One request's messages, turned into rows (IngestLog.prepare)."""
+
+    message_ids: list[str]
+    received_at: list[float]
+    log_rows: list[tuple]
+    event_rows: list[tuple | None]
+
+
+def partition_key(user_id: str | None, anonymous_id: str | None) -> str:
+    """The key a user's messages are ordered under, as identities elsewhere in the state."""
+    return f"u{user_id}" if user_id else f"a{anonymous_id}"
+
+
+class IngestLog:
+    """The ingest tables of one state store (`store`: a StateStore, or any StoreBase)."""
+
+    def __init__(self, store: StoreBase, *, keep_events_days: float = 400):
+        self.store = store
+        self.keep_events_days = keep_events_days
+
+    # ------------------------------------------------------------------ storing
+    def prepare(self, messages: Sequence[dict[str, Any]], source: str | None = None) -> Prepared:
+        """Rows for the messages of one request (validated and normalised by the caller: each has
+        its messageId, type, userId or anonymousId, and the server's receivedAt). A message that
+        lacks them is the caller's bug, refused here with a ValidationError before anything of the
+        group it would have joined is written."""
+        ids, received, log_rows, event_rows = [], [], [], []
+        keep_events = self.keep_events_days > 0
+        for index, msg in enumerate(messages):
+            message_id, kind = msg.get("messageId"), msg.get("type")
+            user_id, anonymous_id = _text(msg.get("userId")), _text(msg.get("anonymousId"))
+            received_at = _seconds(msg.get("receivedAt"))
+            if not isinstance(message_id, str) or not message_id or not isinstance(kind, str) \
+                    or not (user_id or anonymous_id) or received_at is None:
+                raise ValidationError(f"ingest: message {index} of the request has no messageId, type, "
+                                      "userId or anonymousId, or receivedAt: it was not validated before storing")
+            try:
+                body = orjson.dumps(msg).decode()
+                event = (_event_row(msg, message_id, source, kind, user_id, anonymous_id, received_at)
+                         if keep_events and kind in EVENT_TYPES else None)
+            except TypeError as exc:  # orjson's JSONEncodeError: an integer past 64 bits, say
+                raise ValidationError(
+                    f"ingest: message {index} of the request cannot be stored as JSON ({exc})") from None
+            ids.append(message_id)
+            received.append(received_at)
+            log_rows.append((message_id, source, kind, user_id, anonymous_id, partition_key(user_id, anonymous_id),
+                             received_at, body, PENDING, 0))
+            event_rows.append(event)
+        return Prepared(ids, received, log_rows, event_rows)
+
+    def append(self, batches: Sequence[Sequence[dict[str, Any]]],
+               sources: Sequence[str | None] | None = None) -> list[list[bool]]:
+        """Stores the messages of several requests in one transaction; per message, whether it was
+        stored (False: its messageId was seen in the last 24 hours, or earlier in `batches`)."""
+        sources = sources if sources is not None else [None] * len(batches)
+        return self.commit([self.prepare(batch, source) for batch, source in zip(batches, sources)])
+
+    def commit(self, group: Sequence[Prepared]) -> list[list[bool]]:
+        """Commits prepared requests together (see append)."""
+        flags = [[False] * len(p.message_ids) for p in group]
+        first: dict[str, tuple[int, int]] = {}
+        received: dict[str, float] = {}
+        for b, prepared in enumerate(group):
+            for i, message_id in enumerate(prepared.message_ids):
+                if message_id not in first:
+                    first[message_id] = (b, i)
+                    received[message_id] = prepared.received_at[i]
+        if not first:
+            return flags
+        # Sorted: concurrent servers then lock the messageIds they share in the same order, and
+        # never wait for each other in a cycle.
+        seen_rows = orjson.dumps(sorted(received.items())).decode()
+        dialect = self.store.dialect
+        with self.store._conn() as conn:
+            # A messageId is stored when it is new, or when the one seen is older than the window
+            # (pruning may not have removed it yet): the upsert answers exactly those.
+            fresh = set(conn.execute(sa.text(
+                f"INSERT INTO ingest_dedup (message_id, received_at) {dialect.json_rows(('text', 'float'))} "
+                "WHERE true ON CONFLICT (message_id) DO UPDATE SET received_at = excluded.received_at "
+                f"WHERE ingest_dedup.received_at < excluded.received_at - {DEDUP_WINDOW_S}"
+                " RETURNING message_id"), {"rows": seen_rows}).scalars())
+            log_rows, event_rows = [], []
+            for message_id, (b, i) in first.items():  # in request order: the log's ids keep it
+                if message_id in fresh:
+                    flags[b][i] = True
+                    log_rows.append(group[b].log_rows[i])
+                    event = group[b].event_rows[i]
+                    if event is not None:
+                        event_rows.append(event)
+            if log_rows:
+                dialect.insert_many(conn, "ingest_log", _LOG_COLUMNS, log_rows)
+            if event_rows:
+                dialect.insert_many(conn, "events", _EVENT_COLUMNS, event_rows)
+        return flags
+
+    def record_rejections(self, rows: Iterable[dict[str, Any]], source: str | None = None) -> int:
+        """Records the invalid messages of a request: each row has `reason`, `index` (in the
+        request), and optionally `example` (the message, or its text: truncated when stored) and
+        `messageId`. Answers how many were recorded."""
+        now = time.time()
+        values = [(now, source, str(row["reason"]), int(row["index"]), _text(row.get("messageId")),
+                   _example(row.get("example"))) for row in rows]
+        if values:
+            with self.store._conn() as conn:
+                self.store.dialect.insert_many(conn, "ingest_rejections", _REJECTION_COLUMNS, values)
+        return len(values)
+
+    # ------------------------------------------------------------------ forwarding
+    def claim(self, worker: str, limit: int, lease_s: float) -> list[ClaimedMessage]:
+        """Hands `worker` up to `limit` pending messages, oldest first, of users no other
+        forwarder holds; it holds those users for `lease_s` seconds (renew() extends them) until
+        it settles or releases every message it was handed. A user whose lease expired is taken
+        over with their messages. Another claim by the same worker skips the users it holds, so
+        a user's messages are in at most one batch at a time."""
+        dialect = self.store.dialect
+        with self.store._conn() as conn:
+            dialect.begin_claim(conn)
+            now = float(conn.execute(sa.text(f"SELECT {dialect.now}")).scalar_one())
+            keys = list(dict.fromkeys(conn.execute(sa.text(
+                "SELECT l.partition_key FROM ingest_log l WHERE l.status = 'pending' AND NOT EXISTS "
+                "(SELECT 1 FROM ingest_partitions p WHERE p.partition_key = l.partition_key AND p.expires_at >= :now) "
+                "ORDER BY l.id LIMIT :n"), {"now": now, "n": limit}).scalars()))
+            if not keys:
+                return []
+            # Sorted, so that two claims lock the users they both want in the same order; a user
+            # another claim took meanwhile is not answered (its lease is live) and is skipped.
+            held = list(conn.execute(sa.text(
+                f"INSERT INTO ingest_partitions (partition_key, claimed_by, expires_at) "
+                f"SELECT c0, :w, :now + :lease FROM ({dialect.json_rows(('text',))}) j WHERE true "
+                "ON CONFLICT (partition_key) DO UPDATE SET claimed_by = excluded.claimed_by, "
+                "expires_at = excluded.expires_at WHERE ingest_partitions.expires_at < :now "
+                "RETURNING partition_key"),
+                {"rows": _rows(sorted(keys)), "w": worker, "now": now,
+                 "lease": float(lease_s)}).scalars())
+            if not held:
+                return []
+            rows = conn.execute(sa.text(
+                "UPDATE ingest_log SET claimed_by = :w, attempts = attempts + 1 WHERE id IN "
+                f"({dialect.first_pending_sql()}) "
+                "RETURNING id, message_id, partition_key, source, attempts, received_at, body"),
+                {"w": worker, "n": limit, "rows": _rows(held)}).all()
+            handed = {row[2] for row in rows}
+            if empty := [key for key in held if key not in handed]:
+                # Users whose messages all fell past the limit: not held for nothing.
+                conn.execute(sa.text(
+                    f"DELETE FROM ingest_partitions WHERE claimed_by = :w AND {dialect.in_rows('partition_key')}"),
+                    {"w": worker, "rows": _rows(empty)})
+        return sorted((ClaimedMessage(int(r[0]), r[1], r[2], r[3], int(r[4]), float(r[5]), orjson.loads(r[6]))
+                       for r in rows), key=lambda m: m.id)
+
+    def renew(self, worker: str, lease_s: float) -> int:
+        """Extends the leases `worker` still holds (a forwarder waiting out an Amplitude outage
+        must not lose its users to another); answers how many users it holds."""
+        now = self.store.dialect.now
+        with self.store._conn() as conn:
+            return int(conn.execute(sa.text(
+                f"UPDATE ingest_partitions SET expires_at = {now} + :lease WHERE claimed_by = :w "
+                f"AND expires_at >= {now}"), {"w": worker, "lease": float(lease_s)}).rowcount)
+
+    def settle(self, forwarded_ids: Sequence[int], rejected: Sequence[tuple[int, str]] = ()) -> None:
+        """Amplitude's answers: forwarded messages leave the log (the events store keeps them);
+        rejected ones stay as "rejected" with the reason. Settled whoever holds them now (an
+        acknowledgement is a fact even from a forwarder whose lease ran out); a user is free for
+        other forwarders once their holder has no message of theirs in flight."""
+        ids = [int(i) for i in forwarded_ids] + [int(i) for i, _ in rejected]
+        if not ids:
+            return
+        dialect = self.store.dialect
+        with self.store._conn() as conn:
+            holders = self._holders(conn, ids)
+            if forwarded_ids:
+                conn.execute(sa.text(f"DELETE FROM ingest_log WHERE {dialect.in_rows('id', 'int')}"),
+                    {"rows": _rows([int(i) for i in forwarded_ids])})
+            if rejected:
+                conn.execute(sa.text(
+                    "UPDATE ingest_log SET status = 'rejected', reason = j.c1, claimed_by = NULL, "
+                    f"settled_at = :now FROM ({dialect.json_rows(('int', 'text'))}) j "
+                    "WHERE ingest_log.id = j.c0 AND ingest_log.status = 'pending'"),
+                    {"rows": orjson.dumps([[int(i), str(reason)] for i, reason in rejected]).decode(),
+                     "now": time.time()})
+        self._free(holders)
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Messages a forwarder was handed and did not send (it is stopping): pending again, and
+        their users free for any forwarder, first in line."""
+        if not ids:
+            return
+        dialect = self.store.dialect
+        with self.store._conn() as conn:
+            holders = self._holders(conn, ids)
+            conn.execute(sa.text(
+                f"UPDATE ingest_log SET claimed_by = NULL WHERE status = 'pending' AND {dialect.in_rows('id', 'int')}"),
+                {"rows": _rows([int(i) for i in ids])})
+        self._free(holders)
+
+    def lease_holders(self) -> list[str]:
+        """The forwarders holding users now, live leases or not."""
+        with self.store._conn(write=False) as conn:
+            return sorted(conn.execute(sa.text("SELECT DISTINCT claimed_by FROM ingest_partitions")).scalars())
+
+    def abandon(self, worker: str) -> int:
+        """Frees everything `worker` holds, for a forwarder known to be dead (its process is gone):
+        its messages are pending for anyone at once rather than when its leases run out. Answers
+        how many users it held."""
+        with self.store._conn() as conn:
+            freed = int(conn.execute(sa.text("DELETE FROM ingest_partitions WHERE claimed_by = :w"),
+                                     {"w": worker}).rowcount)
+            conn.execute(sa.text(
+                "UPDATE ingest_log SET claimed_by = NULL WHERE claimed_by = :w AND status = 'pending'"), {"w": worker})
+        return freed
+
+    def _holders(self, conn: sa.Connection, ids: Sequence[int]) -> list[tuple[str, str]]:
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT DISTINCT partition_key, claimed_by FROM ingest_log WHERE claimed_by IS NOT NULL AND "
+            f"{self.store.dialect.in_rows('id', 'int')}"),
+            {"rows": _rows([int(i) for i in ids])})]
+
+    def _free(self, holders: list[tuple[str, str]]) -> None:
+        """Ends the leases of `holders` (user, forwarder) that have nothing of the user in flight
+        any more. A transaction of its own, after the settling one: a claim taking over an
+        expired user locks the lease first and the messages next, and settling in the other
+        order within one transaction could deadlock with it. Lost (a crash in between), a lease
+        only runs out."""
+        by_worker: dict[str, list[str]] = {}
+        for key, worker in sorted(holders):
+            by_worker.setdefault(worker, []).append(key)
+        if not by_worker:
+            return
+        dialect = self.store.dialect
+        with self.store._conn() as conn:
+            dialect.begin_claim(conn)
+            for worker, keys in by_worker.items():  # one worker, nearly always
+                conn.execute(sa.text(
+                    f"DELETE FROM ingest_partitions WHERE claimed_by = :w AND {dialect.in_rows('partition_key')} "
+                    "AND NOT EXISTS (SELECT 1 FROM ingest_log l "
+                    "WHERE l.partition_key = ingest_partitions.partition_key AND l.status = 'pending' "
+                    "AND l.claimed_by = :w)"), {"w": worker, "rows": _rows(keys)})
+
+    # ------------------------------------------------------------------ pruning and status
+    def prune(self, now: float | None = None, *, batch: int = PRUNE_BATCH) -> dict[str, int]:
+        """Deletes events older than keep_events_days (by received_at; all of them when it is 0),
+        messageIds seen more than 24 hours ago, rejections older than KEEP_REJECTIONS_S and
+        leases that ran out, `batch` rows per transaction; answers how many rows per table."""
+        now = time.time() if now is None else now
+        events_cutoff = now - self.keep_events_days * 86400
+        rejections_cutoff = now - KEEP_REJECTIONS_S
+        # The events and rejections tables are in received_at order by id, give or take the
+        # seconds between servers: their oldest rows are deleted from the front of the primary
+        # key, without an index on received_at to maintain at every insert. A row a little out
+        # of order waits for the next prune.
+        steps = {
+            "events": ("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT :n) "
+                       "AND received_at < :cutoff", events_cutoff),
+            "ingest_dedup": ("DELETE FROM ingest_dedup WHERE message_id IN (SELECT message_id FROM ingest_dedup "
+                             "WHERE received_at < :cutoff ORDER BY received_at LIMIT :n)", now - DEDUP_WINDOW_S),
+            "ingest_rejections": ("DELETE FROM ingest_rejections WHERE id IN (SELECT id FROM ingest_rejections "
+                                  "ORDER BY id LIMIT :n) AND received_at < :cutoff", rejections_cutoff),
+            "ingest_log": ("DELETE FROM ingest_log WHERE id IN (SELECT id FROM ingest_log WHERE status = 'rejected' "
+                           "AND settled_at < :cutoff ORDER BY id LIMIT :n)", rejections_cutoff),
+            "ingest_partitions": ("DELETE FROM ingest_partitions WHERE partition_key IN (SELECT partition_key "
+                                  f"FROM ingest_partitions WHERE expires_at < {self.store.dialect.now} LIMIT :n)",
+                                  None),
+        }
+        deleted = {}
+        for table, (sql, cutoff) in steps.items():
+            total = 0
+            while True:
+                with self.store._conn() as conn:
+                    n = conn.execute(sa.text(sql), {"n": batch, "cutoff": cutoff}).rowcount
+                total += n
+                if n < 1:
+                    break
+            deleted[table] = total
+        return deleted
+
+    def status(self, examples: int = 5) -> IngestStatus:
+        dialect = self.store.dialect
+        with self.store._conn(write=False) as conn:
+            pending, oldest = conn.execute(sa.text(
+                "SELECT count(*), min(received_at) FROM ingest_log WHERE status = 'pending'")).one()
+            in_flight = conn.execute(sa.text(
+                "SELECT count(*) FROM ingest_log l JOIN ingest_partitions p ON p.partition_key = l.partition_key "
+                f"AND p.claimed_by = l.claimed_by WHERE l.status = 'pending' AND p.expires_at >= {dialect.now}"
+            )).scalar_one()
+            rejected = dict(conn.execute(sa.text(
+                "SELECT reason, count(*) FROM ingest_rejections GROUP BY reason")).all())
+            forward_rejected = dict(conn.execute(sa.text(
+                "SELECT reason, count(*) FROM ingest_log WHERE status = 'rejected' GROUP BY reason")).all())
+            latest = [dict(r) for r in conn.execute(sa.text(
+                "SELECT received_at, source, reason, message_index, message_id, example FROM ingest_rejections "
+                "ORDER BY id DESC LIMIT :n"), {"n": examples}).mappings()]
+        return IngestStatus(int(pending), int(in_flight), float(oldest) if oldest is not None else None,
+                            {str(k): int(v) for k, v in rejected.items()},
+                            {str(k): int(v) for k, v in forward_rejected.items()}, latest)
+
+
+class GroupCommitter:
+    """Commits the messages of many requests together, on a thread of its own.
+
+    submit() answers a Future at once; it resolves, with the request's per-message stored flags
+    (IngestLog.commit), only once the transaction holding them has committed, or fails with the
+    commit's error (a StateError): a server answers 200 only on the result. A group is committed
+    as soon as it holds `max_messages`, or `max_wait_s` after its first request arrived; requests
+    arriving while a commit runs form the next group, so that under load each commit carries
+    many requests for one fsync.
+    """
+
+    def __init__(self, log: IngestLog, max_wait_s: float = 0.005, max_messages: int = 5000):
+        self.log = log
+        self.max_wait_s = max_wait_s
+        self.max_messages = max_messages
+        self._queue: queue.SimpleQueue[tuple[Prepared, Future] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="ingest group commit", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> "GroupCommitter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, messages: Sequence[dict[str, Any]], source: str | None = None) -> "Future[list[bool]]":
+        """Queues one request's messages (see IngestLog.prepare, whose ValidationError is raised
+        here, to the one caller). Raises StateError once close() was called."""
+        prepared = self.log.prepare(messages, source)
+        future: Future[list[bool]] = Future()
+        with self._lock:
+            if self._closed:
+                raise StateError("ingest: the server is stopping and no longer stores messages")
+            self._queue.put((prepared, future))
+        return future
+
+    def close(self) -> None:
+        """Commits what was submitted, then ends the thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            size = len(item[0].message_ids)
+            deadline = time.monotonic() + self.max_wait_s
+            while size < self.max_messages:
+                wait = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                group.append(item)
+                size += len(item[0].message_ids)
+            self._commit(group)
+
+    def _commit(self, group: list[tuple[Prepared, Future]]) -> None:
+        try:
+            flags = self.log.commit([prepared for prepared, _ in group])
+        except BaseException as exc:  # every request of the group learns it; the thread goes on
+            for _, future in group:
+                _resolve(future, exc=exc)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+                raise
+            return
+        for (_, future), stored in zip(group, flags):
+            _resolve(future, result=stored)
+
+
+def _resolve(future: Future, *, result: Any = None, exc: BaseException | None = None) -> None:
+    # A request whose client went away may have cancelled its future: what it sent is stored all
+    # the same (it was never acknowledged, and its resend is deduplicated).
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+def _event_row(msg: dict[str, Any], message_id: str, source: str | None, kind: str, user_id: str | None,
+               anonymous_id: str | None, received_at: float) -> tuple:
+    properties = msg.get("properties")
+    if kind == "track":
+        event = _text(msg.get("event"))
+    elif kind in ("page", "screen"):
+        event = _text(msg.get("name")) or (_text(properties.get("name")) if isinstance(properties, dict) else None)
+    else:
+        event = None
+    timestamp = _seconds(msg.get("timestamp"))
+    return (message_id, source, kind, event, user_id, anonymous_id, _text(msg.get("groupId")),
+            _text(msg.get("previousId")), received_at if timestamp is None else timestamp, received_at,
+            _json(properties), _json(msg.get("traits")), _json(msg.get("context")))
+
+
+def _rows(values: Iterable[Any]) -> str:
+    """One-column rows for Dialect.json_rows."""
+    return orjson.dumps([[value] for value in values]).decode()
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)  # an id sent as a number is its text, as the mapping core reads it
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value, default=str).decode()
+
+
+def _seconds(value: Any) -> float | None:
+    """Unix seconds of an ISO 8601 time (Segment's) or of a number of seconds; None when neither."""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _example(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    return text if len(text) <= EXAMPLE_MAX_CHARS else text[:EXAMPLE_MAX_CHARS - 1] + "…"

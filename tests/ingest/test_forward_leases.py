@@ -1,0 +1,89 @@
+"""The forwarder in process, on a real state database and the loopback fake Amplitude: its claims
+stay renewed through a round longer than the lease, and a restart takes back only what a dead
+process of this host held."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from audsync.config import load
+from audsync.ingest.forward import Forwarder, worker_name
+from audsync.state import migrate
+from audsync.state.ingest import IngestLog
+from audsync.state.store import StateStore
+
+from .conftest import WRITE_KEY, write_config
+
+
+def message(user: str, n: int) -> dict:
+    return {"type": "track", "event": "Step", "userId": user, "messageId": f"{user}-{n}",
+            "properties": {"n": n}, "receivedAt": "2026-03-01T12:00:00Z"}
+
+
+def opened(tmp_path, state_url, fake):
+    migrate.upgrade(state_url)
+    config = load(write_config(tmp_path, state_url, ingest=f'write_keys = ["{WRITE_KEY}"]\n',
+                               amplitude=f'endpoint = "{fake.url}"\n'))
+    store = StateStore(state_url)
+    return config, store, IngestLog(store)
+
+
+def test_claims_stay_renewed_through_a_round_longer_than_the_lease(tmp_path, state_url, amplitude):
+    fake = amplitude
+    config, store, log = opened(tmp_path, state_url, fake)
+    try:
+        log.append([[message("user-slow1", n) for n in range(6)]])
+        fake.delay_s = 0.5  # one request at a time for one user: the round lasts about 3 s
+        forwarder = Forwarder(log, config, worker="test-host/1", lease_s=1.0)
+        forwarder.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not fake.requests and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert fake.requests
+            # past the lease several times over, another forwarder still gets none of the user's messages
+            until = time.monotonic() + 2.0
+            while time.monotonic() < until:
+                assert log.claim("test-host/2", 100, 1.0) == []
+                time.sleep(0.1)
+            deadline = time.monotonic() + 15
+            while len(fake.events) < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert [e["event_properties"]["n"] for e in fake.events] == list(range(6))
+        finally:
+            forwarder.stop(drain_s=5, within_s=10)
+        assert log.status().pending == 0 and forwarder.forwarded == 6
+    finally:
+        store.close()
+
+
+def test_a_restart_takes_back_what_a_dead_process_of_this_host_held(tmp_path, state_url, amplitude):
+    config, store, log = opened(tmp_path, state_url, amplitude)
+    try:
+        log.append([[message("user-dead1", 1), message("user-live1", 1), message("user-away1", 1)]])
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+        dead = f"{socket.gethostname()}/{gone.stdout.strip()}"       # its process has exited
+        live = f"{socket.gethostname()}/{os.getppid()}"             # a running process (pytest's parent)
+        away = f"another-host.example/{os.getpid()}"                 # another host: cannot be checked
+        for worker in (dead, live, away):
+            claimed = log.claim(worker, 1, 60.0)
+            assert len(claimed) == 1
+        forwarder = Forwarder(log, config)
+        assert forwarder.worker == worker_name()
+        forwarder.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not amplitude.events and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.5)
+        finally:
+            forwarder.stop(drain_s=5, within_s=10)
+        assert [e["user_id"] for e in amplitude.events] == ["user-dead1"]
+        assert log.lease_holders() == sorted([live, away])
+    finally:
+        store.close()
