@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from audsync.testing.fake_amplitude import FakeAmplitude
+
+from processes import JsonLogProcess  # tests/processes.py
 
 API_KEY = "test-api-key-123"
 FAKEHOST = Path(__file__).parent / "fakehost"
@@ -111,8 +110,10 @@ def make_project(tmp_path, amplitude):
     return make
 
 
-class DaemonProc:
+class DaemonProc(JsonLogProcess):
     """`audsync daemon` in a subprocess with JSON logs, collected from its stderr."""
+
+    name = "daemon"
 
     def __init__(self, config: Path, *, metrics: bool = True, hostname: str | None = None,
                  args: tuple[str, ...] = (), env_extra: dict[str, str] | None = None):
@@ -123,34 +124,7 @@ class DaemonProc:
         cmd = [AUDSYNC, "daemon", "--config", str(config), "--log-format", "json"]
         if metrics:
             cmd += ["--metrics-port", "0"]
-        cmd += args
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=env, cwd=config.parent)
-        self.pid = self.proc.pid
-        self.lines: list[str] = []
-        self.records: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            try:
-                self.records.append(json.loads(line))
-            except ValueError:
-                pass
-
-    def wait_for(self, message: str, timeout: float = 20.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for record in list(self.records):
-                if message in record.get("message", ""):
-                    return record
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                raise AssertionError(f"daemon exited {self.proc.returncode}: {''.join(self.lines)}")
-            time.sleep(0.05)
-        raise AssertionError(f"no {message!r} in the daemon's log within {timeout} s: {''.join(self.lines)}")
+        super().__init__(cmd + list(args), env=env, cwd=config.parent)
 
     @property
     def metrics_port(self) -> int:
@@ -165,22 +139,6 @@ class DaemonProc:
 
     def finished_runs(self) -> list[dict]:
         return [r for r in self.records if r.get("message") == "run finished"]
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
 
 @pytest.fixture

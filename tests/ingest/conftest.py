@@ -6,16 +6,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
+
+from processes import JsonLogProcess  # tests/processes.py
 
 # The installed console script, run outside the checkout so that the installed package is tested.
 AUDSYNC = shutil.which("audsync", path=str(Path(sys.executable).parent)) or "audsync"
@@ -36,42 +35,18 @@ def write_config(directory: Path, state_url: str, ingest: str = "", amplitude: s
     return path
 
 
-class ServeProc:
+class ServeProc(JsonLogProcess):
     """`audsync serve --port 0 --log-format json`; its port read from its log."""
+
+    name = "serve"
 
     def __init__(self, config: Path, env_extra: dict[str, str] | None = None, args: tuple[str, ...] = ()):
         env = dict(os.environ)
         env.pop("AUDSYNC_WRITE_KEYS", None)
         env.update(env_extra or {})
-        self.proc = subprocess.Popen([AUDSYNC, "serve", "--config", str(config), "--log-format", "json",
-                                      "--port", "0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                     cwd=config.parent)
-        self.lines: list[str] = []
-        self.records: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__([AUDSYNC, "serve", "--config", str(config), "--log-format", "json", "--port", "0", *args],
+                         env=env, cwd=config.parent)
         self._port: int | None = None
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            try:
-                self.records.append(json.loads(line))
-            except ValueError:
-                pass
-
-    def wait_for(self, message: str, timeout: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for record in list(self.records):
-                if message in record.get("message", ""):
-                    return record
-            if self.proc.poll() is not None:
-                self._reader.join(2)
-                raise AssertionError(f"serve exited {self.proc.returncode}: {self.output()}")
-            time.sleep(0.02)
-        raise AssertionError(f"no {message!r} in serve's log within {timeout} s: {self.output()}")
 
     @property
     def port(self) -> int:
@@ -86,22 +61,9 @@ class ServeProc:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
-    def wait(self, timeout: float) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.wait(30)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
 
 @pytest.fixture
