@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Iterator
 import uvicorn
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import BusyError, ConfigError
 from .app import IngestApp
 
 if TYPE_CHECKING:
+    from ..state.store import StateStore
     from .forward import Forwarder
 
 log = logging.getLogger("audsync.ingest")
@@ -39,6 +40,9 @@ GRACEFUL_STOP_S = 25
 # until its timeout included (its messages are then released by the stopping thread).
 FORWARD_DRAIN_S = 15
 STOP_WITHIN_S = 27
+# A SQLite state has one writer: one serve process holds this lease on it (PostgreSQL: any number).
+SQLITE_SERVE_LEASE = "audsync serve"
+SQLITE_SERVE_LEASE_TTL_S = 60
 
 
 class _Server(uvicorn.Server):
@@ -63,6 +67,30 @@ def check_startable(config: Config) -> None:
                           "variable AUDSYNC_WRITE_KEYS (comma-separated)")
     if ingest.forward:
         config.require_api_key("serve")
+
+
+@contextlib.contextmanager
+def _sole_server_on_sqlite(store: "StateStore", config: Config) -> Iterator[None]:
+    """On a SQLite state, the only `audsync serve`: a second one is refused, naming the first (a
+    first one that was killed on this host is noticed at once, as a run's lease is)."""
+    from ..state import LeaseKeeper
+
+    if store.dialect.name != "sqlite":
+        yield
+        return
+    keeper = LeaseKeeper(store, SQLITE_SERVE_LEASE, SQLITE_SERVE_LEASE_TTL_S, what="audsync serve")
+    try:
+        keeper.__enter__()
+    except BusyError:
+        info = store.lease_info(SQLITE_SERVE_LEASE)
+        first = f" (host {info.host}, pid {info.pid})" if info is not None else ""
+        raise ConfigError(f"{config.path}: state.url: another `audsync serve`{first} already serves this SQLite "
+                          "state database, and a SQLite state serves one process: stop that one, or give "
+                          "several servers a PostgreSQL state") from None
+    try:
+        yield
+    finally:
+        keeper.__exit__(None, None, None)
 
 
 def bind(host: str, port: int, setting: str) -> socket.socket:
@@ -104,7 +132,9 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     except BaseException:
         sock.close()
         raise
+    holding = contextlib.ExitStack()
     try:
+        holding.enter_context(_sole_server_on_sqlite(store, config))
         ingest_log = IngestLog(store, keep_events_days=ingest.keep_events_days)
         committer = GroupCommitter(ingest_log)
         forwarder = Forwarder(ingest_log, config) if ingest.forward else None
@@ -131,6 +161,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
                 finished = (forwarder is None or not forwarder.started
                             or forwarder.stop(FORWARD_DRAIN_S, STOP_WITHIN_S))
     finally:
+        holding.close()
         sock.close()
         store.close()
     log.info("stopped cleanly")

@@ -61,3 +61,23 @@ def test_serve_help_gives_exit_codes_and_an_example(capsys):
     assert "forward = false" in codes
     assert re.search(r"^  audsync serve --config \S+", text.split("example:\n", 1)[1], flags=re.MULTILINE)
     assert "--port P" in text and "--host H" in text
+
+
+def test_a_second_server_on_one_sqlite_state_is_refused_naming_the_first(tmp_path, sqlite_url, servers):
+    config = write_config(tmp_path, sqlite_url)
+    first = servers(config)
+    assert first.port
+    second = servers(config)
+    assert second.wait(30) == 2
+    assert "already serves this SQLite state database" in second.output()
+    assert f"pid {first.pid}" in second.output() and "PostgreSQL" in second.output()
+    assert first.stop() == 0, first.output()
+    third = servers(config)  # the first one stopped: its place is free
+    assert third.port and third.stop() == 0, third.output()
+
+
+def test_several_servers_share_one_postgresql_state(tmp_path, pg_url, servers):
+    config = write_config(tmp_path, pg_url)
+    first, second = servers(config), servers(config)
+    assert first.port and second.port
+    assert first.stop() == 0 and second.stop() == 0
