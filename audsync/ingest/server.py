@@ -18,15 +18,17 @@ import logging
 import os
 import signal
 import socket
+import threading
 from typing import TYPE_CHECKING, Iterator
 
 import uvicorn
 
 from ..config import Config
-from ..errors import BusyError, ConfigError
+from ..errors import AudsyncError, BusyError, ConfigError
 from .app import IngestApp
 
 if TYPE_CHECKING:
+    from ..state.ingest import IngestLog
     from ..state.store import StateStore
     from .forward import Forwarder
 
@@ -43,6 +45,7 @@ STOP_WITHIN_S = 27
 # A SQLite state has one writer: one serve process holds this lease on it (PostgreSQL: any number).
 SQLITE_SERVE_LEASE = "audsync serve"
 SQLITE_SERVE_LEASE_TTL_S = 60
+PRUNE_EVERY_S = 3600  # events past keep_events_days, messageIds past the 24 h dedup window, ...
 
 
 class _Server(uvicorn.Server):
@@ -93,6 +96,33 @@ def _sole_server_on_sqlite(store: "StateStore", config: Config) -> Iterator[None
         keeper.__exit__(None, None, None)
 
 
+@contextlib.contextmanager
+def _pruning(ingest_log: "IngestLog") -> Iterator[None]:
+    """Prunes the ingest tables at start, then every PRUNE_EVERY_S, in a thread of its own (each
+    prune deletes in small transactions, so requests and the forwarder never wait long for it)."""
+    stop = threading.Event()
+
+    def prune_now_and_then() -> None:
+        while True:
+            try:
+                deleted = {table: n for table, n in ingest_log.prune().items() if n}
+                if deleted:
+                    log.info("pruned the ingest tables: %s", ", ".join(f"{n:,} from {t}" for t, n in deleted.items()),
+                             extra={"deleted": deleted})
+            except AudsyncError as exc:
+                log.warning("pruning the ingest tables failed (trying again in %d s): %s", PRUNE_EVERY_S, exc)
+            if stop.wait(PRUNE_EVERY_S):
+                return
+
+    thread = threading.Thread(target=prune_now_and_then, name="ingest-prune", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 def bind(host: str, port: int, setting: str) -> socket.socket:
     """The listening socket, bound before anything starts so that a taken port is a clear error."""
     try:
@@ -137,6 +167,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
         holding.enter_context(_sole_server_on_sqlite(store, config))
         ingest_log = IngestLog(store, keep_events_days=ingest.keep_events_days)
         committer = GroupCommitter(ingest_log)
+        holding.enter_context(_pruning(ingest_log))
         forwarder = Forwarder(ingest_log, config) if ingest.forward else None
         try:
             app = IngestApp(ingest, config.amplitude, committer, ingest_log)
