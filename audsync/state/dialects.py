@@ -8,6 +8,7 @@ acknowledgements are settled. The SQL of the diff itself lives in audsync.diff.
 
 from __future__ import annotations
 
+import abc
 import sqlite3
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -29,7 +30,7 @@ _UPSERT_MEMBER = ("ON CONFLICT (audience_id, identity) DO UPDATE SET user_id = e
 Chunks = Iterable[list[tuple]]
 
 
-class Dialect:
+class Dialect(abc.ABC):
     """The shared parts; subclasses say what differs."""
 
     name = ""
@@ -53,26 +54,27 @@ class Dialect:
     def begin_settle(self, conn: Connection) -> None:
         """Session settings for one settle transaction."""
 
+    @abc.abstractmethod
     def settle_ids(self, conn: Connection, audience_id: int, ids: Sequence[str], *, gone: bool,
                    rejections: bool) -> None:
-        raise NotImplementedError
+        """Settles the acknowledged users `ids` (their outbox rows) one by one."""
 
+    @abc.abstractmethod
     def settle_ranges(self, conn: Connection, audience_id: int, run_id: int, spans: Sequence[tuple[str, str]], *,
                       gone: bool, rejections: bool) -> int:
         """Settles run `run_id`'s pending rows in the key ranges `spans` (first, last); answers
         how many rows that was."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- staging and planning
+    @abc.abstractmethod
     def load(self, conn: Connection, chunks: Chunks, *, computed: bool, should_stop: Callable[[], bool],
              on_rows: Callable[[int], None]) -> int:
         """Stages every (user_id, anonymous_id, value) row into `stage`; answers how many."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def build_current(self, work: "AudienceWork", *, computed: bool) -> tuple[int, int, int] | None:
         """Folds `stage` into `cur` (work.fresh set on the way): (users, conflicting users,
         conflicting rows), or None when the users are counted by the plan instead."""
-        raise NotImplementedError
 
     def refresh_statistics(self, conn: Connection) -> None:
         """Before a plan, in a transaction of its own."""
@@ -85,27 +87,27 @@ class Dialect:
             selects.append(diff.gone_planned_sql(kind))
         return selects
 
+    @abc.abstractmethod
     def write_plan(self, conn: Connection, selects: list[str], params: dict[str, Any], *, with_outbox: bool,
                    fresh: bool, everyone_enters: bool) -> Counter[str]:
         """Writes the changes `selects` find into the outbox; answers their counts by change."""
-        raise NotImplementedError
 
     def after_plan(self, conn: Connection, counts: Counter[str]) -> None:
         """Once the plan passed its guard, in its transaction."""
 
     # ---------------------------------------------------------------- ingest
+    @abc.abstractmethod
     def json_rows(self, types: Sequence[str]) -> str:
         """A SELECT of the rows of the JSON array of arrays bound to :rows, as columns c0, c1...
         of `types` ("text", "float" or "int"): many rows in one parameter."""
-        raise NotImplementedError
 
     def in_rows(self, column: str, kind: str = "text") -> str:
         """`column` among the one-column JSON rows bound to :rows (see json_rows), of type `kind`."""
         return f"{column} IN (SELECT c0 FROM ({self.json_rows((kind,))}) j)"
 
+    @abc.abstractmethod
     def insert_many(self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
         """Inserts `rows` (tuples in `columns`' order) into `table`, the fastest way the database has."""
-        raise NotImplementedError
 
     def begin_claim(self, conn: Connection) -> None:
         """Session settings for a transaction that claims ingest messages or frees their users."""
