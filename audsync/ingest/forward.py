@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from ..config import Config
@@ -34,6 +33,7 @@ from ..delivery import DELIVERED, REJECTED, Deliverer, Outcomes
 from ..errors import AudsyncError, FatalDeliveryError, ValidationError
 from ..mapping import translate
 from ..state.ingest import ClaimedMessage, IngestLog
+from ..state.leases import gone_from_here, process_name
 
 log = logging.getLogger("audsync.ingest")
 
@@ -46,26 +46,10 @@ SETTLE_RETRY_S = 2.0   # the state database refused a settle: tried again after 
 
 
 def worker_name() -> str:
-    """This process's name in the leases: host and pid, so that a restart on the same host can
-    take back what a killed predecessor held at once instead of waiting for its leases to run out."""
-    return f"{socket.gethostname()}/{os.getpid()}"
-
-
-def _dead_here(worker: str | None) -> bool:
-    """Whether `worker` was a process of this host that no longer runs (or this very process,
-    which holds nothing yet when it starts: a container restarted with the same pid)."""
-    host, _, pid = (worker or "").rpartition("/")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
+    """This process's name in the leases (state.leases.process_name and a suffix of its own), so
+    that a restart in the same host and PID namespace takes back at once what a killed predecessor
+    held instead of waiting for its leases to run out."""
+    return f"{process_name()}:{os.urandom(4).hex()}"
 
 
 class _Message:
@@ -152,7 +136,7 @@ class Forwarder:
         """Frees what killed servers of this host held (their pid is gone)."""
         try:
             for worker in self.log.lease_holders():
-                if _dead_here(worker):
+                if worker != self.worker and gone_from_here(worker, same_pid_is_gone=True):
                     freed = self.log.abandon(worker)
                     log.info("took back the users %s held when it stopped (%d)", worker, freed)
         except AudsyncError as exc:  # their leases run out instead

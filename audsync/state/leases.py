@@ -122,8 +122,7 @@ class LeaseKeeper:
         self.poll_s = poll_s
         # A PID names a process only within its PID namespace: containers sharing a hostname
         # each have their own PID 1. The holder says which namespace its PID belongs to.
-        self.pid_namespace = _pid_namespace()
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{self.pid_namespace}:{os.urandom(4).hex()}"
+        self.holder = f"{process_name()}:{os.urandom(4).hex()}"
         self.lost = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,9 +149,7 @@ class LeaseKeeper:
         Only a holder on this host and in this PID namespace can be checked: others (another
         machine, another container with the same hostname) keep their lease until it expires."""
         info = self.store.lease_info(self.name)
-        here = f"{socket.gethostname()}:{info.pid}:{self.pid_namespace}:" if info else ""
-        if (info is None or not self.pid_namespace or not info.holder.startswith(here)
-                or info.pid == os.getpid() or _alive(info.pid)):
+        if info is None or not gone_from_here(info.holder):
             return False
         return self.store.break_lease(self.name, info.holder)
 
@@ -181,6 +178,28 @@ class LeaseKeeper:
             self._thread.join()
         with contextlib.suppress(StateError):
             self.store.release_lease(self.name, self.holder)
+
+
+def process_name() -> str:
+    """How a holder of leases names its process: host, pid and PID namespace (a pid names a
+    process only within its namespace: containers sharing a hostname each have their own pid 1).
+    Holders add a suffix of their own."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}"
+
+
+def gone_from_here(holder: str, *, same_pid_is_gone: bool = False) -> bool:
+    """Whether `holder` (a process_name() and its suffix) was a process of this host and PID
+    namespace that no longer runs. Others (another machine, another container with the same
+    hostname, a system without /proc) cannot be checked: False. A holder with this process's pid
+    is this process, unless `same_pid_is_gone` (the caller knows every name this process uses: a
+    name with its pid and another suffix was a predecessor's, the pid reused after a restart)."""
+    host, pid, namespace, suffix = (holder.split(":", 3) + ["", "", ""])[:4]
+    here = _pid_namespace()
+    if not here or host != socket.gethostname() or namespace != here or not pid.isdigit() or not suffix:
+        return False
+    if int(pid) == os.getpid():
+        return same_pid_is_gone
+    return not _alive(int(pid))
 
 
 def _pid_namespace() -> str:

@@ -5,7 +5,6 @@ process of this host held."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from audsync.config import load
 from audsync.ingest.forward import Forwarder, worker_name
 from audsync.state import migrate
 from audsync.state.ingest import IngestLog
+from audsync.state.leases import process_name
 from audsync.state.store import StateStore
 
 from .conftest import WRITE_KEY, write_config
@@ -64,26 +64,30 @@ def test_claims_stay_renewed_through_a_round_longer_than_the_lease(tmp_path, sta
 def test_a_restart_takes_back_what_a_dead_process_of_this_host_held(tmp_path, state_url, amplitude):
     config, store, log = opened(tmp_path, state_url, amplitude)
     try:
-        log.append([[message("user-dead1", 1), message("user-live1", 1), message("user-away1", 1)]])
+        users = ("user-dead1", "user-prev1", "user-live1", "user-away1", "user-ctnr1")
+        log.append([[message(user, 1) for user in users]])
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True)
-        dead = f"{socket.gethostname()}/{gone.stdout.strip()}"       # its process has exited
-        live = f"{socket.gethostname()}/{os.getppid()}"             # a running process (pytest's parent)
-        away = f"another-host.example/{os.getpid()}"                 # another host: cannot be checked
-        for worker in (dead, live, away):
+        host, pid, namespace = process_name().split(":")
+        dead = f"{host}:{gone.stdout.strip()}:{namespace}:0001"   # its process has exited
+        previous = f"{process_name()}:0002"                       # this pid, before a restart reused it
+        live = f"{host}:{os.getppid()}:{namespace}:0003"          # a running process (pytest's parent)
+        away = f"another-host.example:{pid}:{namespace}:0004"      # another host: cannot be checked
+        container = f"{host}:{pid}:another-namespace:0005"         # same hostname, another PID namespace
+        for worker in (dead, previous, live, away, container):
             claimed = log.claim(worker, 1, 60.0)
             assert len(claimed) == 1
         forwarder = Forwarder(log, config)
-        assert forwarder.worker == worker_name()
+        assert forwarder.worker.startswith(process_name() + ":") and forwarder.worker != worker_name()
         forwarder.start()
         try:
             deadline = time.monotonic() + 10
-            while not amplitude.events and time.monotonic() < deadline:
+            while len(amplitude.events) < 2 and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.5)
         finally:
             forwarder.stop(drain_s=5, within_s=10)
-        assert [e["user_id"] for e in amplitude.events] == ["user-dead1"]
-        assert log.lease_holders() == sorted([live, away])
+        assert sorted(e["user_id"] for e in amplitude.events) == ["user-dead1", "user-prev1"]
+        assert log.lease_holders() == sorted([live, away, container])
     finally:
         store.close()
