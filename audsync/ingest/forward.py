@@ -133,7 +133,9 @@ class Forwarder:
 
     # -- the rounds ---------------------------------------------------------------------------
     def _take_back(self) -> None:
-        """Frees what killed servers of this host held (their pid is gone)."""
+        """Frees what killed servers of this host held (their pid is gone): a predecessor at start,
+        and, at each lease renewal, a peer serving the same state from this host, so that its users
+        wait seconds for another forwarder rather than the rest of their leases."""
         try:
             for worker in self.log.lease_holders():
                 if worker != self.worker and gone_from_here(worker, same_pid_is_gone=True):
@@ -246,3 +248,4 @@ class Forwarder:
                 self.log.renew(self.worker, self.lease_s)
             except AudsyncError as exc:
                 log.warning("could not renew the forwarder's claims: %s", exc)
+            self._take_back()
