@@ -8,7 +8,10 @@ insert_id, applies user-property operations per user in arrival order, and plays
 429 for chosen users (throttle or daily quota), 5xx bursts, 413 above N items, slow answers and
 dropped connections.
 
-Run alone for benchmarks: `python -m audsync.testing.fake_amplitude --port 8765 [--lean]`.
+Run alone for benchmarks: `python -m audsync.testing.fake_amplitude --port 8765 [--lean] [--arrivals]`.
+With --arrivals it keeps each accepted event's insert_id and arrival time (time.monotonic(), the
+same clock in every process of the machine), and GET /_arrivals hands over those kept since the
+last call: bench/ingest.py measures forward lag with it.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ def _refused(node: dict | list, depth: int) -> bool:
 
 class FakeAmplitude:
     def __init__(self, api_keys: tuple[str, ...] = ("test-api-key-123", "another-project-key-456"),
-                 secret_key: str = "test-secret-key", lean: bool = False, port: int = 0):
+                 secret_key: str = "test-secret-key", lean: bool = False, port: int = 0,
+                 arrivals: bool = False):
         self.api_keys = set(api_keys)
         self.secret_key = secret_key
         self.lean = lean
@@ -87,6 +91,8 @@ class FakeAmplitude:
         self.items_received = 0
         self.request_count = 0
         self.seen_insert_ids: set[tuple] = set()
+        # [insert_id, monotonic time] per accepted event, for a benchmark in another process
+        self.arrival_times: list[list] | None = [] if arrivals else None
         # scripted faults
         self.reject: set[str] = set()           # ids answered with 400 invalid fields
         self.unavailable: set[str] = set()      # ids answered with 503 while present
@@ -145,10 +151,15 @@ class FakeAmplitude:
 
             def do_GET(self) -> None:  # noqa: N802
                 # /_stats lets a benchmark in another process see what arrived
-                if self.path != "/_stats":
+                if self.path == "/_arrivals" and outer.arrival_times is not None:
+                    with outer.lock:
+                        taken, outer.arrival_times = outer.arrival_times, []
+                    data = orjson.dumps(taken)
+                elif self.path == "/_stats":
+                    data = orjson.dumps({"items_received": outer.items_received, "requests": outer.request_count})
+                else:
                     self.send_error(404)
                     return
-                data = orjson.dumps({"items_received": outer.items_received, "requests": outer.request_count})
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -318,6 +329,9 @@ class FakeAmplitude:
     def _accept(self, kind: str, items: list) -> None:
         with self.lock:
             self.items_received += len(items)
+            if self.arrival_times is not None:
+                now = time.monotonic()
+                self.arrival_times.extend([item.get("insert_id"), now] for item in items if isinstance(item, dict))
             if self.lean:
                 return
             for item in items:
@@ -389,8 +403,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A loopback fake Amplitude")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--lean", action="store_true", help="count items only (benchmarks)")
+    parser.add_argument("--arrivals", action="store_true",
+                        help="keep each event's insert_id and arrival time for GET /_arrivals (forward lag)")
     args = parser.parse_args()
-    fake = FakeAmplitude(lean=args.lean, port=args.port)
+    fake = FakeAmplitude(lean=args.lean, port=args.port, arrivals=args.arrivals)
     print(f"fake Amplitude on {fake.url}", flush=True)
     try:
         fake.thread.join()
