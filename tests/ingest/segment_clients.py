@@ -45,6 +45,22 @@ append_fields_to_event_properties = { "context.library.name" = "sent_by" }
 """
 
 
+def assert_settings_at_work(expected: list[tuple[str, dict]], library: str) -> None:
+    """The operations of the server libraries' calls show each AMPLITUDE setting applied, so that
+    comparing with them is comparing with the config's settings."""
+    assert {api for api, _ in expected} == {"event", "identify", "groupidentify", "usermap"}  # enable_alias
+    identify = next(body for api, body in expected if api == "identify")
+    assert identify["user_properties"]["$setOnce"] == {"email": "ada@example.com"}
+    assert identify["user_properties"]["$add"] == {"logins": 3}
+    assert next(body for api, body in expected if api == "groupidentify")["group_type"] == "team"
+    events = [body for api, body in expected if api == "event"]
+    assert [e["event_type"] for e in events].count("Product Purchased") == 2
+    assert {"Loaded a Page", "Viewed Docs Page", "Viewed Docs Getting Started Page", "Loaded a Screen"} <= \
+        {e["event_type"] for e in events}
+    assert all(e["event_properties"]["sent_by"] == library for e in events
+               if e["event_type"] != "Product Purchased")  # those carry their product's properties
+
+
 def missing(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but {reason}: the Segment client tests must run in CI")
