@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import WRITE_KEY
-from .segment_clients import (NODE_DIR, canonical, chromium, forwarding_config, missing, node_module, received,
+from .conftest import WRITE_KEY, write_config
+from .segment_clients import (NODE_DIR, canonical, chromium, missing, node_module, received,
                               record_stored, recorded, translated, wait_until)
 
 # Page naming away from the defaults, campaign and referrer tracking on.
@@ -34,9 +34,10 @@ REFERRER = "https://search.example/results?q=audsync"
 class PageServer:
     """The test page, its config.js and the analytics-next bundle, over loopback."""
 
-    def __init__(self, bundles: Path, config_js: str):
+    def __init__(self, bundles: Path):
         page = (NODE_DIR / "page.html").read_bytes()
         self.requests: list[str] = []
+        self.config_js = b""  # set once serve listens
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,7 +47,7 @@ class PageServer:
                 if path == "/pricing":
                     self._send(page, "text/html; charset=utf-8")
                 elif path == "/config.js":
-                    self._send(config_js.encode(), "application/javascript")
+                    self._send(outer.config_js, "application/javascript")
                 elif path.startswith("/analytics-next/") and (bundles / path.rsplit("/", 1)[1]).is_file():
                     self._send((bundles / path.rsplit("/", 1)[1]).read_bytes(), "application/javascript")
                 else:
@@ -77,10 +78,12 @@ def cookie_value(value: str) -> str:
     return json.loads(value) if value.startswith('"') else value
 
 
+@pytest.mark.parametrize("cors", ["any origin", "the page's origin only"])
 def test_analytics_next_in_chromium_reaches_amplitude_with_cookie_device_campaign_and_referrer(
-        tmp_path, sqlite_url, servers, amplitude):
+        tmp_path, sqlite_url, servers, amplitude, cors):
     # The browser side does not depend on the state database: SQLite only (both are covered by
-    # the server libraries' tests).
+    # the server libraries' tests). The page is on another origin than serve: every request is
+    # cross-origin, its sends preflighted (analytics.js sends Authorization).
     bundles = node_module("@segment/analytics-next") / "dist" / "umd"
     executable = chromium()
     try:
@@ -88,13 +91,16 @@ def test_analytics_next_in_chromium_reaches_amplitude_with_cookie_device_campaig
     except ImportError:
         missing("the playwright package is not installed (pip install '.[test]')")
 
-    config = forwarding_config(tmp_path, sqlite_url, amplitude, AMPLITUDE)
-    proc = servers(config)
-    serve_url = proc.url  # waits for serve to listen: its tables are made
-    record_stored(sqlite_url)
-    site = PageServer(bundles, f"window.audsyncTest = {json.dumps({'writeKey': WRITE_KEY, 'cdnURL': serve_url})}")
+    site = PageServer(bundles)
     left_loopback: list[str] = []
     try:
+        origins = "*" if cors == "any origin" else site.origin
+        config = write_config(tmp_path, sqlite_url, amplitude=f'endpoint = "{amplitude.url}"\n{AMPLITUDE}',
+                              ingest=f'write_keys = ["{WRITE_KEY}"]\nforward = true\ncors_origins = ["{origins}"]\n')
+        proc = servers(config)
+        serve_url = proc.url  # waits for serve to listen: its tables are made
+        record_stored(sqlite_url)
+        site.config_js = f"window.audsyncTest = {json.dumps({'writeKey': WRITE_KEY, 'cdnURL': serve_url})}".encode()
         with sync_playwright() as playwright:
             # Running as root (containers, CI) Chromium needs --no-sandbox; the page is our own.
             browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
