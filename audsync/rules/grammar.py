@@ -4,7 +4,7 @@ It is a string so that building the parser reads no file. It only shapes the tex
 names exist, how many arguments each takes and of which type is checked afterwards (parse.py), where
 the message can name the function and say what it wants.
 
-Lexical decisions (README "Rule audiences" repeats them for users):
+Lexical decisions:
 - Strings: single or double quotes, as in Segment's examples; a backslash escapes `\\ \' \" \n \t \r`
   and `\uXXXX`; any other escape is an error rather than a guess.
 - Numbers: decimal, optional minus sign, fraction and exponent (`3`, `-2`, `99.5`, `1e3`).

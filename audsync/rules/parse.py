@@ -215,8 +215,9 @@ def _describe(expected: set[str]) -> str:
 
 
 def _show(text: str) -> str:
+    """A piece of the rule, on one line: control characters escaped."""
     text = text if len(text) <= 40 else text[:37] + "..."
-    return f"`{text}`"
+    return "`" + "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text) + "`"
 
 
 # --- the type check --------------------------------------------------------------------------------

@@ -107,6 +107,7 @@ AUDIENCE_RULES = [
     # one_of with values in a row, as Segment's newer documentation writes it, and literal().
     ("trait('plan').one_of('pro', 'team')", cmp(Trait("plan"), Op.ONE_OF, ("pro", "team"))),
     ("trait('plan').one_of(literal(['pro']))", cmp(Trait("plan"), Op.ONE_OF, ("pro",))),
+    ("trait('plan').one_of('pro')", cmp(Trait("plan"), Op.ONE_OF, ("pro",))),
     ("trait('plan') = literal('pro')", cmp(Trait("plan"), Op.EQ, "pro")),
     ("trait('plan').contains(literal('pro'))", cmp(Trait("plan"), Op.CONTAINS, "pro")),
     # Part of audience: a bare trait where a condition goes means `= true`; the tree stays neutral.
@@ -225,3 +226,28 @@ def test_durations_know_their_length():
         assert tree.left.stream.window == Within(duration)
     mixed = parse_rule("event('A').between(36 hours, 2 days).count() >= 1", "audience")
     assert mixed.left.stream.window == Between(hours(36), days(2))
+
+
+def test_a_stream_tells_its_window_and_conditions_and_a_context_its_parts():
+    tree = parse_rule("event('A').where(property('x') = 1).between(2 days, 9 days)"
+                      ".where(context('page.url').is_set()).count() >= 1", "audience")
+    stream = tree.left.stream
+    assert stream.window == Between(days(2), days(9))
+    assert stream.conditions == (cmp(Property("x"), Op.EQ, 1), cmp(Context("page.url"), Op.IS_SET))
+    assert stream.conditions[1].left.parts == ("page", "url")
+    assert parse_rule("event('A').count() >= 1", "audience").left.stream.window is None
+
+
+def test_each_node_knows_its_type_and_its_place_in_the_text():
+    text = "event('A').within(3 days).sum(property('total')) > 5 OR trait('plan') = 'pro'"
+    tree = parse_rule(text, "audience")
+    first, second = tree.items
+    assert [first.left.type, first.right.type, second.left.type, second.type] == [
+        ValueType.NUMBER, ValueType.NUMBER, ValueType.ANY, ValueType.CONDITION]
+    assert first.left.stream.type is ValueType.STREAM
+    assert parse_rule("event('A').unique(property('p'))", "computed_trait").type is ValueType.LIST
+    # Spans give back what the user wrote, so that later stages can point at it.
+    assert text[first.left.span.start:first.left.span.end] == "event('A').within(3 days).sum(property('total'))"
+    assert text[first.left.stream.span.start:first.left.stream.span.end] == "event('A').within(3 days)"
+    assert text[second.span.start:second.span.end] == "trait('plan') = 'pro'"
+    assert text[tree.span.start:tree.span.end] == text
