@@ -436,18 +436,18 @@ class _Checker:
         name = name_token.value
         args = call.children[1:]
         if name == "event":
-            if scope is _EVENT:
+            if scope == _EVENT:
                 raise self.error(name_token, "event() cannot be used inside where() or a reducer: "
                                  "conditions between two events (funnels) are not supported")
             return t.Stream(t.Event(self.name_arg(call, args, "the event's name", "'Order Completed'"),
                                     span=_span(call)), span=_span(call))
         if name == "trait":
-            if scope is _EVENT:
+            if scope == _EVENT:
                 raise self.error(name_token, "trait() cannot be used inside where() or a reducer: "
                                  "comparing an event with a trait is not supported")
             return t.Trait(self.name_arg(call, args, "the trait's key", "'plan'"), span=_span(call))
         if name in ("property", "context"):
-            if scope is not _EVENT:
+            if scope != _EVENT:
                 raise self.error(name_token, f"{name}() refers to an event: use it inside where() or a "
                                  f"reducer, e.g. event('Order Completed').where({name}("
                                  f"'{'total' if name == 'property' else 'page.url'}') > 100)")
