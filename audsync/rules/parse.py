@@ -256,7 +256,10 @@ class _Checker:
         return RuleError(self.text, pos, problem, self.where)
 
     def source(self, span: t.Span | None) -> str:
-        return self.text[span.start:span.end] if span else ""
+        """What the user wrote there, on one line and not too long, to quote in a message."""
+        text = " ".join(self.text[span.start:span.end].split()) if span else ""
+        text = text if len(text) <= 60 else text[:57] + "..."
+        return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
     # -- results ------------------------------------------------------------------------------
 

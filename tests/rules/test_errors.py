@@ -288,3 +288,12 @@ def test_more_than_fifty_conditions_is_refused_as_segment_does():
 def test_kind_must_be_audience_or_computed_trait():
     with pytest.raises(ValueError):
         parse_rule("trait('a')", "trait")
+
+
+def test_a_quoted_part_of_the_rule_stays_on_one_line_and_short():
+    error = fails("event('A')\n  .within(3 days)\n  .count()\n  AND trait('b') = 1")
+    assert error.problem == ("`event('A') .within(3 days) .count()` is a number, not a condition: compare it, "
+                             "e.g. with `>=`, `=` or `.is_set()`")
+    assert (error.line, error.column) == (1, 1)
+    long = "event('" + "x" * 100 + "').count() AND trait('b') = 1"
+    assert fails(long).problem.startswith("`event('" + "x" * 50 + "...` is a number")
