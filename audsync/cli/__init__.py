@@ -117,6 +117,7 @@ _COMMANDS = {
     """, """
         audsync status --config audsync.toml
         audsync status --config audsync.toml --json | jq '.audiences[].pending'
+        audsync status --config audsync.toml --json | jq '.ingest.pending'    # the serve backlog
     """),
     "daemon": ("run every audience on its schedule until SIGTERM/SIGINT", """
         0   stopped cleanly by SIGTERM/SIGINT

@@ -213,3 +213,21 @@ def test_a_rejection_label_is_the_top_level_field_at_fault_or_other(reason, code
 ])
 def test_a_forwarding_refusal_label_is_its_kind(reason, code):
     assert forward_reason_code(reason) == code
+
+
+def test_a_scrape_still_answers_when_the_state_database_does_not(tmp_path, caplog):
+    from audsync.ingest.metrics import IngestMetrics
+    from audsync.state.ingest import IngestLog
+    from audsync.state.store import StateStore
+
+    store = StateStore(f"sqlite:///{tmp_path / 'never-migrated.db'}")  # no ingest tables: every read fails
+    try:
+        metrics = IngestMetrics(IngestLog(store))
+        metrics.on_rejected(["userId: the message has neither a userId nor an anonymousId"])
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(metrics.render().decode()) for s in family.samples}
+    finally:
+        store.close()
+    assert value(samples, "audsync_ingest_backlog_read") == 0
+    assert value(samples, "audsync_ingest_messages_rejected_total", reason="userId") == 1
+    assert "could not read the backlog from the state database" in caplog.text
