@@ -1,5 +1,6 @@
 """`audsync status`: per configured audience, its members, last runs, next run, pending and
-rejected users and the top rejection reasons, as data (status) and as text (format_status)."""
+rejected users and the top rejection reasons, as data (status) and as text (format_status); and
+the ingest of `audsync serve`, when it is in use (ingest_status, format_ingest)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import sqlalchemy as sa
+
 from .config import Config
 from .state import StateStore, migrate
+from .state.ingest import KEEP_REJECTIONS_S, IngestLog
 from .state.runs import INTERRUPTED
 from .sync import lease_name
 
@@ -64,22 +68,102 @@ def _run_entry(row: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def format_status(entries: list[dict[str, Any]]) -> str:
-    def when(ts: float | None) -> str:
-        return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+def ingest_status(config: Config, *, examples: int = 5, now: float | None = None) -> dict[str, Any] | None:
+    """The ingest at a glance: backlog, in flight, stored in the last day, rejections by reason
+    and the latest examples. None when it is not in use: no write keys configured and no trace
+    of ingest in the state database (so that audiences-only setups are not cluttered). Shows no
+    secret: a source is a fingerprint of its write key."""
+    now = time.time() if now is None else now
+    configured = bool(config.ingest.write_keys)
+    stats = None
+    if migrate.current(config.state.url) is not None:
+        store = StateStore(config.state.url)
+        try:
+            with store._conn(write=False) as conn:
+                migrated = sa.inspect(conn).has_table("ingest_log")
+            if migrated:
+                stats = IngestLog(store).status(examples=examples, now=now)
+        finally:
+            store.close()
+    if not configured and (stats is None or not stats.used):
+        return None
+    if stats is None:  # configured, never served: the tables come with the first `audsync serve`
+        return {"pending": 0, "in_flight": 0, "oldest_pending_at": None, "oldest_pending_age_s": None,
+                "stored_last_24h": 0, "rejected": 0, "rejected_by_reason": [], "forward_rejected": 0,
+                "forward_rejected_by_reason": [], "latest_rejections": []}
+    oldest = stats.oldest_pending_at
+    return {
+        "pending": stats.pending,
+        "in_flight": stats.in_flight,
+        "oldest_pending_at": oldest,
+        "oldest_pending_age_s": None if oldest is None else round(max(0.0, now - oldest), 3),
+        "stored_last_24h": stats.stored_last_day,
+        "rejected": stats.rejected_total,
+        "rejected_by_reason": [{"reason": r, "messages": n} for r, n in stats.rejected.items()],
+        "forward_rejected": stats.forward_rejected_total,
+        "forward_rejected_by_reason": [{"reason": r, "messages": n} for r, n in stats.forward_rejected.items()],
+        "latest_rejections": [
+            {"received_at": e["received_at"], "source": e["source"], "reason": e["reason"],
+             "index": e["message_index"], "messageId": e["message_id"], "example": e["example"]}
+            for e in stats.examples],
+    }
 
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+EXAMPLE_SHOWN_CHARS = 160  # of a rejected message, per line of the text report (--json has what is stored)
+
+
+def format_ingest(ingest: dict[str, Any]) -> str:
+    """The ingest section of the text report."""
+    backlog = f"ingest: {ingest['pending']:,} pending"
+    if ingest["oldest_pending_age_s"] is not None:
+        backlog += f" (oldest {_age(ingest['oldest_pending_age_s'])} old)"
+    lines = [f"{backlog}, {ingest['in_flight']:,} in flight; {ingest['stored_last_24h']:,} stored in the last 24 h",
+             f"  rejected at validation: {ingest['rejected']:,}; refused when forwarded: "
+             f"{ingest['forward_rejected']:,} (in the last {KEEP_REJECTIONS_S // 86400} days)"]
+    for r in ingest["rejected_by_reason"]:
+        lines.append(f"  rejected {r['messages']:,}: {r['reason']}")
+    for r in ingest["forward_rejected_by_reason"]:
+        lines.append(f"  refused by Amplitude {r['messages']:,}: {r['reason']}")
+    if ingest["latest_rejections"]:
+        lines.append("  latest rejections:")
+    for e in ingest["latest_rejections"]:
+        example = e["example"] or ""
+        if len(example) > EXAMPLE_SHOWN_CHARS:
+            example = example[:EXAMPLE_SHOWN_CHARS - 1] + "…"
+        lines.append(f"    {_when(e['received_at'])} message {e['index']}"
+                     + (f" (messageId {e['messageId']})" if e["messageId"] else "")
+                     + (f" from {e['source']}" if e["source"] else "")
+                     + f": {e['reason']}")
+        if example:
+            lines.append(f"      {example}")
+    return "\n".join(lines)
+
+
+def format_status(entries: list[dict[str, Any]]) -> str:
     lines = []
     for e in entries:
         lines.append(f"{e['name']} ({e['key']}, {e['kind']})")
         lines.append(f"  members {e['members']:,}, pending {e['pending']:,}, rejected {e['rejected']:,}; "
-                     f"next run {when(e['next_run'])} ({e['schedule']})")
+                     f"next run {_when(e['next_run'])} ({e['schedule']})")
         if not e["last_runs"]:
             lines.append("  never run against this destination")
         for r in e["last_runs"]:
             duration = (f"{r['duration_s']:.1f} s" if r["duration_s"] is not None
                         else "running" if r["status"] == "running" else "no end recorded")
             lines.append(
-                f"  {when(r['started_at'])} {r['mode']} {r['status']} ({duration}): {r['rows_read']:,} read, "
+                f"  {_when(r['started_at'])} {r['mode']} {r['status']} ({duration}): {r['rows_read']:,} read, "
                 f"+{r['entered']:,} -{r['exited']:,} ~{r['changed']:,} unset {r['unset']:,}; "
                 f"{r['delivered']:,} delivered, {r['rejected']:,} rejected, {r['pending']:,} pending"
                 + (f"; error: {r['error']}" if r["error"] else ""))

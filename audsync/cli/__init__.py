@@ -110,13 +110,14 @@ _COMMANDS = {
     "backfill": ("resend the current value to every current member", _RUN_EXITS, """
         audsync backfill --config audsync.toml --audience "Newsletter Subscribers"
     """),
-    "status": ("members, last runs, pending and rejected users per audience", """
+    "status": ("members, last runs, pending and rejected users per audience; the ingest of `audsync serve`", """
         0   done
         2   something to fix: config, the state database's URL or schema
         3   the state database unreachable: retry later
     """, """
         audsync status --config audsync.toml
         audsync status --config audsync.toml --json | jq '.audiences[].pending'
+        audsync status --config audsync.toml --json | jq '.ingest.pending'    # the serve backlog
     """),
     "daemon": ("run every audience on its schedule until SIGTERM/SIGINT", """
         0   stopped cleanly by SIGTERM/SIGINT
@@ -309,14 +310,15 @@ def _backfill(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
-    from ..status_report import format_status, status
+    from ..status_report import format_ingest, format_status, ingest_status, status
 
     cfg = config_module.load(args.config)
     entries = status(cfg)
+    ingest = ingest_status(cfg)  # None unless `audsync serve` is configured or was used
     if args.json:
-        print(redact(json.dumps({"audiences": entries}, indent=2, default=str)))
+        print(redact(json.dumps({"audiences": entries, "ingest": ingest}, indent=2, default=str)))
     else:
-        print(redact(format_status(entries)))
+        print(redact("\n".join(part for part in (format_status(entries), ingest and format_ingest(ingest)) if part)))
     return 0
 
 

@@ -22,9 +22,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from ..config import AmplitudeSettings, IngestSettings
 from ..errors import AudsyncError
+from .metrics import CONTENT_TYPE, IngestMetrics
 from .validate import ENDPOINTS, MAX_REQUEST_BYTES, RequestError, accept, body_write_key, decompress, parse
 
 log = logging.getLogger("audsync.ingest")
@@ -34,6 +36,7 @@ _MAX_RAW_BYTES = MAX_REQUEST_BYTES + 64 * 1024
 _ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization, X-Retry-Count"
 _PREFLIGHT_MAX_AGE = "7200"  # Chromium's cap: preflights are cached at most two hours anyway
 _OK = orjson.dumps({"success": True})
+_PROBES = frozenset({"/metrics", "/healthz"})
 
 
 class Committer(Protocol):  # audsync.state.ingest.GroupCommitter
@@ -54,24 +57,43 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 
 class IngestApp:
-    """The ASGI app (`app.asgi`) over a committer and a rejection log."""
+    """The ASGI app (`app.asgi`) over a committer and a rejection log, counting what it answers
+    in `metrics` (served at /metrics)."""
 
     def __init__(self, ingest: IngestSettings, amplitude: AmplitudeSettings, committer: Committer,
-                 rejections: RejectionLog):
+                 rejections: RejectionLog, metrics: IngestMetrics | None = None):
         self.keys = frozenset(ingest.write_keys)
         self.any_origin = "*" in ingest.cors_origins
         self.origins = frozenset(ingest.cors_origins)
         self.amplitude = amplitude
         self.committer = committer
         self.rejections = rejections
-        self.asgi = Starlette(
+        self.metrics = metrics if metrics is not None else IngestMetrics()
+        self.routes = Starlette(
             routes=[
                 Route("/v1/projects/{key}/settings", self.settings, methods=["GET", "OPTIONS"]),
                 Route("/v1/{endpoint}", self.post, methods=["POST", "OPTIONS"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
+                # No write key: it is what Prometheus scrapes, and it shows counts, never messages or keys.
+                Route("/metrics", self.scrape, methods=["GET"]),
             ],
             exception_handlers={HTTPException: self._http_error},
         )
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The routes, each answer to a client counted by its status code (scrapes and health
+        checks are not clients' traffic)."""
+        if scope["type"] != "http" or scope["path"] in _PROBES:
+            await self.routes(scope, receive, send)
+            return
+        requests = self.metrics.requests
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                requests.labels(code=str(message["status"])).inc()
+            await send(message)
+
+        await self.routes(scope, receive, counted)
 
     # CORS: browsers send from any page in cors_origins; analytics.js 1.84+ sends Authorization and,
     # on retries, X-Retry-Count, so its requests are preflighted.
@@ -104,6 +126,10 @@ class IngestApp:
 
     async def healthz(self, request: Request) -> Response:
         return Response(b"ok\n", media_type="text/plain")
+
+    async def scrape(self, request: Request) -> Response:
+        # The backlog is a query on the state database: off the event loop.
+        return Response(await asyncio.to_thread(self.metrics.render), media_type=CONTENT_TYPE)
 
     async def settings(self, request: Request) -> Response:
         """The settings analytics.js loads from its CDN, pointing its Segment.io plugin back at
@@ -153,13 +179,15 @@ class IngestApp:
         source = source_of(key)
         if accepted.messages:
             try:
-                await asyncio.wrap_future(self.committer.submit(accepted.messages, source))
+                stored = await asyncio.wrap_future(self.committer.submit(accepted.messages, source))
             except AudsyncError as exc:
                 log.error("could not store %d messages: %s", len(accepted.messages), exc)
                 raise RequestError(503, "unavailable", "the messages could not be stored; retry later") from None
+            self.metrics.on_stored(accepted.messages, stored)
         # After the commit: a request answered 503 is sent again, and its rejections recorded then.
         if accepted.rejected:
-            rows = [{"index": r.index, "reason": r.reason, "example": r.message,
+            self.metrics.on_rejected([r.reason for r in accepted.rejected])
+            rows = [{"index": r.index, "reason": r.reason, "example": _without_write_key(r.message),
                      "messageId": r.message.get("messageId") if isinstance(r.message, dict) else None}
                     for r in accepted.rejected]
             try:
@@ -189,6 +217,14 @@ async def _read(request: Request) -> bytes:
     except ClientDisconnect:  # nothing was read whole, nothing is stored; no one is left to answer
         raise RequestError(400, "client_disconnected", "the client went away before sending its body") from None
     return b"".join(chunks)
+
+
+def _without_write_key(message: Any) -> Any:
+    """A rejected message as kept for `audsync status`: a single call's body (/v1/track) is the
+    message, and may carry the write key, which is a secret."""
+    if isinstance(message, dict) and "writeKey" in message:
+        return {name: value for name, value in message.items() if name != "writeKey"}
+    return message
 
 
 def _basic_user(header: str | None) -> str | None:

@@ -34,6 +34,7 @@ from ..errors import AudsyncError, FatalDeliveryError, ValidationError
 from ..mapping import translate
 from ..state.ingest import ClaimedMessage, IngestLog
 from ..state.leases import gone_from_here, process_name
+from .metrics import IngestMetrics
 
 log = logging.getLogger("audsync.ingest")
 
@@ -55,11 +56,12 @@ def worker_name() -> str:
 class _Message:
     """A claimed message whose operations are in delivery."""
 
-    __slots__ = ("claimed", "left", "status", "reason")
+    __slots__ = ("claimed", "left", "status", "reason", "acknowledged_at")
 
     def __init__(self, claimed: ClaimedMessage, operations: int):
         self.claimed, self.left = claimed, operations
         self.status, self.reason = DELIVERED, None
+        self.acknowledged_at = 0.0  # wall clock, as the message's received_at: its forward lag
 
     def add(self, outcomes: Outcomes) -> None:
         # A message that was not delivered whole goes again; rejected is only final when nothing
@@ -67,13 +69,15 @@ class _Message:
         if outcomes.status != DELIVERED and (self.status == DELIVERED or outcomes.status != REJECTED):
             self.status, self.reason = outcomes.status, outcomes.reason
         self.left -= 1
+        if self.left == 0:
+            self.acknowledged_at = time.time()
 
 
 class Forwarder:
     """Forwards the ingest log to Amplitude on a thread of its own (start, stop)."""
 
     def __init__(self, ingest_log: IngestLog, config: Config, *, worker: str | None = None,
-                 claim_limit: int = CLAIM_LIMIT, lease_s: float = LEASE_S):
+                 claim_limit: int = CLAIM_LIMIT, lease_s: float = LEASE_S, metrics: IngestMetrics | None = None):
         self.log = ingest_log
         self.config = config
         self.worker = worker or worker_name()
@@ -81,6 +85,7 @@ class Forwarder:
         self.lease_s = lease_s
         self.forwarded = 0
         self.rejected = 0
+        self.metrics = metrics if metrics is not None else IngestMetrics()
         self._stopping = threading.Event()      # no new round
         self._drain_until: float | None = None  # monotonic: the round in flight stops delivering then
         self._stop_by = 0.0                     # monotonic: stop() returns by then
@@ -199,14 +204,19 @@ class Forwarder:
         except FatalDeliveryError as exc:
             fatal = exc
         released = []
+        skipped = len(forwarded)
+        lags = []
         for message in messages:
             if message.left == 0 and message.status == DELIVERED:
                 forwarded.append(message.claimed.id)
+                lags.append(message.acknowledged_at - message.claimed.received_at)
             elif message.left == 0 and message.status == REJECTED:
                 refused.append((message.claimed.id, str(message.reason)))
             else:
                 released.append(message.claimed.id)
-        self._settle(forwarded, refused, released)
+        if self._settle(forwarded, refused, released):
+            self.metrics.on_forwarded(lags, skipped)
+            self.metrics.on_forward_rejected([reason for _, reason in refused])
         if refused:
             log.warning("%d messages refused for good, by Amplitude or the mapping core (recorded with their "
                         "reasons, not sent again); first: %s",
@@ -220,9 +230,9 @@ class Forwarder:
             return RELEASED_PAUSE_S
         return 0.0
 
-    def _settle(self, forwarded: list[int], refused: list[tuple[int, str]], released: list[int]) -> None:
+    def _settle(self, forwarded: list[int], refused: list[tuple[int, str]], released: list[int]) -> bool:
         """Records the round; a state database that refuses is asked again until it answers or the
-        forwarder stops (then the leases run out and the messages go again)."""
+        forwarder stops (then the leases run out and the messages go again: False)."""
         counts = len(forwarded), len(refused)
         while True:
             try:
@@ -233,13 +243,14 @@ class Forwarder:
             except AudsyncError as exc:
                 if self._stopping.is_set():
                     log.error("could not record what was forwarded (%s); those messages go again", exc)
-                    return
+                    return False
                 log.error("could not record what was forwarded, trying again: %s", exc)
                 time.sleep(SETTLE_RETRY_S)
         self.forwarded += counts[0]
         self.rejected += counts[1]
         with self._lock:
             self._held = []
+        return True
 
     def _renew(self) -> None:
         # A third of the lease: two renewals may fail (a busy database) before it runs out.

@@ -1,6 +1,6 @@
 """`audsync serve`: the ingest app on uvicorn (httptools), with the group committer behind it
 and, with `[ingest] forward = true`, the forwarder (audsync.ingest.forward) sending what is stored
-to Amplitude.
+to Amplitude. GET /metrics on the same port answers Prometheus (audsync.ingest.metrics).
 
 Stopping: the first SIGTERM/SIGINT closes the listening socket, answers the requests in flight
 (each after its messages are committed), then closes the committer, which commits what was
@@ -148,6 +148,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     from ..state.ingest import GroupCommitter, IngestLog
     from ..state.store import StateStore
     from .forward import Forwarder
+    from .metrics import IngestMetrics
 
     check_startable(config)
     ingest = config.ingest
@@ -168,12 +169,13 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
         ingest_log = IngestLog(store, keep_events_days=ingest.keep_events_days)
         committer = GroupCommitter(ingest_log)
         holding.enter_context(_pruning(ingest_log))
-        forwarder = Forwarder(ingest_log, config) if ingest.forward else None
+        metrics = IngestMetrics(ingest_log)
+        forwarder = Forwarder(ingest_log, config, metrics=metrics) if ingest.forward else None
         try:
-            app = IngestApp(ingest, config.amplitude, committer, ingest_log)
+            app = IngestApp(ingest, config.amplitude, committer, ingest_log, metrics)
             server = _Server(uvicorn.Config(
-                app.asgi, http="httptools", loop="asyncio", lifespan="off", log_config=None, access_log=False,
-                server_header=False, timeout_graceful_shutdown=GRACEFUL_STOP_S,
+                app.asgi, interface="asgi3", http="httptools", loop="asyncio", lifespan="off", log_config=None,
+                access_log=False, server_header=False, timeout_graceful_shutdown=GRACEFUL_STOP_S,
             ))
             _route_uvicorn_logs()
             _stop_on_signals(server, forwarder)

@@ -62,9 +62,17 @@ class IngestStatus:
     pending: int                       # stored, not yet forwarded
     in_flight: int                     # of those, held by a forwarder under a live lease
     oldest_pending_at: float | None    # received_at of the oldest pending message
-    rejected: dict[str, int]           # messages refused by validation, by reason (last KEEP_REJECTIONS_S)
-    forward_rejected: dict[str, int]   # messages Amplitude refused for good, by reason
+    rejected: dict[str, int]           # messages refused by validation, by reason: the most frequent reasons
+    forward_rejected: dict[str, int]   # messages Amplitude refused for good, by reason: the most frequent
     examples: list[dict[str, Any]]     # the latest validation rejections, newest first
+    rejected_total: int = 0            # messages refused by validation (last KEEP_REJECTIONS_S), every reason
+    forward_rejected_total: int = 0    # messages refused for good when forwarded (last KEEP_REJECTIONS_S)
+    stored_last_day: int = 0           # messages stored in the last DEDUP_WINDOW_S (duplicates not counted)
+
+    @property
+    def used(self) -> bool:
+        """Whether the tables hold any trace of ingest (within the windows rows are kept)."""
+        return bool(self.pending or self.rejected_total or self.forward_rejected_total or self.stored_last_day)
 
 
 class Prepared(NamedTuple):
@@ -343,25 +351,54 @@ class IngestLog:
             deleted[table] = total
         return deleted
 
-    def status(self, examples: int = 5) -> IngestStatus:
-        dialect = self.store.dialect
+    def backlog(self) -> tuple[int, float | None]:
+        """Pending messages and the received_at of the oldest, from the (status, id) index: the
+        oldest by id, which is received_at order give or take the seconds between servers (a
+        message released by a forwarder keeps its id, and its place at the front)."""
         with self.store._conn(write=False) as conn:
-            pending, oldest = conn.execute(sa.text(
-                "SELECT count(*), min(received_at) FROM ingest_log WHERE status = 'pending'")).one()
+            pending = conn.execute(sa.text("SELECT count(*) FROM ingest_log WHERE status = 'pending'")).scalar_one()
+            oldest = conn.execute(sa.text(
+                "SELECT received_at FROM ingest_log WHERE status = 'pending' ORDER BY id LIMIT 1")).scalar()
+        return int(pending), float(oldest) if oldest is not None else None
+
+    def status(self, examples: int = 5, reasons: int = 10, now: float | None = None) -> IngestStatus:
+        """The ingest at a glance. Cost on a big log: the backlog counts the (status, id) index
+        range of pending messages (about 0.1 s for 2 million on SQLite); rejections are counted on the
+        (reason, id) index; messages in flight are found from the leases (a few forwarders'
+        claims); the day's count ranges over ingest_dedup's received_at index. Only the most
+        frequent `reasons` of each kind are named."""
+        now = time.time() if now is None else now
+        dialect = self.store.dialect
+        pending, oldest = self.backlog()
+        with self.store._conn(write=False) as conn:
+            # From the leases (a few forwarders' users), each user's pending messages on the
+            # (partition_key, status, id) index: a join lets SQLite's planner scan the whole log.
             in_flight = conn.execute(sa.text(
-                "SELECT count(*) FROM ingest_log l JOIN ingest_partitions p ON p.partition_key = l.partition_key "
-                f"AND p.claimed_by = l.claimed_by WHERE l.status = 'pending' AND p.expires_at >= {dialect.now}"
-            )).scalar_one()
-            rejected = dict(conn.execute(sa.text(
-                "SELECT reason, count(*) FROM ingest_rejections GROUP BY reason")).all())
-            forward_rejected = dict(conn.execute(sa.text(
-                "SELECT reason, count(*) FROM ingest_log WHERE status = 'rejected' GROUP BY reason")).all())
+                "SELECT coalesce(sum((SELECT count(*) FROM ingest_log l WHERE l.partition_key = p.partition_key "
+                "AND l.status = 'pending' AND l.claimed_by = p.claimed_by)), 0) FROM ingest_partitions p "
+                f"WHERE p.expires_at >= {dialect.now}")).scalar_one()
+            rejected = conn.execute(sa.text(
+                "SELECT reason, count(*) AS n FROM ingest_rejections GROUP BY reason ORDER BY n DESC, reason "
+                "LIMIT :n"), {"n": reasons}).all()
+            rejected_total = conn.execute(sa.text("SELECT count(*) FROM ingest_rejections")).scalar_one()
+            # The few rejected rows by the (status, id) index, whatever the planner's statistics
+            # say of a column nearly all 'pending'.
+            forward_rejected = conn.execute(sa.text(
+                "SELECT reason, count(*) AS n FROM ingest_log WHERE id IN "
+                "(SELECT id FROM ingest_log WHERE status = 'rejected') "
+                "GROUP BY reason ORDER BY n DESC, reason LIMIT :n"), {"n": reasons}).all()
+            forward_rejected_total = conn.execute(sa.text(
+                "SELECT count(*) FROM ingest_log WHERE status = 'rejected'")).scalar_one()
             latest = [dict(r) for r in conn.execute(sa.text(
                 "SELECT received_at, source, reason, message_index, message_id, example FROM ingest_rejections "
                 "ORDER BY id DESC LIMIT :n"), {"n": examples}).mappings()]
-        return IngestStatus(int(pending), int(in_flight), float(oldest) if oldest is not None else None,
-                            {str(k): int(v) for k, v in rejected.items()},
-                            {str(k): int(v) for k, v in forward_rejected.items()}, latest)
+            stored = conn.execute(sa.text("SELECT count(*) FROM ingest_dedup WHERE received_at >= :cutoff"),
+                                  {"cutoff": now - DEDUP_WINDOW_S}).scalar_one()
+        return IngestStatus(
+            pending, int(in_flight), oldest,
+            {str(k): int(v) for k, v in rejected}, {str(k): int(v) for k, v in forward_rejected}, latest,
+            rejected_total=int(rejected_total), forward_rejected_total=int(forward_rejected_total),
+            stored_last_day=int(stored))
 
 
 class GroupCommitter:
