@@ -26,11 +26,11 @@ ROUNDS = 24
 def test_killing_one_of_two_servers_mid_stream_loses_nothing_and_keeps_each_users_order(tmp_path, pg_url, servers,
                                                                                         amplitude):
     fake = amplitude
-    fake.delay_s = 0.03  # rounds take a while, so the kill lands while the first server has some in flight
+    fake.delay_s = 0.03
     config = forwarding_config(tmp_path, pg_url, fake)
-    first, second = servers(config), servers(config)
-    urls = [first.url, second.url]
-    first_down = threading.Event()
+    procs = [servers(config), servers(config)]
+    urls = [proc.url for proc in procs]
+    down: list[int] = []  # the killed server's index, once it is down
     kill_now = threading.Event()
     acknowledged: list[str] = []
     lock = threading.Lock()
@@ -43,12 +43,12 @@ def test_killing_one_of_two_servers_mid_stream_loses_nothing_and_keeps_each_user
             for n in range(ROUNDS):
                 batch = [{"type": "track", "event": "Step", "userId": user, "properties": {"n": n},
                           "messageId": f"{user}-{n}-{uuid.uuid4().hex[:6]}"} for user in users]
-                # Round robin, as a load balancer does; once the first is down, only the second.
-                target = 1 if first_down.is_set() else (sender + n) % 2
+                # Round robin, as a load balancer does; once one is down, only the other.
+                target = 1 - down[0] if down else (sender + n) % 2
                 try:
                     answer = clients[target].post("/v1/batch", json={"batch": batch, "writeKey": WRITE_KEY})
                 except httpx.HTTPError:  # the killed server: the balancer sends the request again elsewhere
-                    answer = clients[1].post("/v1/batch", json={"batch": batch, "writeKey": WRITE_KEY})
+                    answer = clients[1 - target].post("/v1/batch", json={"batch": batch, "writeKey": WRITE_KEY})
                 assert answer.status_code == 200, answer.text
                 with lock:
                     acknowledged.extend(m["messageId"] for m in batch)
@@ -60,28 +60,40 @@ def test_killing_one_of_two_servers_mid_stream_loses_nothing_and_keeps_each_user
             for client in clients:
                 client.close()
 
-    assert first.port and second.port
+    assert all(proc.port for proc in procs)
     with ThreadPoolExecutor(SENDERS) as pool:
         futures = [pool.submit(send, s) for s in range(SENDERS)]
         assert kill_now.wait(30), "the senders stalled"
-        first.proc.send_signal(signal.SIGKILL)
-        first.wait(10)
-        first_down.set()
-        time.sleep(0.2)  # a request the dead server had written whole still lands at the fake
+        # Amplitude slows down, so a round in flight stays unanswered (its messages claimed) long
+        # enough for the server holding them to be killed right in it.
+        fake.delay_s = 1.0
+
+        def holders() -> list[int]:
+            held = " ".join(r["claimed_by"] for r in rows(
+                pg_url, "SELECT DISTINCT claimed_by FROM ingest_log WHERE status = 'pending' AND claimed_by IS NOT NULL"))
+            return [i for i, proc in enumerate(procs) if f":{proc.pid}:" in held]
+
+        victim = wait_until(holders, timeout=20, what="a server holding users")[0]
+        killed, survivor = procs[victim], procs[1 - victim]
+        killed.proc.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        down.append(victim)
+        time.sleep(1.2)  # a request the dead server had written whole still lands at the fake
         with fake.lock:
             before_kill = {e["insert_id"] for e in fake.events}
+        fake.delay_s = 0.03
         for future in futures:
             future.result()
 
     sent = SENDERS * USERS_PER_SENDER * ROUNDS
     assert len(acknowledged) == sent
-    # The second server takes over the killed one's users (same host, its pid gone) at its next
+    # The survivor takes over the killed one's users (same host, its pid gone) at its next
     # lease renewal, well before their leases would run out.
     wait_until(lambda: set(acknowledged) <= {e["insert_id"] for e in fake.events}, timeout=40,
-               what="every acknowledged message at Amplitude", proc=second)
-    wait_until(lambda: not rows(pg_url, "SELECT id FROM ingest_log"), what="the log emptied", proc=second)
-    assert "took back the users" in second.output()
-    assert second.stop() == 0, second.output()
+               what="every acknowledged message at Amplitude", proc=survivor)
+    wait_until(lambda: not rows(pg_url, "SELECT id FROM ingest_log"), what="the log emptied", proc=survivor)
+    assert "took back the users" in survivor.output()
+    assert survivor.stop() == 0, survivor.output()
 
     # Once in effect: Amplitude keeps one event per insert_id, and nothing else arrived.
     assert sorted(e["insert_id"] for e in fake.events) == sorted(acknowledged)
