@@ -69,10 +69,12 @@ def segment_snake(name: str) -> str:
     return out.decode("ascii")
 
 
-# lodash's word split, reduced to ASCII (RudderStack's snakecase package, ToSnakeCase): a capitalised
-# or lower-case word, an upper-case run (ending before a capitalised word), ordinals, digit runs.
+# lodash's word split, reduced to ASCII (RudderStack's snakecase package, ToSnakeCaseWithNumbers, its
+# default): letters with the digits after or before them, a capitalised or lower-case word, an
+# upper-case run (ending before a capitalised word), ordinals, digit runs.
 _RS_WORD = re.compile(
-    r"[A-Z]?[a-z]+(?=[^A-Za-z0-9]|[A-Z]|$)"
+    r"[A-Z]?[a-z]+\d+|[A-Z]+\d+|\d+[A-Z]?[a-z]+|\d+[A-Z]+"
+    r"|[A-Z]?[a-z]+(?=[^A-Za-z0-9]|[A-Z]|$)"
     r"|[A-Z]+(?=[^A-Za-z0-9]|[A-Z][a-z]|$)"
     r"|[A-Z]?[a-z]+"
     r"|[A-Z]+"

@@ -76,8 +76,10 @@ def _json_unsupported(element, compiler, **kw):
 # --- SQLite ----------------------------------------------------------------------------------------
 
 def _sqlite_path_safe(key: str) -> bool:
-    # SQLite's JSON path reads a quoted key up to the next double quote, with no escapes.
-    return '"' not in key
+    # SQLite's JSON path reads a quoted key up to the next double quote, some versions read a
+    # backslash in it as an escape, and a path key matches a \uXXXX-escaped key of the JSON text
+    # only in newer versions: such keys are looked up by json_each, which decodes keys.
+    return key.isascii() and '"' not in key and "\\" not in key
 
 
 def _sqlite_lookup(element, compiler, **kw) -> tuple[str, str]:
