@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -65,6 +65,10 @@ class Warehouse:
     layout: str                             # "audsync" | "segment" | "rudderstack"
     schema: str | None = None               # the warehouse schema (segment_prod); None for audsync
     tables: frozenset[str] | None = None    # the tables that exist there; None = unknown
+    # Optional, the columns of tables there (by table name): a property or trait with no column
+    # (Segment and RudderStack create a column only once a non-null value arrives) then reads as
+    # null with a warning, instead of the query failing. Tables not in it are taken as they come.
+    columns: Mapping[str, frozenset[str]] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def compile_rule(rule, *, kind: str, warehouse: Warehouse, as_of: datetime,
     if kind not in ("audience", "computed_trait"):
         raise ValueError(f"kind must be 'audience' or 'computed_trait', not {kind!r}")
     as_of = as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of.astimezone(timezone.utc)
-    layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables)
+    layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables, warehouse.columns)
     compiler = _Compiler(layout, as_of, include_anonymous, dict(audiences or {}))
     if kind == "audience":
         if not _is_condition(rule):
@@ -95,7 +99,8 @@ def compile_rule(rule, *, kind: str, warehouse: Warehouse, as_of: datetime,
         if _is_condition(rule):
             raise ConfigError("a computed trait rule must end in a value")
         query, value_json = compiler.computed_trait(rule)
-    return Compiled(query, tuple(compiler.warnings), value_json)
+    warnings = list(dict.fromkeys([*compiler.warnings, *layout.warnings]))
+    return Compiled(query, tuple(warnings), value_json)
 
 
 def _is_condition(node) -> bool:

@@ -169,3 +169,40 @@ def test_rudderstack_names_follow_its_rules():
     assert rudderstack_snake("Order Completed") == "order_completed"
     assert rudderstack_snake("1st Purchase") == "_1st_purchase"
     assert rudderstack_event_table("Tracks") == "_tracks"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql", "duckdb"])
+def test_a_property_without_a_column_reads_as_null_with_a_warning(warehouses, database):
+    from dataclasses import replace
+
+    from .test_compile_cases import EVENT_SETS
+
+    engine, warehouse = warehouses.get(database, "segment", "shop", EVENT_SETS["shop"])
+    if database == "sqlite":
+        inspector = sa.inspect(engine)
+        columns = {name: frozenset(c["name"] for c in inspector.get_columns(name)) for name in warehouse.tables}
+    else:
+        # information_schema: duckdb-engine's inspector does not read columns under SQLAlchemy 2.1
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT table_name, column_name FROM information_schema.columns "
+                                         "WHERE table_schema = :schema"), {"schema": warehouse.schema}).all()
+        columns = {}
+        for table, column in found:
+            columns.setdefault(table, set()).add(column)
+        columns = {k: frozenset(v) for k, v in columns.items()}
+    warehouse = replace(warehouse, columns=columns)
+    rules = {
+        "event('Order Completed').where(property('coupon').is_null()).within(30 days).count() >= 1":
+            {"u1", "u2", "u4", "u10", "u12"},
+        "event('Order Completed').where(property('coupon') = 'X').count() >= 1": set(),
+        "trait('favourite_colour').is_set()": set(),
+    }
+    for rule, expected in rules.items():
+        compiled = compile_rule(parse_rule(rule, "audience"), kind="audience", warehouse=warehouse, as_of=AS_OF)
+        with engine.connect() as conn:
+            assert {r.user_id for r in conn.execute(compiled.query)} == expected, rule
+        assert len(compiled.warnings) == 1 and "has no column" in compiled.warnings[0], compiled.warnings
+    compiled = compile_rule(parse_rule("event('Order Completed').where(property('coupon') = 'X').count() >= 1",
+                                       "audience"), kind="audience", warehouse=warehouse, as_of=AS_OF)
+    assert compiled.warnings[0] == (f"property 'coupon' has no column coupon in "
+                                    f"{warehouse.schema + '.' if warehouse.schema else ''}order_completed: read as null")
