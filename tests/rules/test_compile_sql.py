@@ -42,7 +42,7 @@ HOSTILE_EVENTS = [
     ev
     for i, name in enumerate(HOSTILE)
     for ev in (
-        track(name, f"h{i}", ago=1, **{name: f"v{i} {name}", "n": i}),
+        track(name, f"h{i}", ago=1, **{name: f"v{i} {name}", name + " n": i, "n": i}),
         identify(f"h{i}", ago=2, **{name: f"t{i} {name}"}),
     )
 ]
@@ -61,6 +61,8 @@ def test_hostile_names_are_parameters_and_find_their_rows(warehouses, database, 
             f"event({q(name)}).where(property({q(name)}) = {q(f'v{i} {name}')} AND property('n') = {i})"
             ".count() >= 1",
             f"trait({q(name)}) = {q(f't{i} {name}')}",
+            f"event({q(name)}).where(property({q(name + ' n')}) >= {i} AND NOT (property({q(name + ' n')}) > {i}))"
+            ".count() = 1",
         ]
         for rule in rules:
             compiled = compile_rule(parse_rule(rule, "audience"), kind="audience", warehouse=warehouse,
