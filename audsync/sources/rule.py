@@ -1,0 +1,254 @@
+"""Rule sources (DESIGN.md section 7): an audience's rule, compiled to one query that runs where the
+events are and streams user_id (and value) into the sync like a SQL source's rows.
+
+The query is compiled when the source is read, on the connection that runs it: the compiler is told
+which tables the warehouse holds (an event without a table counts as zero occurrences, with a
+warning), and the run's start time (`as_of`), from which every window is measured back.
+
+`trait('<key of another configured audience>')` means "member of that audience". Its members come
+from that audience's own rule, compiled into this query as a subquery, when both rules read one
+database; otherwise from its synced members in the state database, which this query can read only
+when its events are there too (the "audsync" layout: config.py refuses any other case). The run
+syncs referenced audiences first (Config.in_run_order), so those members are current.
+
+`explain` gives the compiled SQL of a rule audience for its database's dialect, with its parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from ..config import AudienceConfig, Config, RuleSource as RuleSourceConfig, reads_inline
+from ..errors import ConfigError, SourceError
+from .._redact import redact
+from .hygiene import quoted
+from .sql import SqlSource
+
+log = logging.getLogger("audsync.rules")
+
+Tables = Callable[[str | None], frozenset[str] | None]
+"""schema -> the names of the tables (and views) there, None when they cannot be known."""
+
+
+@dataclass(frozen=True)
+class CompiledAudience:
+    query: Any                       # sqlalchemy Select: user_id [, value]
+    warnings: tuple[str, ...]        # each naming its audience
+
+
+def _rule_of(audience: AudienceConfig, config: Config) -> RuleSourceConfig:
+    if not isinstance(audience.source, RuleSourceConfig):
+        raise ConfigError(f"{config.path}: audience {quoted(audience.name)} has a {audience.source.type} source, "
+                          "not a rule (source = { type = \"rule\", rule = \"...\" }): only a rule is compiled to SQL")
+    return audience.source
+
+
+def synced_members(config: Config, key: str) -> Any:
+    """The state database's current synced members of audience `key` (for this destination), as a
+    selectable with a user_id column."""
+    import sqlalchemy as sa
+
+    from ..state.models import Audience, Member
+
+    members, audiences = Member.__table__, Audience.__table__
+    return (sa.select(members.c.user_id)
+            .join(audiences, audiences.c.id == members.c.audience_id)
+            .where(audiences.c.destination == config.amplitude.destination_id, audiences.c.key == key,
+                   members.c.user_id.is_not(None))
+            .subquery(f"members_of_{key}"))
+
+
+def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, tables: Tables) -> CompiledAudience:
+    """The query of a rule audience as of `as_of`, with the rules of the audiences it reads compiled
+    in where they read the same database; raises ConfigError for an audience without a rule."""
+    from ..rules.compile import Warehouse, compile_rule
+
+    _rule_of(audience, config)
+    by_key = {a.key: a for a in config.audiences}
+    warnings: list[str] = []
+
+    def build(current: AudienceConfig, through: tuple[str, ...]) -> Any:
+        spec = current.source
+        assert isinstance(spec, RuleSourceConfig)
+        references: dict[str, Any] = {}
+        for key in spec.references:
+            other = by_key[key]
+            if reads_inline(spec, other):
+                references[key] = build(other, through + (other.name,)).subquery(f"audience_{key}")
+            else:
+                references[key] = synced_members(config, key)
+        compiled = compile_rule(spec.tree, kind=current.kind,
+                                warehouse=Warehouse(layout=spec.layout, schema=spec.schema,
+                                                    tables=_tables(spec, tables)),
+                                as_of=as_of, include_anonymous=current.include_anonymous,
+                                audiences=references or None)
+        chain = "".join(f" (in the rule of audience {quoted(name)}, which this rule reads)"
+                        for name in reversed(through))
+        warnings.extend(f"audience {quoted(audience.name)}: {warning}{chain}" for warning in compiled.warnings)
+        return compiled.query
+
+    return CompiledAudience(build(audience, ()), tuple(warnings))
+
+
+def _tables(spec: RuleSourceConfig, tables: Tables) -> frozenset[str] | None:
+    # The events store of the "audsync" layout is one table that the state's migrations create,
+    # whatever events it holds: nothing to inspect.
+    return None if spec.layout == "audsync" else tables(spec.schema)
+
+
+def inspected_tables(conn: Any) -> Tables:
+    """Per schema (cached), the tables and views the connection's database holds there."""
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(conn)
+    known: dict[str | None, frozenset[str]] = {}
+
+    def tables(schema: str | None) -> frozenset[str]:
+        if schema not in known:
+            known[schema] = frozenset(inspector.get_table_names(schema=schema)) | \
+                frozenset(inspector.get_view_names(schema=schema))
+        return known[schema]
+
+    return tables
+
+
+def _value_processor(query: Any, dialect: Any) -> Any:
+    """What SQLAlchemy would do to the value column's raw driver value (decode JSON text, say)."""
+    column = query.selected_columns.get("value")
+    return None if column is None else column.type.result_processor(dialect, None)
+
+
+class RuleSource(SqlSource):
+    """Reads a rule audience: its compiled query, streamed in chunks by SqlSource's machinery."""
+
+    def __init__(self, audience: AudienceConfig, config: Config, as_of: datetime, min_id_length: int,
+                 chunk_rows: int):
+        spec = audience.source
+        assert isinstance(spec, RuleSourceConfig)
+        super().__init__(audience, spec.url, spec.rule, min_id_length, chunk_rows)
+        self.config = config
+        self.as_of = as_of
+
+    def __repr__(self) -> str:
+        return redact(f"RuleSource({self.audience.name!r}, {self.url!r}, as_of={self.as_of.isoformat()})")
+
+    def _execute(self, conn: Any) -> Any:
+        compiled = compile_audience(self.config, self.audience, self.as_of, inspected_tables(conn))
+        for warning in compiled.warnings:
+            log.warning("%s", warning, extra={"audience": self.audience.key})
+        if self.computed:
+            self._value_processor = _value_processor(compiled.query, conn.dialect)
+        return conn.execute(compiled.query)
+
+
+# --- explain ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Explanation:
+    audience: AudienceConfig
+    dialect: str
+    sql: str
+    parameters: Mapping[str, Any]
+    warnings: tuple[str, ...]
+    as_of: datetime
+    tables_unknown: str | None    # why the warehouse's tables could not be inspected, None when they were
+
+    def render(self) -> str:
+        source = self.audience.source
+        assert isinstance(source, RuleSourceConfig)
+        where = f"layout {source.layout}" + (f", schema {source.schema}" if source.schema else "")
+        database = "the state database" if source.layout == "audsync" else "the warehouse"
+        lines = [f"-- audience {quoted(self.audience.name)} (key {self.audience.key}, {self.audience.kind})",
+                 *_comment("rule: ", source.rule),
+                 f"-- events: {where}, in {database} ({self.dialect})",
+                 f"-- as of {_instant(self.as_of)}: windows are measured back from this instant "
+                 "(a run uses its start time)"]
+        if self.tables_unknown:
+            lines.append(f"-- tables not inspected ({self.tables_unknown}): every event is assumed to have its table")
+        lines += [f"-- warning: {warning}" for warning in self.warnings]
+        lines.append(self.sql.strip() + ";")
+        if self.parameters:
+            lines.append("-- parameters:")
+            lines += [f"--   {name} = {_shown(value)}" for name, value in self.parameters.items()]
+        return "\n".join(lines)
+
+
+def _comment(head: str, text: str) -> list[str]:
+    first, *rest = text.strip().splitlines() or [""]
+    return [f"-- {head}{first}"] + [f"-- {' ' * len(head)}{line}" for line in rest]
+
+
+def _instant(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, datetime):
+        return _instant(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _needs_tables(config: Config, audience: AudienceConfig) -> bool:
+    """Whether compiling the audience's query (its references' rules included) asks for a
+    warehouse's tables."""
+    by_key = {a.key: a for a in config.audiences}
+    spec = audience.source
+    assert isinstance(spec, RuleSourceConfig)
+    return spec.layout != "audsync" or any(reads_inline(spec, by_key[key]) and _needs_tables(config, by_key[key])
+                                           for key in spec.references)
+
+
+def _missing_sqlite_file(engine: Any) -> str | None:
+    from pathlib import Path
+
+    database = engine.url.database
+    if (engine.dialect.name == "sqlite" and database and database != ":memory:"
+            and not database.startswith("file:") and not Path(database).is_file()):
+        return f"no SQLite database file {database}"
+    return None
+
+
+def explain(config: Config, name: str, as_of: datetime) -> Explanation:
+    """The SQL a run of rule audience `name` would send as of `as_of`, for its database's dialect,
+    with its bound parameters apart (never pasted into the text). The warehouse is asked which
+    tables it holds, as a run does; when it cannot be reached the SQL is compiled as if every
+    event had its table, and the explanation says so."""
+    import sqlalchemy as sa
+
+    audience = config.audience(name)
+    source = _rule_of(audience, config)
+    place = f"audience {quoted(audience.name)}: source.url"
+    try:
+        engine = sa.create_engine(source.url)
+    except ImportError as exc:
+        raise SourceError(redact(f"{place} {source.url!r} needs a database driver that is not installed "
+                                 f"({exc.name or exc})")) from None
+    except sa.exc.SQLAlchemyError as exc:
+        raise SourceError(redact(f"{place} {source.url!r} cannot be used ({exc})")) from None
+    unknown: str | None = None
+    try:
+        if not _needs_tables(config, audience):
+            compiled = compile_audience(config, audience, as_of, lambda schema: None)
+        elif (missing := _missing_sqlite_file(engine)) is not None:
+            unknown = missing  # connecting would create an empty database there
+            compiled = compile_audience(config, audience, as_of, lambda schema: None)
+        else:
+            try:
+                with engine.connect() as conn:
+                    compiled = compile_audience(config, audience, as_of, inspected_tables(conn))
+            except (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
+                text = str(getattr(exc, "orig", None) or exc).strip()
+                unknown = redact(f"cannot connect to {source.url}: "
+                                 f"{text.splitlines()[0] if text else type(exc).__name__}")
+                compiled = compile_audience(config, audience, as_of, lambda schema: None)
+        sql = compiled.query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+    finally:
+        engine.dispose()
+    return Explanation(audience=audience, dialect=engine.dialect.name, sql=str(sql), parameters=dict(sql.params),
+                       warnings=compiled.warnings, as_of=as_of, tables_unknown=unknown)
