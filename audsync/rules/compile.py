@@ -1,0 +1,562 @@
+"""A rule's tree (audsync.rules.tree) -> one SQLAlchemy Core query, run where the events live.
+
+`compile_rule` returns a Select whose rows are the audience's members (`user_id`; with
+include_anonymous also `anonymous_id`) or a computed trait's values (`user_id`, `value`). Event rows
+never leave the database. Every name and value from the rule is a bound parameter or an identifier
+quoted by SQLAlchemy (layouts.py, sqlfuncs.py): no rule text is pasted into SQL.
+
+Semantics (DESIGN.md section 7, reference/engage-audiences.md):
+
+- Time. Only events with `timestamp <= as_of` exist. `within(N)` keeps `as_of - N <= timestamp`;
+  `between(A, B)` keeps `as_of - B <= timestamp <= as_of - A` (both ends inclusive); days are 24 hours.
+- Profiles. An event's profile is its user_id; an event with only an anonymous_id belongs to the user
+  that an identify (anonymous_id + user_id) or an alias (previous_id -> user_id) links to it, the
+  link with the latest timestamp winning (then the greatest message id); links after as_of are not
+  used. A profile with no user id is anonymous-only: it can be a member (by anonymous_id) only with
+  include_anonymous. Everyone known (for NOT, `count() = 0`, `is_null()`...) is every profile with
+  any event or identify up to as_of.
+- Counting. `count()` counts distinct message ids (a warehouse may hold duplicates); `sum` and `avg`
+  add each message once. A profile without events in the stream has count 0 and no sum, avg, min,
+  max, mode, first, last or unique (all null), and unique count 0.
+- Values. `sum / avg / min / max` read numbers: in JSON a string such as "100" is no number and is
+  skipped (null). `first` / `last` take the earliest / latest event, by timestamp then message id,
+  that has the property set. `mode(p, k)` is the value seen on at least k events, most often; ties go
+  to the smallest text (the database's collation; byte order on SQLite and on PostgreSQL's "C").
+  `unique(p)` is a JSON array text of the distinct values' text forms, sorted the same way (numbers
+  become strings: 100 -> "100"), on every database; `.count()` counts them.
+- Traits. `trait('k')` is the latest identify (by timestamp, then message id) that set k to a
+  non-null value. When k is the key of another audience (`audiences`), it is membership instead:
+  `= true`, `= false`, `!= ...`, `is_set()` (a member), `is_null()` (not a member).
+- Comparisons and null. A comparison against a number reads the value as a number, against a string
+  as text, against true/false as a boolean. Every comparator is false when the value is missing
+  (null) — `!=`, `omits` and `before_date` included — except `is_null()`, which is true exactly then.
+  NOT negates that two-valued result, so `NOT (trait('plan') = 'pro')` includes profiles with no
+  plan, while `trait('plan') != 'pro'` does not. Text comparators (`contains`, `omits`,
+  `starts_with`, `ends_with`, `contains_one`) are case-sensitive on every database. Date comparators
+  read the value as an ISO 8601 instant (text that is not one counts as missing): `before_date(d)`
+  is `< d`, `after_date(d)` is `> d`, `within_last(N)` is `as_of - N <= value <= as_of`,
+  `before_last(N)` is `< as_of - N`.
+- Computed traits. A profile gets a value when the reducer over its events gives a non-null one:
+  count and unique count as soon as it has one event in the stream. When a profile's events age out
+  it has no row, and the sync unsets the trait.
+- Missing tables. An event with no table in the warehouse (Warehouse.tables given and lacking it)
+  has no events: a warning names it. Without an identifies table every trait is missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from audsync.errors import ConfigError
+from audsync.rules import sqlfuncs
+from audsync.rules import tree as t
+from audsync.rules.layouts import ColumnField, Field, Layout, NullField, Rows, layout_for
+
+__all__ = ["Compiled", "Warehouse", "compile_rule"]
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    layout: str                             # "audsync" | "segment" | "rudderstack"
+    schema: str | None = None               # the warehouse schema (segment_prod); None for audsync
+    tables: frozenset[str] | None = None    # the tables that exist there; None = unknown
+
+
+@dataclass(frozen=True)
+class Compiled:
+    query: sa.Select                        # columns: user_id [, anonymous_id] [, value]
+    warnings: tuple[str, ...]
+    # True when `value` is JSON text to decode (first/last/mode/trait values of the audsync layout,
+    # whose JSON values have no single SQL type; unique lists on every layout).
+    value_json: bool = False
+
+
+def compile_rule(rule, *, kind: str, warehouse: Warehouse, as_of: datetime,
+                 include_anonymous: bool = False,
+                 audiences: Mapping[str, sa.FromClause] | None = None) -> Compiled:
+    """Compile a parsed rule (parse_rule(text, kind)) into one query. `as_of` is the run's start (a
+    naive datetime is UTC). `audiences` maps other audiences' keys to selectables with a `user_id`
+    column of their members: `trait(key)` of such a key is membership."""
+    if kind not in ("audience", "computed_trait"):
+        raise ValueError(f"kind must be 'audience' or 'computed_trait', not {kind!r}")
+    as_of = as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of.astimezone(timezone.utc)
+    layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables)
+    compiler = _Compiler(layout, as_of, include_anonymous, dict(audiences or {}))
+    if kind == "audience":
+        if not _is_condition(rule):
+            raise ConfigError("an audience rule must end in a condition")
+        query, value_json = compiler.audience(rule), False
+    else:
+        if _is_condition(rule):
+            raise ConfigError("a computed trait rule must end in a value")
+        query, value_json = compiler.computed_trait(rule)
+    return Compiled(query, tuple(compiler.warnings), value_json)
+
+
+def _is_condition(node) -> bool:
+    return isinstance(node, (t.Compare, t.And, t.Or, t.Not))
+
+
+_COUNTS = (t.Count, t.UniqueCount)
+_NUMERIC = (t.Count, t.Sum, t.Avg, t.Min, t.Max, t.UniqueCount)
+_ORDER_OPS = {t.Op.EQ: "__eq__", t.Op.NE: "__ne__", t.Op.GT: "__gt__", t.Op.GE: "__ge__",
+              t.Op.LT: "__lt__", t.Op.LE: "__le__"}
+
+
+class _CteField(Field):
+    """A per-profile value computed in a CTE (columns person, v, t[, n])."""
+
+    def __init__(self, cte, default=None):
+        self.cte = cte
+        self.default = default
+
+    def text(self):
+        return self.cte.c.t
+
+    def number(self):
+        return self.cte.c.n if "n" in self.cte.c else sa.cast(self.cte.c.v, sa.Float())
+
+    def value(self):
+        v = self.cte.c.v
+        return v if self.default is None else sa.func.coalesce(v, self.default)
+
+
+class _Compiler:
+    def __init__(self, layout: Layout, as_of: datetime, include_anonymous: bool,
+                 audiences: dict[str, sa.FromClause]):
+        self.layout = layout
+        self.as_of = as_of
+        self.anonymous = include_anonymous
+        self.audiences = audiences
+        self.warnings: list[str] = []
+        self._names = itertools.count(1)
+        self._links = None
+        self._links_built = False
+        self._ctes: dict = {}
+        self._numbers: set = set()  # value nodes compared with numbers: their CTE needs `n`
+
+    # -- profiles ---------------------------------------------------------------------------------
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._names)}"
+
+    def links(self):
+        """anonymous_id -> user_id, the latest link of each anonymous id."""
+        if self._links_built:
+            return self._links
+        self._links_built = True
+        parts = [sa.select(r.anonymous_id.label("anonymous_id"), r.user_id.label("user_id"),
+                           r.timestamp.label("ts"), r.message_id.label("mid"))
+                 .where(r.anonymous_id.is_not(None), r.user_id.is_not(None),
+                        r.timestamp <= self.layout.instant(self.as_of))
+                 for r in self.layout.links()]
+        if not parts:
+            return None
+        rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("link_rows")
+        rank = sa.func.row_number().over(partition_by=rows.c.anonymous_id,
+                                         order_by=(rows.c.ts.desc(), rows.c.mid.desc()))
+        ranked = sa.select(rows.c.anonymous_id, rows.c.user_id, rank.label("rn")).subquery("ranked_links")
+        self._links = sa.select(ranked.c.anonymous_id, ranked.c.user_id).where(ranked.c.rn == 1).cte("links")
+        return self._links
+
+    def profile(self, rows: Rows):
+        """(FROM clause, profile expression, conditions) of `rows`: the profile each row counts for."""
+        links = self.links()
+        frm = rows.table
+        user_id = rows.user_id
+        if links is not None:
+            frm = frm.outerjoin(links, sa.and_(rows.user_id.is_(None),
+                                               links.c.anonymous_id == rows.anonymous_id))
+            user_id = sa.func.coalesce(rows.user_id, links.c.user_id)
+        if not self.anonymous:
+            return frm, user_id, [user_id.is_not(None)]
+        person = sa.case((user_id.is_not(None), sa.literal("u:", sa.String()) + sa.cast(user_id, sa.String())),
+                         else_=sa.literal("a:", sa.String()) + sa.cast(rows.anonymous_id, sa.String()))
+        return frm, person, [sa.or_(user_id.is_not(None), rows.anonymous_id.is_not(None))]
+
+    def member_id(self, user_id):
+        """A member list's user_id as a profile expression."""
+        if not self.anonymous:
+            return user_id
+        return sa.literal("u:", sa.String()) + sa.cast(user_id, sa.String())
+
+    def everyone(self):
+        parts = []
+        for rows in self.layout.everyone():
+            frm, person, conds = self.profile(rows)
+            parts.append(sa.select(person.label("person")).select_from(frm).where(
+                *conds, rows.timestamp <= self.layout.instant(self.as_of)))
+        if not parts:
+            return None
+        return sa.union(*parts).cte(self.name("everyone")) if len(parts) > 1 else \
+            parts[0].distinct().cte(self.name("everyone"))
+
+    # -- streams ----------------------------------------------------------------------------------
+
+    def stream(self, stream: t.Stream, fields=()):
+        """The stream's events as a subquery (person, mid, ts, and per field in `fields` its text
+        `t`, number `n` and value `v`), or None when no table has them. Reducers group the subquery's
+        plain columns: PostgreSQL takes an expression holding bound parameters in SELECT and in GROUP
+        BY for two different expressions."""
+        rows = self.layout.events(stream.event.name)
+        if rows is None:
+            message = (f"event {stream.event.name!r} has no table in {self.layout.where()}: counted as "
+                       "0 occurrences")
+            if message not in self.warnings:
+                self.warnings.append(message)
+            return None
+        frm, person, conds = self.profile(rows)
+        conds = [*rows.filters, *conds, rows.timestamp <= self.layout.instant(self.as_of)]
+        window = stream.window
+        if isinstance(window, t.Within):
+            conds.append(rows.timestamp >= self.layout.instant(self.as_of - window.duration.timedelta))
+        elif isinstance(window, t.Between):
+            conds.append(rows.timestamp >= self.layout.instant(self.as_of - window.end.timedelta))
+            conds.append(rows.timestamp <= self.layout.instant(self.as_of - window.start.timedelta))
+        for condition in stream.conditions:
+            conds.append(self.condition(condition, lambda node, rows=rows: rows.field(node)))
+        columns = [person.label("person"), rows.message_id.label("mid"), rows.timestamp.label("ts")]
+        for form in fields:
+            field = rows.field(form[1])
+            columns.append({"t": field.text, "n": field.number, "v": field.value}[form[0]]().label(form[0]))
+        return sa.select(*columns).select_from(frm).where(*conds).subquery(self.name("events"))
+
+    def grouped(self, node):
+        """A numeric reducer as (SELECT person ... GROUP BY person, aggregate), or None."""
+        if isinstance(node, t.Count):
+            src = self.stream(node.stream)
+            if src is None:
+                return None
+            agg = sa.func.count(sa.distinct(src.c.mid))
+        elif isinstance(node, t.UniqueCount):
+            src = self.stream(node.unique.stream, [("t", node.unique.of)])
+            if src is None:
+                return None
+            agg = sa.func.count(sa.distinct(src.c.t))
+        else:
+            src = self.stream(node.stream, [("n", node.of)])
+            if src is None:
+                return None
+            if isinstance(node, (t.Sum, t.Avg)):
+                # One row per message: duplicates of a message add once.
+                src = sa.select(src.c.person, src.c.mid, src.c.n).distinct().subquery(self.name("messages"))
+                agg = (sa.func.sum if isinstance(node, t.Sum) else sa.func.avg)(src.c.n)
+            else:
+                agg = (sa.func.min if isinstance(node, t.Min) else sa.func.max)(src.c.n)
+        return sa.select(src.c.person).group_by(src.c.person), agg
+
+    def value_cte(self, node):
+        """A CTE (person, v, t[, n]) of a value node, or None when it has no rows anywhere."""
+        if node in self._ctes:
+            return self._ctes[node]
+        cte = self._value_cte(node)
+        self._ctes[node] = cte
+        return cte
+
+    def _value_cte(self, node):
+        number = node in self._numbers
+        if isinstance(node, _NUMERIC):
+            grouped = self.grouped(node)
+            if grouped is None:
+                return None
+            select, agg = grouped
+            return select.add_columns(agg.label("v")).cte(self.name("agg"))
+        if isinstance(node, t.Trait):
+            return self.trait_cte(node, number)
+        if isinstance(node, t.Unique):
+            src = self.stream(node.stream, [("t", node.of)])
+            if src is None:
+                return None
+            values = sa.select(src.c.person, src.c.t).where(src.c.t.is_not(None)).distinct() \
+                .order_by(src.c.person, src.c.t).subquery(self.name("values"))
+            listed = sqlfuncs.sorted_json_array(values.c.t)
+            return sa.select(values.c.person, listed.label("v"), listed.label("t")) \
+                .group_by(values.c.person).cte(self.name("unique"))
+        forms = [("v", node.of), ("t", node.of)] + ([("n", node.of)] if number else [])
+        src = self.stream(node.stream, forms)
+        if src is None:
+            return None
+        kept = [c for c in src.c if c.key in ("v", "t", "n")]
+        if isinstance(node, (t.First, t.Last)):
+            order = (src.c.ts.asc(), src.c.mid.asc()) if isinstance(node, t.First) \
+                else (src.c.ts.desc(), src.c.mid.desc())
+            return self.pick_one(src, kept, order, src.c.t.is_not(None), "pick")
+        if isinstance(node, t.Mode):
+            freq = sa.func.count(sa.distinct(src.c.mid))
+            extra = [sa.func.min(src.c.t).label("t")] + ([sa.func.min(src.c.n).label("n")] if number else [])
+            counted = sa.select(src.c.person, src.c.v, *extra, freq.label("freq")) \
+                .where(src.c.t.is_not(None)).group_by(src.c.person, src.c.v) \
+                .having(freq >= sa.literal(node.min_frequency, sa.Integer())).subquery(self.name("freq"))
+            kept = [c for c in counted.c if c.key in ("v", "t", "n")]
+            return self.pick_one(counted, kept, (counted.c.freq.desc(), counted.c.t.asc()), None, "mode")
+        raise AssertionError(f"no SQL for {type(node).__name__}")
+
+    def pick_one(self, src, kept, order, where, prefix):
+        """Per person, the row first in `order`: a CTE (person, v, t[, n])."""
+        rank = sa.func.row_number().over(partition_by=src.c.person, order_by=order)
+        select = sa.select(src.c.person, *kept, rank.label("rn"))
+        if where is not None:
+            select = select.where(where)
+        ranked = select.subquery(self.name("ranked"))
+        return sa.select(*(c for c in ranked.c if c.key != "rn")).where(ranked.c.rn == 1).cte(self.name(prefix))
+
+    # -- traits -----------------------------------------------------------------------------------
+
+    def membership(self, key: str):
+        source = self.audiences[key]
+        person = self.member_id(source.c.user_id)
+        return sa.select(person.label("person"), sa.literal(1, sa.Integer()).label("v"),
+                         sa.literal(1, sa.Integer()).label("t")).select_from(source) \
+            .where(source.c.user_id.is_not(None)).distinct().cte(self.name("member"))
+
+    def trait_cte(self, node: t.Trait, number: bool):
+        if node.key in self.audiences:
+            return self.membership(node.key)
+        rows = self.layout.identifies()
+        if rows is None:
+            message = f"no identifies table in {self.layout.where()}: trait {node.key!r} is never set"
+            if message not in self.warnings:
+                self.warnings.append(message)
+            return None
+        field = rows.field(node)
+        if isinstance(field, NullField):
+            return None
+        frm, person, conds = self.profile(rows)
+        columns = [person.label("person"), rows.message_id.label("mid"), rows.timestamp.label("ts"),
+                   field.value().label("v"), field.text().label("t")]
+        if number:
+            columns.append(field.number().label("n"))
+        src = sa.select(*columns).select_from(frm).where(
+            *rows.filters, *conds, rows.timestamp <= self.layout.instant(self.as_of)).subquery(self.name("identifies"))
+        kept = [c for c in src.c if c.key in ("v", "t", "n")]
+        return self.pick_one(src, kept, (src.c.ts.desc(), src.c.mid.desc()), src.c.t.is_not(None), "trait")
+
+    # -- conditions -------------------------------------------------------------------------------
+
+    def condition(self, node, field_of) -> sa.ColumnElement:
+        """A two-valued SQL condition. `field_of(value node)` gives the Field of a compared value."""
+        if isinstance(node, t.And):
+            return sa.and_(*(self.condition(item, field_of) for item in node.items))
+        if isinstance(node, t.Or):
+            return sa.or_(*(self.condition(item, field_of) for item in node.items))
+        if isinstance(node, t.Not):
+            return sa.not_(self.condition(node.item, field_of))
+        if isinstance(node.left, t.Trait) and node.left.key in self.audiences:
+            return self.member_compare(node, field_of(node.left))
+        return self.compare(field_of(node.left), node.op, node.right, counts=isinstance(node.left, _COUNTS))
+
+    def member_compare(self, node: t.Compare, field) -> sa.ColumnElement:
+        member = field.value().is_not(None) if field is not None else sa.false()
+        op, right = node.op, node.right
+        if op in (t.Op.EQ, t.Op.NE) and isinstance(right.value, bool):
+            positive = right.value if op is t.Op.EQ else not right.value
+            return member if positive else sa.not_(member)
+        if op is t.Op.IS_SET:
+            return member
+        if op is t.Op.IS_NULL:
+            return sa.not_(member)
+        raise ConfigError(f"trait({node.left.key!r}) is the membership of audience {node.left.key!r}: "
+                          f"compare it with `= true` or `= false`, not with `{op.value}`")
+
+    def compare(self, field: Field | None, op: t.Op, right, counts: bool = False) -> sa.ColumnElement:
+        if field is None:
+            # No rows anywhere: a count is 0, anything else is missing.
+            if counts:
+                return sa.true() if _holds(0, op, right, self.as_of) else sa.false()
+            return sa.true() if op is t.Op.IS_NULL else sa.false()
+        if op in (t.Op.IS_SET, t.Op.IS_NULL):
+            x = field.value()
+            return x.is_not(None) if op is t.Op.IS_SET else x.is_(None)
+        value = right.value if isinstance(right, t.Literal) else right
+        if op in _ORDER_OPS:
+            return self.equal_or_order(field, op, value, counts)
+        if op is t.Op.ONE_OF:
+            return sa.or_(*(self.equal_or_order(field, t.Op.EQ, v, counts) for v in value))
+        if op in (t.Op.CONTAINS, t.Op.OMITS, t.Op.STARTS_WITH, t.Op.ENDS_WITH, t.Op.CONTAINS_ONE):
+            x = field.text()
+            needles = value if op is t.Op.CONTAINS_ONE else (value,)
+            tests = []
+            for needle in needles:
+                lit = sa.literal(needle, sa.String())
+                if op in (t.Op.CONTAINS, t.Op.CONTAINS_ONE):
+                    tests.append(sqlfuncs.position(x, lit) > 0)
+                elif op is t.Op.OMITS:
+                    tests.append(sqlfuncs.position(x, lit) == 0)
+                elif op is t.Op.STARTS_WITH:
+                    tests.append(sa.func.substr(x, 1, sa.func.length(lit)) == lit)
+                else:
+                    tests.append(sa.and_(sa.func.length(x) >= sa.func.length(lit),
+                                         sa.func.substr(x, sa.func.length(x) - sa.func.length(lit) + 1) == lit))
+            return sa.and_(x.is_not(None), sa.or_(*tests))
+        moment = sqlfuncs.instant(field.text())
+        if op is t.Op.BEFORE_DATE:
+            test = moment < sqlfuncs.instant_param(value)
+        elif op is t.Op.AFTER_DATE:
+            test = moment > sqlfuncs.instant_param(value)
+        elif op is t.Op.WITHIN_LAST:
+            test = sa.and_(moment >= sqlfuncs.instant_param(self.as_of - value.timedelta),
+                           moment <= sqlfuncs.instant_param(self.as_of))
+        elif op is t.Op.BEFORE_LAST:
+            test = moment < sqlfuncs.instant_param(self.as_of - value.timedelta)
+        else:
+            raise AssertionError(f"no SQL for comparator {op}")
+        return sa.and_(moment.is_not(None), test)
+
+    def equal_or_order(self, field: Field, op: t.Op, value, counts: bool) -> sa.ColumnElement:
+        method = _ORDER_OPS[op]
+        if isinstance(value, bool):
+            x = field.text()
+            native = field.col if isinstance(field, ColumnField) else \
+                field.cte.c.v if isinstance(field, _CteField) and not self.layout.value_json else None
+            if native is not None:
+                # A warehouse's boolean column: compared as a boolean (SQLite stores 1 / 0).
+                x = native
+                return sa.and_(x.is_not(None), getattr(x, method)(sa.literal(value, sa.Boolean())))
+            return sa.and_(x.is_not(None), getattr(x, method)(sa.literal("true" if value else "false", sa.String())))
+        if isinstance(value, (int, float)):
+            x = field.value() if counts else field.number()
+            lit = sa.literal(value, sa.Integer() if isinstance(value, int) else sa.Float())
+            if counts:
+                return getattr(x, method)(lit)
+            return sa.and_(x.is_not(None), getattr(x, method)(lit))
+        x = field.text()
+        return sa.and_(x.is_not(None), getattr(x, method)(sa.literal(value, sa.String())))
+
+    # -- whole rules ------------------------------------------------------------------------------
+
+    def audience(self, rule) -> sa.Select:
+        compares = list(_compares(rule))
+        for c in compares:
+            if _wants_number(c):
+                self._numbers.add(c.left)
+        # The fast shape: one numeric reducer that a profile without events fails.
+        if isinstance(rule, t.Compare) and isinstance(rule.left, _NUMERIC) and not _empty_holds(rule, self):
+            grouped = self.grouped(rule.left)
+            if grouped is None:
+                return self.nobody()
+            select, agg = grouped
+            field = ColumnField(agg)
+            test = self.compare(field, rule.op, rule.right, counts=isinstance(rule.left, _COUNTS))
+            return self.output(select.having(test))
+        ctes = {}
+        for c in compares:
+            ctes[c.left] = self.value_cte(c.left)
+        present = [cte for cte in dict.fromkeys(ctes.values()) if cte is not None]
+        if _empty_holds(rule, self):
+            people = self.everyone()
+            if people is None:
+                return self.nobody()
+        elif not present:
+            return self.nobody()
+        elif len(present) == 1:
+            people = present[0]
+        else:
+            people = sa.union(*(sa.select(cte.c.person) for cte in present)).cte(self.name("people"))
+        frm = people
+        for cte in present:
+            if cte is not people:
+                frm = frm.outerjoin(cte, cte.c.person == people.c.person)
+
+        def field_of(node):
+            cte = ctes.get(node)
+            if cte is None:
+                return None
+            return _CteField(cte, sa.literal(0, sa.Integer()) if isinstance(node, _COUNTS) else None)
+
+        query = sa.select(people.c.person).select_from(frm).where(self.condition(rule, field_of))
+        return self.output(query)
+
+    def output(self, query: sa.Select) -> sa.Select:
+        """The members' id columns from a query of one column, person: user_id (and anonymous_id)."""
+        return self.ids(query.subquery(self.name("members")))
+
+    def ids(self, inner, *extra) -> sa.Select:
+        if not self.anonymous:
+            return sa.select(inner.c.person.label("user_id"), *extra)
+        kind = sa.func.substr(inner.c.person, 1, 2)
+        rest = sa.func.substr(inner.c.person, 3)
+        return sa.select(sa.case((kind == "u:", rest)).label("user_id"),
+                         sa.case((kind == "a:", rest)).label("anonymous_id"), *extra)
+
+    def nobody(self) -> sa.Select:
+        columns = [sa.cast(sa.null(), sa.String()).label("user_id")]
+        if self.anonymous:
+            columns.append(sa.cast(sa.null(), sa.String()).label("anonymous_id"))
+        return sa.select(*columns).where(sa.false())
+
+    def computed_trait(self, rule) -> tuple[sa.Select, bool]:
+        if isinstance(rule, t.Trait) and rule.key in self.audiences:
+            raise ConfigError(f"trait({rule.key!r}) is the membership of audience {rule.key!r}; a "
+                              "computed trait computes a value from events or traits")
+        if isinstance(rule, _NUMERIC):
+            grouped = self.grouped(rule)
+            if grouped is None:
+                return self.nobody_valued(), False
+            select, agg = grouped
+            inner = select.add_columns(agg.label("value")).having(agg.is_not(None)).subquery(self.name("values"))
+            return self.ids(inner, inner.c.value), False
+        cte = self.value_cte(rule)
+        if cte is None:
+            return self.nobody_valued(), False
+        inner = sa.select(cte.c.person, cte.c.v.label("value")).where(cte.c.v.is_not(None)) \
+            .subquery(self.name("values"))
+        value_json = isinstance(rule, t.Unique) or self.layout.value_json
+        return self.ids(inner, inner.c.value), value_json
+
+    def nobody_valued(self) -> sa.Select:
+        return self.nobody().add_columns(sa.null().label("value"))
+
+
+def _compares(node):
+    if isinstance(node, (t.And, t.Or)):
+        for item in node.items:
+            yield from _compares(item)
+    elif isinstance(node, t.Not):
+        yield from _compares(node.item)
+    else:
+        yield node
+
+
+def _wants_number(c: t.Compare) -> bool:
+    if isinstance(c.left, _NUMERIC):
+        return False
+    value = c.right.value if isinstance(c.right, t.Literal) else None
+    values = value if isinstance(value, tuple) else (value,)
+    return any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _empty_holds(node, compiler: _Compiler) -> bool:
+    """Whether a profile with no events, no traits and no memberships satisfies the condition: then
+    the query must start from everyone known, not from the profiles that have rows."""
+    if isinstance(node, t.And):
+        return all(_empty_holds(item, compiler) for item in node.items)
+    if isinstance(node, t.Or):
+        return any(_empty_holds(item, compiler) for item in node.items)
+    if isinstance(node, t.Not):
+        return not _empty_holds(node.item, compiler)
+    if isinstance(node.left, t.Trait) and node.left.key in compiler.audiences:
+        if node.op in (t.Op.EQ, t.Op.NE) and isinstance(node.right.value, bool):
+            return (node.right.value is False) == (node.op is t.Op.EQ)
+        return node.op is t.Op.IS_NULL
+    if isinstance(node.left, _COUNTS):
+        return _holds(0, node.op, node.right, compiler.as_of)
+    return node.op is t.Op.IS_NULL
+
+
+def _holds(value: int, op: t.Op, right, as_of) -> bool:
+    """A comparison of a count (a number, never null) with a constant, in Python."""
+    if op is t.Op.IS_SET:
+        return True
+    if op is t.Op.IS_NULL:
+        return False
+    target = right.value if isinstance(right, t.Literal) else None
+    if op is t.Op.ONE_OF:
+        return any(value == v for v in target if not isinstance(v, bool))
+    if op in _ORDER_OPS and isinstance(target, (int, float)) and not isinstance(target, bool):
+        return getattr(value, _ORDER_OPS[op])(target)
+    return False

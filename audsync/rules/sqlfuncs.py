@@ -1,0 +1,326 @@
+"""SQL constructs whose spelling differs between databases, compiled per dialect (@compiles).
+
+The rule compiler builds one SQLAlchemy Core statement for any dialect; the few operations that no
+portable SQL expresses are the constructs here. Every name or value that comes from a rule reaches
+the database as a bound parameter, created while compiling (`_param`): nothing from the rule is ever
+pasted into the SQL text.
+
+JSON fields (the audsync layout keeps properties, traits and context as JSON text) are read on
+SQLite (json_extract / json_type, or json_each for a key no JSON path can spell), PostgreSQL (jsonb
+`#>` / `#>>` with a text[] path of bound keys) and DuckDB (json_extract with a JSON Pointer, which
+escapes any key). Three readings of a field:
+
+- `json_text`: a string as its text, a number as its text, true/false as 'true'/'false', an object
+  or array as its JSON text, JSON null or a missing key as NULL;
+- `json_number`: a JSON number as a double, anything else NULL (a numeric string is not a number);
+- `json_raw`: the value as JSON text ('"pro"', '100', 'true'), JSON null or missing as NULL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.exc import CompileError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+_JSON_DIALECTS = "SQLite, PostgreSQL and DuckDB"
+
+
+def _param(compiler, value, type_=None, **kw) -> str:
+    return compiler.process(sa.literal(value, type_ or sa.String()), **kw)
+
+
+class _JsonField(FunctionElement):
+    """A field of a JSON text column, by its path of keys (`keys`: top-level first)."""
+
+    # The keys are attributes, not clauses: a cached statement must not be reused for other keys.
+    inherit_cache = False
+
+    def __init__(self, doc, keys: tuple[str, ...]):
+        self.keys = tuple(keys)
+        super().__init__(doc)
+
+    @property
+    def doc(self):
+        return list(self.clauses)[0]
+
+
+class json_text(_JsonField):
+    inherit_cache = False
+    type = sa.String()
+    name = "json_text"
+
+
+class json_number(_JsonField):
+    inherit_cache = False
+    type = sa.Float()
+    name = "json_number"
+
+
+class json_raw(_JsonField):
+    inherit_cache = False
+    type = sa.String()
+    name = "json_raw"
+
+
+@compiles(json_text)
+@compiles(json_number)
+@compiles(json_raw)
+def _json_unsupported(element, compiler, **kw):
+    raise CompileError(f"JSON fields of the audsync layout are read on {_JSON_DIALECTS}, not on "
+                       f"{compiler.dialect.name}")
+
+
+# --- SQLite ----------------------------------------------------------------------------------------
+
+def _sqlite_path_safe(key: str) -> bool:
+    # SQLite's JSON path reads a quoted key up to the next double quote, with no escapes.
+    return '"' not in key
+
+
+def _sqlite_lookup(element, compiler, **kw) -> tuple[str, str]:
+    """(value, type) SQL of the field: json_extract / json_type when a path can spell every key,
+    else a chain of json_each lookups (any key, compared as a bound parameter)."""
+    doc = compiler.process(element.doc, **kw)
+    if all(_sqlite_path_safe(k) for k in element.keys):
+        path = "$" + "".join(f'."{k}"' for k in element.keys)
+        return (f"json_extract({doc}, {_param(compiler, path, **kw)})",
+                f"json_type({doc}, {_param(compiler, path, **kw)})")
+    cur = doc
+    for depth, key in enumerate(element.keys[:-1]):
+        cur = (f"(SELECT j{depth}.value FROM json_each({cur}) AS j{depth} WHERE j{depth}.key = "
+               f"{_param(compiler, key, **kw)} AND j{depth}.type = 'object')")
+    last = len(element.keys)
+    pick = (f"FROM json_each({cur}) AS j{last} WHERE j{last}.key = ")
+    return (f"(SELECT j{last}.value {pick}{_param(compiler, element.keys[-1], **kw)})",
+            f"(SELECT j{last}.type {pick}{_param(compiler, element.keys[-1], **kw)})")
+
+
+@compiles(json_text, "sqlite")
+def _json_text_sqlite(element, compiler, **kw):
+    value, kind = _sqlite_lookup(element, compiler, **kw)
+    return (f"CASE {kind} WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN NULL "
+            f"ELSE CAST({value} AS TEXT) END")
+
+
+@compiles(json_number, "sqlite")
+def _json_number_sqlite(element, compiler, **kw):
+    value, kind = _sqlite_lookup(element, compiler, **kw)
+    return f"CASE WHEN {kind} IN ('integer', 'real') THEN CAST({value} AS REAL) END"
+
+
+@compiles(json_raw, "sqlite")
+def _json_raw_sqlite(element, compiler, **kw):
+    value, kind = _sqlite_lookup(element, compiler, **kw)
+    return (f"CASE {kind} WHEN 'null' THEN NULL WHEN 'text' THEN json_quote({value}) "
+            f"WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST({value} AS TEXT) END")
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------------
+
+def _pg_parts(element, compiler, **kw) -> tuple[str, str]:
+    doc = compiler.process(element.doc, **kw)
+    keys = ", ".join(f"CAST({_param(compiler, k, **kw)} AS TEXT)" for k in element.keys)
+    return f"CAST({doc} AS JSONB)", f"ARRAY[{keys}]"
+
+
+@compiles(json_text, "postgresql")
+def _json_text_pg(element, compiler, **kw):
+    doc, path = _pg_parts(element, compiler, **kw)
+    return f"({doc} #>> {path})"
+
+
+@compiles(json_number, "postgresql")
+def _json_number_pg(element, compiler, **kw):
+    doc, path = _pg_parts(element, compiler, **kw)
+    doc2, path2 = _pg_parts(element, compiler, **kw)
+    return (f"CASE WHEN jsonb_typeof({doc} #> {path}) = 'number' "
+            f"THEN CAST({doc2} #>> {path2} AS DOUBLE PRECISION) END")
+
+
+@compiles(json_raw, "postgresql")
+def _json_raw_pg(element, compiler, **kw):
+    doc, path = _pg_parts(element, compiler, **kw)
+    return f"NULLIF(CAST({doc} #> {path} AS TEXT), 'null')"
+
+
+# --- DuckDB ----------------------------------------------------------------------------------------
+
+def _pointer(keys: tuple[str, ...]) -> str:
+    """RFC 6901 JSON Pointer: escapes every key."""
+    return "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in keys)
+
+
+@compiles(json_text, "duckdb")
+def _json_text_duckdb(element, compiler, **kw):
+    doc = compiler.process(element.doc, **kw)
+    return f"json_extract_string({doc}, {_param(compiler, _pointer(element.keys), **kw)})"
+
+
+@compiles(json_number, "duckdb")
+def _json_number_duckdb(element, compiler, **kw):
+    doc = compiler.process(element.doc, **kw)
+    path = _pointer(element.keys)
+    return (f"CASE WHEN json_type({doc}, {_param(compiler, path, **kw)}) IN "
+            "('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE') "
+            f"THEN CAST(json_extract_string({doc}, {_param(compiler, path, **kw)}) AS DOUBLE) END")
+
+
+@compiles(json_raw, "duckdb")
+def _json_raw_duckdb(element, compiler, **kw):
+    doc = compiler.process(element.doc, **kw)
+    return (f"NULLIF(CAST(json_extract({doc}, {_param(compiler, _pointer(element.keys), **kw)}) "
+            "AS VARCHAR), 'null')")
+
+
+# --- substring search, case-sensitive everywhere -------------------------------------------------
+
+class position(FunctionElement):
+    """1-based position of `needle` in `haystack`, 0 when absent. (SQLite's LIKE ignores case, and
+    LIKE would need its wildcards escaped: a position is exact on every database.)"""
+
+    type = sa.Integer()
+    name = "position"
+    inherit_cache = True
+
+
+@compiles(position)
+def _position(element, compiler, **kw):
+    haystack, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"POSITION({needle} IN {haystack})"
+
+
+@compiles(position, "sqlite")
+def _position_sqlite(element, compiler, **kw):
+    haystack, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"instr({haystack}, {needle})"
+
+
+@compiles(position, "bigquery")
+def _position_bigquery(element, compiler, **kw):
+    haystack, needle = (compiler.process(c, **kw) for c in element.clauses)
+    return f"STRPOS({haystack}, {needle})"
+
+
+# --- the sorted list of unique values, as JSON array text -----------------------------------------
+
+class sorted_json_array(FunctionElement):
+    """Aggregate: the (already distinct) text values of a group as a JSON array text, sorted. On
+    SQLite, which has no ordered aggregate before 3.44, the rows must arrive sorted (the compiler
+    feeds it from an ordered subquery: SQLite aggregates in scan order)."""
+
+    type = sa.String()
+    name = "sorted_json_array"
+    inherit_cache = True
+
+
+@compiles(sorted_json_array)
+def _sorted_json_array(element, compiler, **kw):
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return f"JSON_ARRAYAGG({value} ORDER BY {value})"
+
+
+@compiles(sorted_json_array, "sqlite")
+def _sorted_json_array_sqlite(element, compiler, **kw):
+    return f"json_group_array({compiler.process(list(element.clauses)[0], **kw)})"
+
+
+@compiles(sorted_json_array, "postgresql")
+def _sorted_json_array_pg(element, compiler, **kw):
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return f"CAST(json_agg({value} ORDER BY {value}) AS TEXT)"
+
+
+@compiles(sorted_json_array, "duckdb")
+def _sorted_json_array_duckdb(element, compiler, **kw):
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return f"CAST(to_json(list({value} ORDER BY {value})) AS VARCHAR)"
+
+
+@compiles(sorted_json_array, "snowflake")
+def _sorted_json_array_snowflake(element, compiler, **kw):
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return f"TO_JSON(ARRAY_AGG({value}) WITHIN GROUP (ORDER BY {value}))"
+
+
+@compiles(sorted_json_array, "bigquery")
+def _sorted_json_array_bigquery(element, compiler, **kw):
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return f"TO_JSON_STRING(ARRAY_AGG({value} ORDER BY {value}))"
+
+
+@compiles(sorted_json_array, "redshift")
+def _sorted_json_array_redshift(element, compiler, **kw):
+    # Redshift has no array aggregate over text: each value is quoted as a JSON string by hand.
+    value = compiler.process(list(element.clauses)[0], **kw)
+    quoted = f"'\"' || REPLACE(REPLACE({value}, '\\\\', '\\\\\\\\'), '\"', '\\\\\"') || '\"'"
+    return f"'[' || LISTAGG({quoted}, ',') WITHIN GROUP (ORDER BY {value}) || ']'"
+
+
+# --- instants read from text (trait and property values compared with dates) ----------------------
+
+class instant(FunctionElement):
+    """The instant a text value names (ISO 8601), comparable with `instant_param`; NULL when the text
+    is no timestamp (where the database can tell without failing)."""
+
+    type = sa.DateTime(timezone=True)
+    name = "instant"
+    inherit_cache = True
+
+
+class instant_param(FunctionElement):
+    """A bound instant, in the form `instant` compares with on this database."""
+
+    type = sa.DateTime(timezone=True)
+    name = "instant_param"
+    inherit_cache = False
+
+    def __init__(self, moment: datetime):
+        self.moment = moment.astimezone(timezone.utc)
+        super().__init__()
+
+
+@compiles(instant)
+def _instant(element, compiler, **kw):
+    return compiler.process(sa.cast(list(element.clauses)[0], sa.DateTime(timezone=True)), **kw)
+
+
+@compiles(instant, "postgresql")
+def _instant_pg(element, compiler, **kw):
+    # A cast of text that is no timestamp would fail the whole query: only ISO-looking text is cast.
+    value = compiler.process(list(element.clauses)[0], **kw)
+    pattern = _param(compiler, r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$", **kw)
+    return f"CASE WHEN {value} ~ {pattern} THEN CAST({value} AS TIMESTAMP WITH TIME ZONE) END"
+
+
+@compiles(instant, "duckdb")
+def _instant_duckdb(element, compiler, **kw):
+    return f"TRY_CAST({compiler.process(list(element.clauses)[0], **kw)} AS TIMESTAMPTZ)"
+
+
+@compiles(instant, "snowflake")
+def _instant_snowflake(element, compiler, **kw):
+    return f"TRY_TO_TIMESTAMP_TZ({compiler.process(list(element.clauses)[0], **kw)})"
+
+
+@compiles(instant, "bigquery")
+def _instant_bigquery(element, compiler, **kw):
+    return f"SAFE_CAST({compiler.process(list(element.clauses)[0], **kw)} AS TIMESTAMP)"
+
+
+@compiles(instant, "sqlite")
+def _instant_sqlite(element, compiler, **kw):
+    # julianday reads ISO 8601 with a Z or an offset, and gives NULL for other text.
+    return f"julianday({compiler.process(list(element.clauses)[0], **kw)})"
+
+
+@compiles(instant_param)
+def _instant_param(element, compiler, **kw):
+    return _param(compiler, element.moment, sa.DateTime(timezone=True), **kw)
+
+
+@compiles(instant_param, "sqlite")
+def _instant_param_sqlite(element, compiler, **kw):
+    return _param(compiler, element.moment.timestamp() / 86400.0 + 2440587.5, sa.Float(), **kw)
