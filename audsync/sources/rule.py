@@ -16,6 +16,7 @@ syncs referenced audiences first (Config.in_run_order), so those members are cur
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -36,8 +37,9 @@ Tables = Callable[[str | None], frozenset[str] | None]
 
 @dataclass(frozen=True)
 class CompiledAudience:
-    query: Any                       # sqlalchemy Select: user_id [, value]
+    query: Any                       # sqlalchemy Select: user_id [, anonymous_id] [, value]
     warnings: tuple[str, ...]        # each naming its audience
+    value_json: bool = False         # the value column is JSON text to decode
 
 
 def _rule_of(audience: AudienceConfig, config: Config) -> RuleSourceConfig:
@@ -70,15 +72,17 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
     _rule_of(audience, config)
     by_key = {a.key: a for a in config.audiences}
     warnings: list[str] = []
+    inlined = itertools.count(1)
 
-    def build(current: AudienceConfig, through: tuple[str, ...]) -> Any:
+    def build(current: AudienceConfig, through: tuple[str, ...]) -> Any:  # the Compiled of `current`
         spec = current.source
         assert isinstance(spec, RuleSourceConfig)
         references: dict[str, Any] = {}
         for key in spec.references:
             other = by_key[key]
             if reads_inline(spec, other):
-                references[key] = build(other, through + (other.name,)).subquery(f"audience_{key}")
+                inner = _renamed_ctes(build(other, through + (other.name,)).query, f"ref{next(inlined)}_")
+                references[key] = inner.subquery(f"audience_{key}")
             else:
                 references[key] = synced_members(config, key)
         compiled = compile_rule(spec.tree, kind=current.kind,
@@ -89,9 +93,22 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
         chain = "".join(f" (in the rule of audience {quoted(name)}, which this rule reads)"
                         for name in reversed(through))
         warnings.extend(f"audience {quoted(audience.name)}: {warning}{chain}" for warning in compiled.warnings)
-        return compiled.query
+        return compiled
 
-    return CompiledAudience(build(audience, ()), tuple(warnings))
+    compiled = build(audience, ())
+    return CompiledAudience(compiled.query, tuple(warnings), compiled.value_json)
+
+
+def _renamed_ctes(query: Any, prefix: str) -> Any:
+    """A copy of `query` whose CTEs' names start with `prefix`. Each compiled query names its CTEs
+    on its own ("links", "agg_1"...), and a query compiled into another would otherwise meet the
+    same names in the one WITH clause that SQLAlchemy gathers them into."""
+    from sqlalchemy.sql import visitors
+
+    def rename(cte: Any) -> None:
+        cte.name = prefix + cte.name
+
+    return visitors.cloned_traverse(query, {}, {"cte": rename})
 
 
 def _tables(spec: RuleSourceConfig, tables: Tables) -> frozenset[str] | None:
@@ -116,9 +133,15 @@ def inspected_tables(conn: Any) -> Tables:
     return tables
 
 
-def _value_processor(query: Any, dialect: Any) -> Any:
-    """What SQLAlchemy would do to the value column's raw driver value (decode JSON text, say)."""
-    column = query.selected_columns.get("value")
+def _value_processor(compiled: CompiledAudience, dialect: Any) -> Any:
+    """What turns the value column's raw driver value into Python's: the JSON text the compiler
+    marks, else what SQLAlchemy would do for the column's SQL type (None when nothing)."""
+    if compiled.value_json:
+        import orjson
+
+        loads = orjson.loads
+        return lambda value: loads(value) if isinstance(value, (str, bytes)) else value
+    column = compiled.query.selected_columns.get("value")
     return None if column is None else column.type.result_processor(dialect, None)
 
 
@@ -141,7 +164,7 @@ class RuleSource(SqlSource):
         for warning in compiled.warnings:
             log.warning("%s", warning, extra={"audience": self.audience.key})
         if self.computed:
-            self._value_processor = _value_processor(compiled.query, conn.dialect)
+            self._value_processor = _value_processor(compiled, conn.dialect)
         return conn.execute(compiled.query)
 
 

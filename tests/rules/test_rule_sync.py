@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow.csv  # noqa: F401  (a C extension imported under freeze_time warns that datetime changed size)
 import pytest
 from freezegun import freeze_time
 
