@@ -10,7 +10,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pyarrow.csv  # noqa: F401  (a C extension imported under freeze_time warns that datetime changed size)
 import pytest
 from freezegun import freeze_time
 
@@ -21,6 +20,22 @@ from audsync.state.ingest import IngestLog
 API_KEY = "test-api-key-123"
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 RECENT = "event('Order Completed').within(7 days).count() >= 1"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def imported_before_freezing(tmp_path_factory):
+    """Runs every path of a run once, unfrozen: a C extension (pandas, pyarrow...) first imported
+    under freeze_time takes freezegun's datetime for the real one, which can crash the interpreter."""
+    directory = tmp_path_factory.mktemp("warm")
+    (directory / "members.csv").write_text("user_id\nuser-0001\n")
+    config = directory / "audsync.toml"
+    config.write_text(f'[state]\nurl = "sqlite:///{directory / "state.db"}"\n'
+                      f'[amplitude]\napi_key = "{API_KEY}"\nendpoint = "file:{directory / "sent.jsonl"}"\n'
+                      + rule_audience("Rule", "trait('file') AND event('A').within(1 days).count() >= 1")
+                      + rule_audience("Value", "event('A').sum(property('total'))", kind="computed_trait")
+                      + rule_audience("File", "", file="members.csv"))
+    assert main(["run", "--config", str(config)]) == 0
+    assert main(["status", "--config", str(config)]) == 0
 
 
 def order(user_id: str, at: datetime, total: float = 10.0, event: str = "Order Completed") -> dict:
