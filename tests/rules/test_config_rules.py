@@ -238,3 +238,14 @@ def test_references_that_one_database_can_answer_are_accepted(tmp_path):
     assert [a.source.references for a in cfg.audiences[1:]] == [(), ("warehouse_buyers",),
                                                                   ("newsletter", "warehouse_buyers")]
     assert cfg.run_order == ("newsletter", "warehouse_buyers", "warehouse_loyal", "serve_engaged")
+
+
+def test_the_example_configs_commented_rule_audiences_load(tmp_path):
+    example = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
+    block = example.split("# A fourth kind of source: a rule", 1)[1]
+    settings = ("# [[audiences]]", "# name =", "# kind =", "# include_anonymous =", "# source =")
+    uncommented = "\n".join(line[2:] for line in block.splitlines() if line.startswith(settings))
+    cfg = load(write(tmp_path, example + "\n" + uncommented + "\n"), environ={})
+    rules = {a.name: a.source for a in cfg.audiences if isinstance(a.source, RuleSource)}
+    assert list(rules) == ["Frequent Big Spenders", "Revenue 90 Days", "Big Spenders Not Subscribed"]
+    assert rules["Big Spenders Not Subscribed"].references == ("frequent_big_spenders", "newsletter_subscriber")
