@@ -195,3 +195,34 @@ def test_part_of_audience_reads_other_audiences_run_first_whatever_their_source(
     subscribed = {user for user, props in got.items() if props.get("subscribed_buyers")}
     assert subscribed == {"user-0001", "user-0003"}
     assert amplitude.properties["user-0004"] == {"newsletter": True}
+
+
+def test_rules_over_a_segment_warehouse_read_its_tables_and_warn_of_events_without_one(tmp_path, amplitude, capsys):
+    import sqlalchemy as sa
+
+    from .conftest import AS_OF, load
+
+    warehouse = tmp_path / "warehouse.db"
+    engine = sa.create_engine(f"sqlite:///{warehouse}")
+    load(engine, "segment", None, [
+        {"type": "track", "event": "Order Completed", "userId": "user-0001", "properties": {"total": 150}, "ago": 2},
+        {"type": "track", "event": "Order Completed", "userId": "user-0001", "properties": {"total": 20}, "ago": 3},
+        {"type": "track", "event": "Order Completed", "userId": "user-0002", "properties": {"total": 300}, "ago": 40},
+    ])
+    engine.dispose()
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", amplitude,
+                          rule_audience("Big Spenders", "event('Order Completed').where(property('total') > 100)"
+                                                        ".within(30 days).count() >= 1")
+                          + rule_audience("Refunders", "event('Order Refunded').count() >= 1")
+                          + rule_audience("Order Totals", "event('Order Completed').unique(property('total'))",
+                                          kind="computed_trait"))
+    config_text = Path(config).read_text().replace('layout = "audsync"',
+                                                    f'layout = "segment"\nurl = "sqlite:///{warehouse}"')
+    Path(config).write_text(config_text)
+    with freeze_time(AS_OF, tick=True):
+        assert run(config) == 0
+    assert sent(amplitude) == {"user-0001": {"big_spenders": True, "order_totals": ["150", "20"]},
+                               "user-0002": {"order_totals": ["300"]}}
+    err = capsys.readouterr().err
+    refunded = [line for line in err.splitlines() if "Order Refunded" in line]
+    assert len(refunded) == 1 and 'audience "Refunders": ' in refunded[0], err
