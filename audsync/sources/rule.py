@@ -93,8 +93,10 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
                                                     **_shape(spec, tables)),
                                 as_of=as_of, include_anonymous=current.include_anonymous,
                                 audiences=references or None)
-        chain = "".join(f" (in the rule of audience {quoted(name)}, which this rule reads)"
-                        for name in reversed(through))
+        chain = ""
+        if through:
+            via = "".join(f" through {quoted(name)}" for name in through[:-1])
+            chain = f" (in the rule of audience {quoted(through[-1])}, which this rule reads{via})"
         warnings.extend(f"audience {quoted(audience.name)}: {warning}{chain}" for warning in compiled.warnings)
         return compiled
 
