@@ -204,7 +204,8 @@ def test_rules_over_a_segment_warehouse_read_its_tables_and_warn_of_events_or_pr
 
     from .conftest import AS_OF, load
 
-    url = request.getfixturevalue("pg_url") if database == "postgresql" else f"{database}:///{tmp_path / 'warehouse.db'}"
+    url = (request.getfixturevalue("pg_url") if database == "postgresql"
+           else f"{database}:///{tmp_path / 'warehouse.db'}")
     engine = sa.create_engine(url)
     load(engine, "segment", None, [
         {"type": "track", "event": "Order Completed", "userId": "user-0001", "properties": {"total": 150}, "ago": 2},
