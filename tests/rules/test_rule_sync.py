@@ -232,3 +232,20 @@ def test_rules_over_a_segment_warehouse_read_its_tables_and_warn_of_events_or_pr
     # No order had a coupon, so the warehouse has no coupon column: null, and a warning.
     coupon = [line for line in err.splitlines() if "coupon" in line]
     assert len(coupon) == 1 and 'audience "Coupon Users": ' in coupon[0], err
+
+
+def test_status_shows_a_rule_audiences_rule_and_none_for_other_sources(tmp_path, sqlite_url, amplitude):
+    from audsync.config import load
+    from audsync.status_report import format_status, status
+
+    (tmp_path / "members.csv").write_text("user_id\nuser-0001\n")
+    multi_line = "event('Order Completed').within(7 days).count() >= 1\n  AND trait('plan') = 'pro'"
+    pro_buyers = f'\n[[audiences]]\nname = "Pro Buyers"\nsource = {{ type = "rule", rule = """{multi_line}""" }}\n'
+    config = write_config(tmp_path, sqlite_url, amplitude, rule_audience("Members", "", file="members.csv") + pro_buyers)
+    entries = status(load(config, environ={}))
+    assert [(e["name"], e["rule"]) for e in entries] == [("Members", None), ("Pro Buyers", multi_line)]
+    text = format_status(entries)
+    assert ("Pro Buyers (pro_buyers, audience)\n"
+            "  rule: event('Order Completed').within(7 days).count() >= 1\n"
+            "          AND trait('plan') = 'pro'\n") in text
+    assert "rule:" not in text.split("Pro Buyers")[0]
