@@ -241,7 +241,8 @@ def test_status_shows_a_rule_audiences_rule_and_none_for_other_sources(tmp_path,
     (tmp_path / "members.csv").write_text("user_id\nuser-0001\n")
     multi_line = "event('Order Completed').within(7 days).count() >= 1\n  AND trait('plan') = 'pro'"
     pro_buyers = f'\n[[audiences]]\nname = "Pro Buyers"\nsource = {{ type = "rule", rule = """{multi_line}""" }}\n'
-    config = write_config(tmp_path, sqlite_url, amplitude, rule_audience("Members", "", file="members.csv") + pro_buyers)
+    members = rule_audience("Members", "", file="members.csv")
+    config = write_config(tmp_path, sqlite_url, amplitude, members + pro_buyers)
     entries = status(load(config, environ={}))
     assert [(e["name"], e["rule"]) for e in entries] == [("Members", None), ("Pro Buyers", multi_line)]
     text = format_status(entries)
