@@ -15,7 +15,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 from ._keys import KEY_PATTERN, snake_case
@@ -23,6 +23,7 @@ from ._redact import redact, remember, url_password
 
 QUERY_PARAM_SIDES = ("user_properties", "event_properties")
 AUDIENCE_KINDS = ("audience", "computed_trait")
+EVENT_LAYOUTS = ("audsync", "segment", "rudderstack")
 _EVERY = re.compile(r"^every\s+(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 KEY_VARIABLES = {"api_key": "AMPLITUDE_API_KEY", "secret_key": "AMPLITUDE_SECRET_KEY"}
@@ -136,6 +137,16 @@ class SyncSettings:
 
 @_masked_repr
 @dataclass(frozen=True)
+class EventsSettings:
+    """Where rules read events (DESIGN.md section 7); a rule source's own keys override these."""
+
+    layout: str = "audsync"   # "audsync": what `audsync serve` stored, in the state database
+    url: str = ""             # the warehouse's SQLAlchemy URL (not for "audsync")
+    schema: str = ""          # the source's schema in the warehouse, e.g. "segment_prod"
+
+
+@_masked_repr
+@dataclass(frozen=True)
 class SqlSource:
     url: str
     query: str
@@ -146,6 +157,23 @@ class SqlSource:
 class FileSource:
     path: Path
     type: str = "file"
+
+
+@_masked_repr
+@dataclass(frozen=True)
+class RuleSource:
+    """A rule in Segment's audience language (DESIGN.md section 7), parsed when the config loads,
+    and the database holding the events it reads: `url` is the state database's for the "audsync"
+    layout. `references` are the keys of the other configured audiences it reads with trait():
+    those run first (Config.in_run_order)."""
+
+    rule: str
+    tree: Any = field(repr=False, compare=False)
+    layout: str = "audsync"
+    url: str = ""
+    schema: str | None = None
+    references: tuple[str, ...] = ()
+    type: str = "rule"
 
 
 @dataclass(frozen=True)
@@ -163,8 +191,10 @@ class AudienceConfig:
     kind: str
     schedule: str | None
     send_track_events: bool
-    source: SqlSource | FileSource | PythonSource
+    source: SqlSource | FileSource | PythonSource | RuleSource
     max_exit_fraction: float = SyncSettings.max_exit_fraction
+    # Rule sources only: profiles known by an anonymous_id alone become members by it.
+    include_anonymous: bool = False
 
     @property
     def schedule_seconds(self) -> int | None:
@@ -182,6 +212,15 @@ class Config:
     sync: SyncSettings = field(default_factory=SyncSettings)
     audiences: tuple[AudienceConfig, ...] = ()
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
+    # Audience keys, every audience after those its rule reads with trait() (config order otherwise).
+    run_order: tuple[str, ...] = field(default=(), repr=False)
+
+    def in_run_order(self, audiences: Iterable[AudienceConfig]) -> list[AudienceConfig]:
+        """`audiences` with each one after the audiences its rule reads (they must be synced first
+        for their members to be current); otherwise in the order given."""
+        rank = {key: i for i, key in enumerate(self.run_order)}
+        return sorted(audiences, key=lambda audience: rank.get(audience.key, len(rank)))
 
     def audience(self, name: str) -> AudienceConfig:
         for audience in self.audiences:
@@ -305,7 +344,8 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
 def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
     reader = _Reader(str(path))
     base = path.resolve().parent
-    reader.check_keys(data, ["state", "amplitude", "delivery", "daemon", "sync", "audiences", "ingest"], "")
+    reader.check_keys(data, ["state", "amplitude", "delivery", "daemon", "sync", "audiences", "ingest", "events"],
+                      "")
 
     state = reader.settings(StateSettings, data.get("state", {}), "state")
     state = dataclasses.replace(state, url=_resolve_sqlite_url(state.url, base))
@@ -337,10 +377,13 @@ def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Confi
     sync = reader.settings(SyncSettings, data.get("sync", {}), "sync")
     _check_fraction(sync.max_exit_fraction, reader, "sync.max_exit_fraction")
 
+    events = _check_events(reader.settings(EventsSettings, data.get("events", {}), "events"), reader, base)
+
     raw_audiences = data.get("audiences", [])
     if not isinstance(raw_audiences, list):
         raise reader.fail("audiences", "must be an array of tables ([[audiences]])")
-    audiences = tuple(_audience(raw, i, reader, base, sync) for i, raw in enumerate(raw_audiences))
+    audiences = tuple(_audience(raw, i, reader, base, sync, events, state.url)
+                      for i, raw in enumerate(raw_audiences))
     seen: dict[str, int] = {}
     names: dict[str, int] = {}
     for i, audience in enumerate(audiences):
@@ -355,13 +398,16 @@ def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Confi
                               f"name {audience.name!r} is already used by audiences[{names[audience.name]}]")
         seen[audience.key] = i
         names[audience.name] = i
+    audiences = _resolve_references(audiences, reader, state.url)
+    run_order = _run_order(audiences, reader)
     ingest = _check_ingest(reader.settings(IngestSettings, data.get("ingest", {}), "ingest"), reader, environ)
-    urls = [state.url] + [a.source.url for a in audiences if isinstance(a.source, SqlSource)]
+    urls = [state.url, events.url] + [a.source.url for a in audiences
+                                      if isinstance(a.source, (SqlSource, RuleSource))]
     remember(amplitude.api_key, amplitude.secret_key, *ingest.write_keys, *filter(None, map(url_password, urls)))
     if amplitude.api_key or amplitude.secret_key:
         remember(amplitude.basic_credentials)
     return Config(path=path, state=state, amplitude=amplitude, delivery=delivery, daemon=daemon, sync=sync,
-                  audiences=audiences, ingest=ingest)
+                  audiences=audiences, ingest=ingest, events=events, run_order=run_order)
 
 
 def _check_ingest(ingest: IngestSettings, reader: _Reader, environ: Mapping[str, str]) -> IngestSettings:
@@ -456,10 +502,12 @@ def _check_fraction(value: float, reader: _Reader, key: str) -> None:
         raise reader.fail(key, f"must be more than 0 and at most 1, not {_show(value)}")
 
 
-def _audience(raw: Any, index: int, reader: _Reader, base: Path, sync: SyncSettings) -> AudienceConfig:
+def _audience(raw: Any, index: int, reader: _Reader, base: Path, sync: SyncSettings, events: EventsSettings,
+              state_url: str) -> AudienceConfig:
     prefix = f"audiences[{index}]."
     data = reader.table(raw, f"audiences[{index}]")
-    allowed = ["name", "key", "kind", "schedule", "send_track_events", "source", "max_exit_fraction"]
+    allowed = ["name", "key", "kind", "schedule", "send_track_events", "source", "max_exit_fraction",
+               "include_anonymous"]
     reader.check_keys(data, allowed, prefix)
     name = reader.value(data, "name", "", prefix)
     if not name.strip():
@@ -478,8 +526,10 @@ def _audience(raw: Any, index: int, reader: _Reader, base: Path, sync: SyncSetti
     send_track_events = reader.value(data, "send_track_events", False, prefix)
     max_exit_fraction = reader.value(data, "max_exit_fraction", sync.max_exit_fraction, prefix)
     _check_fraction(max_exit_fraction, reader, prefix + "max_exit_fraction")
+    include_anonymous = reader.value(data, "include_anonymous", False, prefix)
     if "source" not in data:
-        raise reader.fail(prefix + "source", "every audience needs a source (type \"sql\", \"file\" or \"python\")")
+        raise reader.fail(prefix + "source",
+                          "every audience needs a source (type \"sql\", \"file\", \"python\" or \"rule\")")
     source_data = reader.table(data["source"], prefix + "source")
     source_type = source_data.get("type")
     sp = prefix + "source."
@@ -509,10 +559,161 @@ def _audience(raw: Any, index: int, reader: _Reader, base: Path, sync: SyncSetti
             raise reader.fail(sp + "callable", f"{target!r} is not \"module:function\" (a dotted module path, "
                                                "a colon, then the function's name)")
         source = PythonSource(callable=target, base=base)
+    elif source_type == "rule":
+        source = _rule_source(source_data, reader, sp, base, events, state_url, name, kind)
     else:
-        raise reader.fail(sp + "type", f"{source_type!r} must be \"sql\", \"file\" or \"python\"")
+        raise reader.fail(sp + "type", f"{source_type!r} must be \"sql\", \"file\", \"python\" or \"rule\"")
+    if "include_anonymous" in data and not isinstance(source, RuleSource):
+        raise reader.fail(prefix + "include_anonymous",
+                          f"applies to rule sources only (a {source_type} source's rows carry an anonymous_id "
+                          "column when they mean anonymous profiles); remove it")
     return AudienceConfig(name=name, key=key, kind=kind, schedule=schedule,
-                          send_track_events=send_track_events, source=source, max_exit_fraction=max_exit_fraction)
+                          send_track_events=send_track_events, source=source, max_exit_fraction=max_exit_fraction,
+                          include_anonymous=include_anonymous)
+
+
+def _check_events(events: EventsSettings, reader: _Reader, base: Path) -> EventsSettings:
+    _check_layout(events.layout, reader, "events.layout")
+    if events.layout == "audsync":
+        for name in ("url", "schema"):
+            if getattr(events, name).strip():
+                raise reader.fail(f"events.{name}", _audsync_layout_only(name))
+    return dataclasses.replace(events, url=_resolve_sqlite_url(events.url, base))
+
+
+def _check_layout(layout: str, reader: _Reader, key: str) -> None:
+    if layout not in EVENT_LAYOUTS:
+        close = difflib.get_close_matches(layout, EVENT_LAYOUTS, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise reader.fail(key, f"{layout!r} must be \"audsync\", \"segment\" or \"rudderstack\"{hint}")
+
+
+def _audsync_layout_only(name: str) -> str:
+    return (f"must be empty with layout = \"audsync\", which reads the events `audsync serve` stored in the "
+            "state database ([state] url); for a warehouse that Segment or RudderStack loads, set layout = "
+            "\"segment\" or \"rudderstack\"")
+
+
+def _quoted(name: str) -> str:
+    """An audience name in messages, in double quotes as written in the config."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _rule_source(data: dict[str, Any], reader: _Reader, sp: str, base: Path, events: EventsSettings,
+                 state_url: str, name: str, kind: str) -> RuleSource:
+    reader.check_keys(data, ["type", "rule", "layout", "url", "schema"], sp)
+    if "rule" not in data:
+        raise reader.fail(sp + "rule", "a rule source needs a rule, as in "
+                                       "rule = \"event('Order Completed').within(30 days).count() >= 1\"")
+    rule = reader.value(data, "rule", "", sp)
+    layout = reader.value(data, "layout", events.layout, sp)
+    _check_layout(layout, reader, sp + "layout")
+    if layout == "audsync":
+        # [events]'s url and schema describe its own layout's database: a source that chooses the
+        # state database's events leaves them, and may not set its own.
+        for key in ("url", "schema"):
+            if reader.value(data, key, "", sp).strip():
+                raise reader.fail(sp + key, _audsync_layout_only(key))
+        url, schema = state_url, ""
+    else:
+        url = reader.value(data, "url", events.url, sp)
+        schema = reader.value(data, "schema", events.schema, sp)
+        if not url.strip():
+            raise reader.fail(sp + "url", f"layout {layout!r} reads a warehouse: set its SQLAlchemy URL here "
+                                          "or in [events] url")
+        url = _resolve_sqlite_url(url, base)
+    from .rules import parse_rule
+
+    tree = parse_rule(rule, kind, where=f"{reader.source}: audience {_quoted(name)}: source.rule")
+    return RuleSource(rule=rule, tree=tree, layout=layout, url=url, schema=schema.strip() or None,
+                      references=tuple(dict.fromkeys(_trait_keys(tree))))
+
+
+def _trait_keys(node: Any) -> Iterable[str]:
+    """The keys of every trait('...') in a rule's tree, in the order written."""
+    from .rules.tree import Trait
+
+    if isinstance(node, Trait):
+        yield node.key
+    elif isinstance(node, tuple):
+        for item in node:
+            yield from _trait_keys(item)
+    elif dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            yield from _trait_keys(getattr(node, f.name))
+
+
+def _resolve_references(audiences: tuple[AudienceConfig, ...], reader: _Reader,
+                        state_url: str) -> tuple[AudienceConfig, ...]:
+    """Keeps in each rule source's `references` the trait() keys that are keys of configured
+    audiences ("part of audience"; the others are the user's identify traits), and checks that each
+    can be read: another audience's members come either from its own rule, compiled into the same
+    query (both rules read one database), or from its synced members in the state database, which
+    the query can read only when the events are there too (the "audsync" layout)."""
+    by_key = {audience.key: (i, audience) for i, audience in enumerate(audiences)}
+    resolved = []
+    for i, audience in enumerate(audiences):
+        source = audience.source
+        if not isinstance(source, RuleSource):
+            resolved.append(audience)
+            continue
+        references = tuple(key for key in source.references if key in by_key)
+        where = f"audiences[{i}].source.rule"
+        for key in references:
+            j, other = by_key[key]
+            if other.kind != "audience":
+                raise reader.fail(where, f"trait({key!r}) names the computed trait {_quoted(other.name)} "
+                                         f"(audiences[{j}]): a rule can read another audience's membership, "
+                                         "not a computed trait's value; give the trait another key, or the "
+                                         "rule another trait")
+            if reads_inline(source, other):
+                continue
+            if source.url != state_url:
+                what = (f"the {other.source.type} source of {_quoted(other.name)}" if other.source.type != "rule"
+                        else f"the rule of {_quoted(other.name)}, which reads events in another database,")
+                raise reader.fail(where, f"trait({key!r}) reads the members of audience {_quoted(other.name)} "
+                                         f"(audiences[{j}]), but this rule runs in its events database "
+                                         f"({redact(source.url)}) and {what} keeps those members in the state "
+                                         f"database ({redact(state_url)}): such a reference needs both in one "
+                                         "database (the \"audsync\" layout, whose events are in the state database)")
+        resolved.append(dataclasses.replace(audience, source=dataclasses.replace(source, references=references)))
+    return tuple(resolved)
+
+
+def reads_inline(source: RuleSource, other: AudienceConfig) -> bool:
+    """Whether a rule (`source`) reads the members of `other` by compiling `other`'s own rule into
+    its query (both read the same database); otherwise from `other`'s synced members in the state
+    database."""
+    return isinstance(other.source, RuleSource) and other.source.url == source.url
+
+
+def _run_order(audiences: tuple[AudienceConfig, ...], reader: _Reader) -> tuple[str, ...]:
+    """Audience keys, each after the audiences it references (depth first, in config order); a
+    cycle of references is an error naming it."""
+    by_key = {audience.key: (i, audience) for i, audience in enumerate(audiences)}
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(key: str, path: list[str]) -> None:
+        if key in done:
+            return
+        if key in path:
+            cycle = path[path.index(key):]
+            # Told from the audience written first, whichever audience the search entered by.
+            start = min(range(len(cycle)), key=lambda n: by_key[cycle[n]][0])
+            cycle = cycle[start:] + cycle[:start]
+            raise reader.fail(f"audiences[{by_key[cycle[0]][0]}].source.rule",
+                              "trait() references make a cycle: " + " -> ".join(cycle + cycle[:1]) +
+                              "; an audience cannot depend on itself, directly or through others")
+        source = by_key[key][1].source
+        for reference in source.references if isinstance(source, RuleSource) else ():
+            visit(reference, path + [key])
+        done.add(key)
+        order.append(key)
+
+    for audience in audiences:
+        visit(audience.key, [])
+    return tuple(order)
 
 
 def _is_callable_path(target: str) -> bool:

@@ -35,6 +35,8 @@ def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[d
                 "name": audience.name, "key": audience.key, "kind": audience.kind, "destination": destination,
                 "schedule": schedule, "next_run": fire.timestamp(), "synced": False,
                 "members": 0, "pending": 0, "rejected": 0, "top_rejection_reasons": [], "last_runs": [],
+                # A rule audience's rule as written (DESIGN.md section 7); None for other sources.
+                "rule": audience.source.rule if audience.source.type == "rule" else None,
             }
             row = store.find_audience(destination, audience.key) if store else None
             if row is not None:
@@ -155,6 +157,10 @@ def format_status(entries: list[dict[str, Any]]) -> str:
     lines = []
     for e in entries:
         lines.append(f"{e['name']} ({e['key']}, {e['kind']})")
+        if e.get("rule"):
+            rule_lines = e["rule"].strip().splitlines()
+            lines.append(f"  rule: {rule_lines[0]}")
+            lines += [f"        {line}" for line in rule_lines[1:]]
         lines.append(f"  members {e['members']:,}, pending {e['pending']:,}, rejected {e['rejected']:,}; "
                      f"next run {_when(e['next_run'])} ({e['schedule']})")
         if not e["last_runs"]:

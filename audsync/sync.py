@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -25,7 +26,7 @@ from . import diff
 from ._audience_ops import OperationBuilder
 from ._background import Prefetched
 from .config import AudienceConfig, Config
-from .errors import CRASHED, TEMPORARY, AudsyncError, FatalDeliveryError, MassExitError, ValidationError
+from .errors import CRASHED, TEMPORARY, AudsyncError, FatalDeliveryError, MassExitError, UsageError, ValidationError
 from .progress import NO_PROGRESS, ProgressReporter
 from .state import AudienceWork, CurrentCounts, Fence, LeaseKeeper, PendingRow, StateStore
 
@@ -235,12 +236,12 @@ def lease_name(config: Config, audience: AudienceConfig) -> str:
 
 
 def _load(config: Config, audience: AudienceConfig, work: AudienceWork, report: AudienceReport, stop: _Stop,
-          progress: ProgressReporter) -> Counter:
+          progress: ProgressReporter, as_of: datetime) -> Counter:
     """Load and index the source; returns the source's own skipped rows by reason (the folding's
-    counts come from _count, once the diff knows them)."""
+    counts come from _count, once the diff knows them). A rule is evaluated as of `as_of`."""
     from .sources import open_source
 
-    source = open_source(audience, min_id_length=config.amplitude.min_id_length)
+    source = open_source(audience, min_id_length=config.amplitude.min_id_length, config=config, as_of=as_of)
     # The source is read on a helper thread while this one writes the chunks into the state
     # database: reading and writing each release the GIL for most of their work.
     chunks = Prefetched(source.chunks(), name="source")
@@ -320,7 +321,8 @@ def _sample(builder: OperationBuilder, rows: list[PendingRow]) -> list[dict[str,
 
 
 def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report: AudienceReport,
-             mode: RunMode, skip_backfill: bool, allow_mass_exit: bool, progress: ProgressReporter) -> None:
+             mode: RunMode, skip_backfill: bool, allow_mass_exit: bool, progress: ProgressReporter,
+             as_of: datetime) -> None:
     """Counts and a sample of what a run would send; writes nothing to the state."""
 
     def guard(counts: Counter, members: Callable[..., int]) -> None:
@@ -335,7 +337,7 @@ def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report
     builder = OperationBuilder(audience, config.amplitude, destination)
     stop = _Stop(None)
     with store.work(row.id if row else None) as work:
-        source_skipped = _load(config, audience, work, report, stop, progress)
+        source_skipped = _load(config, audience, work, report, stop, progress, as_of)
         if skip_backfill and report.first_sync:
             _count(work, report, source_skipped)
             report.notes.append(f"would record {report.members_in_source:,} members as synced without sending")
@@ -350,7 +352,7 @@ def _dry_run(config: Config, store: StateStore, audience: AudienceConfig, report
 
 def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, report: AudienceReport,
                    mode: RunMode, skip_backfill: bool, allow_mass_exit: bool, stop: _Stop,
-                   progress: ProgressReporter, on_response: OnResponse | None = None) -> None:
+                   progress: ProgressReporter, as_of: datetime, on_response: OnResponse | None = None) -> None:
     destination = config.amplitude.destination_id
     builder = OperationBuilder(audience, config.amplitude, destination)
     with LeaseKeeper(store, lease_name(config, audience), config.daemon.lease_ttl_s,
@@ -372,7 +374,7 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
             if not stop():
                 # 2-3. Load, diff, plan (one transaction).
                 with store.work(row.id) as work:
-                    source_skipped = _load(config, audience, work, report, stop, progress)
+                    source_skipped = _load(config, audience, work, report, stop, progress, as_of)
                     if not stop():
                         if skip_backfill and report.first_sync:
                             with progress.phase(f"{audience.key}: recording members", counted=False):
@@ -419,10 +421,20 @@ def _sync_audience(config: Config, store: StateStore, audience: AudienceConfig, 
 
 def _run(config: Config, names: list[str] | None, mode: RunMode, *, dry_run: bool, skip_backfill: bool,
          allow_mass_exit: bool, progress: ProgressReporter | None, stop_event: threading.Event | None,
-         apply_migrations: bool, on_response: OnResponse | None = None) -> RunReport:
+         apply_migrations: bool, on_response: OnResponse | None = None, as_of: datetime | None = None) -> RunReport:
     from .state import migrate
 
-    selected = [config.audience(n) for n in names] if names else list(config.audiences)
+    if as_of is not None and not dry_run:
+        # A run records what it sent as the current state: evaluated at another instant, it would
+        # send users out of their windows and back.
+        raise UsageError("as_of (--as-of) evaluates rules at another instant in a dry run only (--dry-run)")
+    if as_of is not None and as_of.tzinfo is None:
+        raise UsageError("as_of (--as-of) needs a time zone, as in 2026-12-01T00:00:00Z")
+    # One instant for every audience of the run: a rule's windows are measured back from it, and
+    # an audience that reads another sees it evaluated at the same time.
+    as_of = as_of or datetime.now(timezone.utc)
+    # Audiences whose rules read others run after them, so that those members are current.
+    selected = config.in_run_order([config.audience(n) for n in names] if names else config.audiences)
     if not dry_run:
         config.require_api_key(mode)
     report = RunReport()
@@ -446,10 +458,10 @@ def _run(config: Config, names: list[str] | None, mode: RunMode, *, dry_run: boo
                 continue
             try:
                 if dry_run:
-                    _dry_run(config, store, audience, entry, mode, skip_backfill, allow_mass_exit, progress)
+                    _dry_run(config, store, audience, entry, mode, skip_backfill, allow_mass_exit, progress, as_of)
                 else:
                     _sync_audience(config, store, audience, entry, mode, skip_backfill, allow_mass_exit, stop,
-                                   progress, on_response)
+                                   progress, as_of, on_response)
             except FatalDeliveryError as exc:
                 entry.error, entry.error_exit_code = str(exc), exc.exit_code
                 fatal = exc  # an invalid API key fails every audience alike
@@ -473,15 +485,16 @@ def _run(config: Config, names: list[str] | None, mode: RunMode, *, dry_run: boo
 def run_once(config: Config, *, audiences: list[str] | None = None, dry_run: bool = False,
              skip_backfill: bool = False, allow_mass_exit: bool = False, progress: ProgressReporter | None = None,
              stop_event: threading.Event | None = None, apply_migrations: bool = True,
-             on_response: OnResponse | None = None) -> RunReport:
+             on_response: OnResponse | None = None, as_of: datetime | None = None) -> RunReport:
     """One sync pass over every configured audience (or the named ones). `on_response(api, status,
     items)` sees every Amplitude answer (the daemon's metrics). `allow_mass_exit` lets a plan remove
     more than max_exit_fraction of an audience, or follow a source with no rows. `stop_event`, once
     set, stops the run within a quarter of a second: requests in flight are answered and recorded,
-    the rest stays pending for the next run."""
+    the rest stays pending for the next run. Rules are evaluated as of the run's start, or as of
+    `as_of` (an aware datetime) in a dry run."""
     return _run(config, audiences, RunMode.RUN, dry_run=dry_run, skip_backfill=skip_backfill,
                 allow_mass_exit=allow_mass_exit, progress=progress, stop_event=stop_event,
-                apply_migrations=apply_migrations, on_response=on_response)
+                apply_migrations=apply_migrations, on_response=on_response, as_of=as_of)
 
 
 def backfill(config: Config, audience_name: str, *, dry_run: bool = False, progress: ProgressReporter | None = None,

@@ -15,6 +15,7 @@ import signal
 import sys
 import textwrap
 import threading
+from datetime import datetime, timezone
 from typing import Sequence
 
 from .. import config as config_module
@@ -106,6 +107,7 @@ _COMMANDS = {
         audsync run --config audsync.toml --dry-run          # what would be sent; changes nothing
         audsync run --config audsync.toml
         audsync run --config audsync.toml --audience "Newsletter Subscribers"
+        audsync run --config audsync.toml --dry-run --as-of 2026-12-01T00:00:00Z  # rules as of then
     """),
     "backfill": ("resend the current value to every current member", _RUN_EXITS, """
         audsync backfill --config audsync.toml --audience "Newsletter Subscribers"
@@ -138,6 +140,13 @@ _COMMANDS = {
         AUDSYNC_WRITE_KEYS=key-1,key-2 audsync serve --config audsync.toml --host 0.0.0.0 --port 8088
         # then, in a Python service: analytics.write_key = "my-write-key"
         #                            analytics.host = "http://127.0.0.1:8088"
+    """),
+    "explain": ("print a rule audience's compiled SQL for its database, with its parameters", """
+        0   done
+        2   something to fix: config (a rule with a mistake), an unknown audience or one whose
+            source is not a rule, a missing database driver
+    """, """
+        audsync explain --config audsync.toml --audience "Frequent Big Spenders"
     """),
     "db upgrade": ("apply pending migrations to the state database", """
         0   done (or already up to date)
@@ -190,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-mass-exit", action="store_true",
                    help="let this run remove more than max_exit_fraction of an audience, or follow a source "
                         "with no rows (without it such an audience plans nothing and the run exits 2)")
+    p.add_argument("--as-of", type=_instant, metavar="ISO_TIME",
+                   help="with --dry-run: evaluate rules as of this instant instead of now (ISO 8601; UTC when "
+                        "it names no zone), as in 2026-12-01T00:00:00Z")
     p.set_defaults(handler=_run)
 
     p = _add_command(commands, "backfill")
@@ -202,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(handler=_status)
+
+    p = _add_command(commands, "explain")
+    _common(p)
+    p.add_argument("--audience", required=True, metavar="NAME", help="the rule audience (its name or key)")
+    p.set_defaults(handler=_explain)
 
     p = _add_command(commands, "daemon")
     _common(p)
@@ -227,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_db_upgrade)
 
     return parser
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-12-01T00:00:00Z") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def _translate(args: argparse.Namespace) -> int:
@@ -291,11 +316,21 @@ def _stop_on_signals() -> threading.Event:
 def _run(args: argparse.Namespace) -> int:
     from ..sync import run_once
 
+    if args.as_of is not None and not args.dry_run:
+        raise UsageError("--as-of goes with --dry-run only: a run records what it sends as the state of now")
     cfg = config_module.load(args.config)
     report = run_once(cfg, audiences=args.audience, dry_run=args.dry_run, skip_backfill=args.skip_backfill,
                       allow_mass_exit=args.allow_mass_exit, progress=_progress(args),
-                      stop_event=_stop_on_signals())
+                      stop_event=_stop_on_signals(), as_of=args.as_of)
     return _report_run(report, args.dry_run)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from ..sources.rule import explain
+
+    cfg = config_module.load(args.config)
+    print(redact(explain(cfg, args.audience, datetime.now(timezone.utc)).render()))
+    return 0
 
 
 def _backfill(args: argparse.Namespace) -> int:

@@ -30,6 +30,9 @@ class SqlSource:
         self.skipped = self.hygiene.skipped
         self.rows_read = 0
         self._prefix = f"audience {quoted(audience.name)}"
+        # Turns the driver's value into Python's where the query's value column has a SQL type that
+        # needs it (JSON text on SQLite, say): the DBAPI rows are read without SQLAlchemy's processing.
+        self._value_processor: Any = None
 
     def __repr__(self) -> str:
         return redact(f"SqlSource({self.audience.name!r}, {self.url!r})")
@@ -41,6 +44,10 @@ class SqlSource:
         """The database's own message, first line (_fail masks a password should a driver echo it)."""
         text = str(getattr(exc, "orig", None) or exc).strip()
         return text.splitlines()[0] if text else type(exc).__name__
+
+    def _execute(self, conn: Any) -> Any:
+        """Runs the source's query on `conn` (with the streaming options set); its Result."""
+        return conn.execution_options(no_parameters=True).exec_driver_sql(self.query)
 
     def chunks(self) -> Iterator[list[tuple[str | None, str | None, Any]]]:
         import sqlalchemy as sa
@@ -69,9 +76,7 @@ class SqlSource:
                 raise self._fail(f"cannot connect to {self.url} ({self._detail(exc)})") from None
             with conn:
                 try:
-                    result = conn.execution_options(
-                        stream_results=True, yield_per=self.chunk_rows, no_parameters=True,
-                    ).exec_driver_sql(self.query)
+                    result = self._execute(conn.execution_options(stream_results=True, yield_per=self.chunk_rows))
                 except db_errors as exc:
                     raise self._fail(f"the query failed: {self._detail(exc)}") from None
                 if not result.returns_rows:
@@ -117,7 +122,13 @@ class SqlSource:
 
             users = ids_from_python(list(map(itemgetter(u), rows)), "user_id", where) if u is not None else None
             anons = ids_from_python(list(map(itemgetter(a), rows)), "anonymous_id", where) if a is not None else None
-            values = values_from_python(list(map(itemgetter(v), rows)), where) if v is not None else None
+            if v is not None:
+                raw = list(map(itemgetter(v), rows))
+                if self._value_processor is not None:
+                    raw = list(map(self._value_processor, raw))
+                values = values_from_python(raw, where)
+            else:
+                values = None
             self.rows_read += len(rows)
             kept = self.hygiene.rows(users, anons, values, len(rows))
             if kept:

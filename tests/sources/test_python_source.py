@@ -340,8 +340,8 @@ def test_a_python_source_in_the_config_searches_the_config_files_directory(tmp_p
     ('{ type = "python", callable = "my-members:current" }', r"'my-members:current' is not \"module:function\""),
     ('{ type = "python", callable = " members:current" }', r"' members:current' is not \"module:function\""),
     ('{ type = "python", callable = 3 }', r"audiences\[0\]\.source\.callable: must be a string, not 3"),
-    ('{ type = "pyhton", callable = "m:f" }', r"audiences\[0\]\.source\.type: 'pyhton' must be \"sql\", \"file\" "
-                                              r"or \"python\""),
+    ('{ type = "pyhton", callable = "m:f" }', r"audiences\[0\]\.source\.type: 'pyhton' must be \"sql\", \"file\", "
+                                              r"\"python\" or \"rule\""),
 ])
 def test_a_python_source_with_a_typo_is_a_config_error_naming_the_key(tmp_path, source, message):
     with pytest.raises(ConfigError, match=message):
