@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -69,10 +70,12 @@ def segment_snake(name: str) -> str:
     return out.decode("ascii")
 
 
-# lodash's word split, reduced to ASCII (RudderStack's snakecase package, ToSnakeCase): a capitalised
-# or lower-case word, an upper-case run (ending before a capitalised word), ordinals, digit runs.
+# lodash's word split, reduced to ASCII (RudderStack's snakecase package, ToSnakeCaseWithNumbers, its
+# default): letters with the digits after or before them, a capitalised or lower-case word, an
+# upper-case run (ending before a capitalised word), ordinals, digit runs.
 _RS_WORD = re.compile(
-    r"[A-Z]?[a-z]+(?=[^A-Za-z0-9]|[A-Z]|$)"
+    r"[A-Z]?[a-z]+\d+|[A-Z]+\d+|\d+[A-Z]?[a-z]+|\d+[A-Z]+"
+    r"|[A-Z]?[a-z]+(?=[^A-Za-z0-9]|[A-Z]|$)"
     r"|[A-Z]+(?=[^A-Za-z0-9]|[A-Z][a-z]|$)"
     r"|[A-Z]?[a-z]+"
     r"|[A-Z]+"
@@ -189,10 +192,12 @@ class Layout(abc.ABC):
     name: str
     value_json: bool = False
 
-    def __init__(self, schema: str | None, tables: frozenset[str] | None):
+    def __init__(self, schema: str | None, tables: frozenset[str] | None,
+                 columns: Mapping[str, frozenset[str]] | None = None):
         self.schema = schema
         self.tables = tables
-        self.missing: list[str] = []
+        self.columns = columns
+        self.warnings: list[str] = []
 
     def where(self) -> str:
         return self.schema or "the database"
@@ -330,7 +335,15 @@ class SegmentLayout(Layout):
             name = "context_" + "_".join(self.snake(p) for p in node.parts)
         else:
             name = self.snake(node.key)
-        if not name.strip("_"):
+        table = rows.table.name
+        known = self.columns.get(table) if self.columns is not None else None
+        if not name.strip("_") or (known is not None and name not in known):
+            what = {t.Property: "property", t.Context: "context", t.Trait: "trait"}[type(node)]
+            label = node.name if isinstance(node, t.Property) else node.path if isinstance(node, t.Context) \
+                else node.key
+            shown = f"{self.schema}.{table}" if self.schema else table
+            self.warnings.append(f"{what} {label!r} has no column {name or '(empty name)'} in {shown}: "
+                                 "read as null")
             return NullField()
         return ColumnField(_column(rows.table, name))
 
@@ -351,8 +364,9 @@ def _column(table: sa.TableClause, name: str) -> sa.ColumnClause:
     return table.c[name]
 
 
-def layout_for(name: str, schema: str | None, tables: frozenset[str] | None) -> Layout:
+def layout_for(name: str, schema: str | None, tables: frozenset[str] | None,
+               columns: Mapping[str, frozenset[str]] | None = None) -> Layout:
     classes = {"audsync": AudsyncLayout, "segment": SegmentLayout, "rudderstack": RudderstackLayout}
     if name not in classes:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {name!r}")
-    return classes[name](schema, tables)
+    return classes[name](schema, tables, columns)

@@ -76,8 +76,10 @@ def _json_unsupported(element, compiler, **kw):
 # --- SQLite ----------------------------------------------------------------------------------------
 
 def _sqlite_path_safe(key: str) -> bool:
-    # SQLite's JSON path reads a quoted key up to the next double quote, with no escapes.
-    return '"' not in key
+    # SQLite's JSON path reads a quoted key up to the next double quote, some versions read a
+    # backslash in it as an escape, and a path key matches a \uXXXX-escaped key of the JSON text
+    # only in newer versions: such keys are looked up by json_each, which decodes keys.
+    return key.isascii() and '"' not in key and "\\" not in key
 
 
 def _sqlite_lookup(element, compiler, **kw) -> tuple[str, str]:
@@ -132,12 +134,27 @@ def _json_text_pg(element, compiler, **kw):
     return f"({doc} #>> {path})"
 
 
+def _jsonpath_key(key: str) -> str:
+    """A key as a double-quoted jsonpath string (JSON escapes)."""
+    out = []
+    for ch in key:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 @compiles(json_number, "postgresql")
 def _json_number_pg(element, compiler, **kw):
-    doc, path = _pg_parts(element, compiler, **kw)
-    doc2, path2 = _pg_parts(element, compiler, **kw)
-    return (f"CASE WHEN jsonb_typeof({doc} #> {path}) = 'number' "
-            f"THEN CAST({doc2} #>> {path2} AS DOUBLE PRECISION) END")
+    # One jsonpath query parses the document once and keeps only a JSON number; jsonb casts a
+    # number to double precision. The path is a bound parameter.
+    doc = compiler.process(element.doc, **kw)
+    path = "$." + ".".join(_jsonpath_key(k) for k in element.keys) + ' ? (@.type() == "number")'
+    return (f"CAST(jsonb_path_query_first(CAST({doc} AS JSONB), CAST({_param(compiler, path, **kw)} AS JSONPATH)) "
+            "AS DOUBLE PRECISION)")
 
 
 @compiles(json_raw, "postgresql")
