@@ -130,7 +130,8 @@ IDENTITY = [
     identify("kim", "a1", ago=5),
     track("Product Viewed", "kim", category="shoes", ago=2),
     track("Product Viewed", None, "a2", category="bags", ago=8),
-    alias("lee", "a2", ago=4),
+    identify("liv", "a2", ago=6),
+    alias("lee", "a2", ago=4),                                # a later alias wins over an identify
     track("Product Viewed", None, "a3", category="socks", ago=6),
     identify("max", "a3", ago=20),
     identify("ned", "a3", ago=3),                             # the latest link of a3
@@ -141,6 +142,7 @@ IDENTITY = [
     track("Product Viewed", "pete", "a6", category="coats", ago=2),
     identify(None, "a7", plan="trial", ago=9),                # traits set before sign-in
     identify("zed", "a7", ago=7),
+    identify(None, "a8", plan="trial", ago=2),                # never signed up
 ]
 
 # Pages, screens and context.
@@ -151,6 +153,7 @@ PAGES = [
     page("Plans", "rosa", ago=10, url="https://shop.example/plans"),
     with_context(track("Order Completed", "rosa", price=20, couponCode="SPRING", ago=5),
                  campaign={"source": "newsletter"}),
+    track("order completed", "sam", price=5, ago=1),        # another event, in the same table
     screen("Checkout", "sam", ago=1),
     screen("Checkout", "sam", ago=2),
     with_context(track("Order Completed", "sam", price=30, product={"sku": "X1"}, ago=2),
@@ -358,8 +361,11 @@ TABLE = [
     # lee by alias; a3's latest link is ned, not max; pete's event has both ids.
     aud("identity", "event('Product Viewed').within(30 days).count() = 1", {"lee", "ned", "pete"},
         "alias links; the latest link wins"),
-    aud("identity", "event('Product Viewed').count() = 0", {"max", "zed"}, "the latest link wins: max has none"),
+    aud("identity", "event('Product Viewed').count() = 0", {"liv", "max", "zed"},
+        "the latest link wins, identify or alias: liv and max have none"),
     aud("identity", "trait('plan') = 'trial'", {"zed"}, "D-SQL trait(): an identify before sign-in, linked"),
+    aud("identity", "trait('plan') = 'trial'", {("zed", None), (None, "a8")},
+        "D-AUD include anonymous users: an anonymous profile's traits", include_anonymous=True),
     trait_("identity", "event('Product Viewed').first(property('category'))",
            {"kim": "hats", "lee": "bags", "ned": "socks", "pete": "coats"},
            "D-CT first, over the events before sign-in too"),
@@ -372,7 +378,8 @@ TABLE = [
     trait_("identity", "event('Product Viewed').unique(property('category')).count()",
            {("kim", None): 2, ("lee", None): 1, ("ned", None): 1, ("pete", None): 1, (None, "a4"): 2,
             (None, "a5"): 1}, "D-CT unique list count with anonymous profiles", include_anonymous=True),
-    aud("identity", "NOT (event('Product Viewed').count() >= 1)", {("max", None), ("zed", None)},
+    aud("identity", "NOT (event('Product Viewed').count() >= 1)",
+        {("liv", None), ("max", None), ("zed", None), (None, "a8")},
         "D-AUD did not perform, with anonymous users", include_anonymous=True),
     # --- pages, screens, context -----------------------------------------------------------------------
     aud("pages", "event('Page Viewed').where(context('page.url').contains('pricing')).count() >= 1", {"quinn"},
@@ -383,6 +390,9 @@ TABLE = [
     trait_("pages", "event('Page Viewed').within(7 days).count()", {"quinn": 2}, "D-CT Page Viewed counter"),
     aud("pages", "event('Order Completed').where(context('campaign.source') = 'newsletter').count() >= 1",
         {"rosa"}, "D-SQL context(): '.' traverses nested objects"),
+    # D-WS: `event` is the slug (the table), `event_text` the name: names that share a table differ.
+    trait_("pages", "event('Order Completed').within(7 days).count()", {"rosa": 1, "sam": 1},
+           "D-WS event_text: 'order completed' is another event"),
     # D-WS: property names are snake_cased in a warehouse (couponCode -> coupon_code).
     aud("pages", "event('Order Completed').where(property('couponCode') = 'SPRING').count() >= 1", {"rosa"},
         "D-WS CamelCase property names"),
