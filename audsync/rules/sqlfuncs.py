@@ -192,6 +192,36 @@ def _json_raw_duckdb(element, compiler, **kw):
             "AS VARCHAR), 'null')")
 
 
+class json_string(FunctionElement):
+    """A text column's value as a JSON string ('"Pricing"'), NULL stays NULL: the `value` form of a
+    plain text column in a layout whose values are JSON text."""
+
+    type = sa.String()
+    name = "json_string"
+    inherit_cache = True
+
+
+@compiles(json_string)
+def _json_string_unsupported(element, compiler, **kw):
+    raise CompileError(f"JSON fields of the audsync layout are read on {_JSON_DIALECTS}, not on "
+                       f"{compiler.dialect.name}")
+
+
+@compiles(json_string, "sqlite")
+def _json_string_sqlite(element, compiler, **kw):
+    return f"json_quote({compiler.process(list(element.clauses)[0], **kw)})"
+
+
+@compiles(json_string, "postgresql")
+def _json_string_pg(element, compiler, **kw):
+    return f"CAST(to_json(CAST({compiler.process(list(element.clauses)[0], **kw)} AS TEXT)) AS TEXT)"
+
+
+@compiles(json_string, "duckdb")
+def _json_string_duckdb(element, compiler, **kw):
+    return f"CAST(to_json(CAST({compiler.process(list(element.clauses)[0], **kw)} AS VARCHAR)) AS VARCHAR)"
+
+
 # --- substring search, case-sensitive everywhere -------------------------------------------------
 
 class position(FunctionElement):

@@ -111,6 +111,11 @@ CASES = [
     # pages and context
     Case("event('Page Viewed').where(context('page.url').contains('pricing')).count() >= 1", {"u5"}),
     Case("event('Page Viewed').within(7 days).count() >= 1", {"u5"}),
+    Case("event('Page Viewed').where(property('page_name') = 'Pricing').count() >= 1", {"u5"}),
+    Case("event('Page Viewed').where(property('name') = 'Home').within(30 days).count() >= 1", set()),
+    Case("event('Page Viewed').last(property('name'))", {"u5": "Pricing"}, kind="computed_trait"),
+    Case("event('Page Viewed').unique(property('page_name'))", {"u5": ["Home", "Pricing"]},
+         kind="computed_trait"),
     # traits
     Case("trait('plan') = 'pro'", {"u1"}),
     Case("trait('plan') != 'pro'", {"u2", "u3"}),
