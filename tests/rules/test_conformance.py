@@ -404,13 +404,11 @@ TABLE = [
                           "nested value: the layouts disagree; D-SQL says '.' traverses nested objects"}),
     # D-AUD: page and screen names "appear as page_name / screen_name".
     aud("pages", "event('Page Viewed').where(property('page_name') = 'Pricing').count() >= 1", {"quinn"},
-        "D-AUD page name as page_name",
-        xfail={"*": "compiler: page_name is not mapped to the page's name (segment/rudderstack: column "
-                    "pages.name; audsync: the events.event column): no column page_name (warehouses), "
-                    "no such JSON key (audsync)"}),
+        "D-AUD page name as page_name"),
+    trait_("pages", "event('Page Viewed').last(property('page_name'))", {"quinn": "Pricing", "rosa": "Plans"},
+           "D-AUD page_name; D-CT last"),
     aud("pages", "event('Screen Viewed').where(property('screen_name') = 'Checkout').count() >= 1", {"sam"},
-        "D-AUD screen name as screen_name",
-        xfail={"*": "compiler: screen_name is not mapped to the screen's name (screens.name / events.event)"}),
+        "D-AUD screen name as screen_name"),
 ]
 
 
