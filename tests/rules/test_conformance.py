@@ -243,6 +243,10 @@ TABLE = [
                   "AND event('Item Purchased').count() >= 1", {"alice", "bob", "erin"}, "D-SQL AND before OR"),
     aud("orders", "(trait('plan') = 'gold' OR event('Order Completed').within(30 days).count() >= 1) "
                   "AND event('Item Purchased').count() >= 1", {"alice", "bob"}, "D-SQL parentheses"),
+    # D-AUD "and not who": performed one event and not another.
+    aud("orders", "event('Order Completed').within(30 days).count() >= 1 "
+                  "AND NOT (event('Item Purchased').within(180 days).count() >= 1)", {"bob", "carol", "dave"},
+        "D-AUD 'and not who'"),
     # D-SQL's example `NOT (event('Shoes Bought').count() >= 1 AND trait('total_spend') > 200)`.
     aud("orders", "NOT (event('Order Completed').count() >= 1 AND trait('total_spend') > 200)",
         ORDERS_KNOWN - {"alice", "carol", "dave"}, "D-SQL NOT example; no total_spend is not > 200"),
