@@ -8,7 +8,8 @@ handling), a row follows the rule audsync wrote down (audsync/rules/compile.py, 
 null") and says so.
 
 Every row runs on every layout (audsync, segment, rudderstack) and every database (SQLite,
-PostgreSQL, DuckDB) of tests/rules/conftest.py COMBINATIONS, on the machinery of
+PostgreSQL, DuckDB) of tests/rules/conftest.py COMBINATIONS (the audsync layout is the state
+database, SQLite or PostgreSQL; DuckDB runs the warehouse layouts), on the machinery of
 test_compile_cases.py (its Case, event builders and run_case; conftest's `warehouses` loads each
 event set once per database and layout). The run instant is conftest.AS_OF (2026-01-31 12:00 UTC);
 `ago` is days (or a timedelta) before it.
@@ -504,13 +505,14 @@ def test_a_sqlite_warehouse_with_iso_text_timestamps_windows_by_instant(tmp_path
     # Segment's messages carry ISO 8601 text ("2026-01-31T08:00:00Z"); a local SQLite warehouse loaded
     # from them keeps that text. D-FAQ: windows are hour-precise on `timestamp`.
     path = tmp_path / "iso.db"
-    with sqlite3.connect(path) as db:
-        db.executescript("""
-            CREATE TABLE order_completed (id TEXT, anonymous_id TEXT, user_id TEXT, timestamp TIMESTAMP,
-                                          event_text TEXT);
-            INSERT INTO order_completed VALUES ('m1', NULL, 'u1', '2026-01-31T08:00:00Z', 'Order Completed');
-            INSERT INTO order_completed VALUES ('m2', NULL, 'u2', '2026-01-30T13:00:00Z', 'Order Completed');
-        """)
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE order_completed (id TEXT, anonymous_id TEXT, user_id TEXT, timestamp TIMESTAMP,
+                                      event_text TEXT);
+        INSERT INTO order_completed VALUES ('m1', NULL, 'u1', '2026-01-31T08:00:00Z', 'Order Completed');
+        INSERT INTO order_completed VALUES ('m2', NULL, 'u2', '2026-01-30T13:00:00Z', 'Order Completed');
+    """)
+    db.close()
     engine = sa.create_engine(f"sqlite:///{path}")
     try:
         compiled, rows = run_case(engine, Warehouse("segment", None, frozenset({"order_completed"})),
