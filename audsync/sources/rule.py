@@ -9,7 +9,9 @@ warning), and the run's start time (`as_of`), from which every window is measure
 from that audience's own rule, compiled into this query as a subquery, when both rules read one
 database; otherwise from its synced members in the state database, which this query can read only
 when its events are there too (the "audsync" layout: config.py refuses any other case). The run
-syncs referenced audiences first (Config.in_run_order), so those members are current.
+syncs referenced audiences first (Config.in_run_order), so those members are current; a dry run
+changes no state, so there they are the members as last synced. The compiler names its CTEs per
+query, so a rule compiled into another gets its CTE names prefixed (_renamed_ctes).
 
 `explain` gives the compiled SQL of a rule audience for its database's dialect, with its parameters.
 """
