@@ -247,5 +247,6 @@ def test_the_example_configs_commented_rule_audiences_load(tmp_path):
     uncommented = "\n".join(line[2:] for line in block.splitlines() if line.startswith(settings))
     cfg = load(write(tmp_path, example + "\n" + uncommented + "\n"), environ={})
     rules = {a.name: a.source for a in cfg.audiences if isinstance(a.source, RuleSource)}
-    assert list(rules) == ["Frequent Big Spenders", "Revenue 90 Days", "Big Spenders Not Subscribed"]
+    assert list(rules) == ["Big Spenders", "Favorite Category",  # the example's own, over examples/events.db
+                           "Frequent Big Spenders", "Revenue 90 Days", "Big Spenders Not Subscribed"]
     assert rules["Big Spenders Not Subscribed"].references == ("frequent_big_spenders", "newsletter_subscriber")
