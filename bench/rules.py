@@ -42,8 +42,9 @@ Commands (from the repository root, after `.venv/bin/pip install -e '.[test]'`):
   .venv/bin/python bench/rules.py                                     # 200k events, quick check
   .venv/bin/python bench/rules.py --events 10000000 --users 1000000   # issue 17's figures
   .venv/bin/python bench/rules.py --layouts segment --rules big_spenders,revenue_90d --no-sync
-The full size takes about 40 minutes on the 2-core development machine (generation ~6 min, the
-query comparison ~20 min, the runs ~15 min) and ~12 GB of disk.
+The full size took 42 minutes on the 2-core development machine, shared (generation 13 min, the 24
+runs and the change 13 min, the query comparison ~16 min), and ~12 GB of disk (events 5.9 GB,
+schema seg 4.6 GB).
 
 Results, dated, with the machine and the code they were measured on: bench/RESULTS.md.
 """
