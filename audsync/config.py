@@ -401,7 +401,8 @@ def parse(data: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Confi
     audiences = _resolve_references(audiences, reader, state.url)
     run_order = _run_order(audiences, reader)
     ingest = _check_ingest(reader.settings(IngestSettings, data.get("ingest", {}), "ingest"), reader, environ)
-    urls = [state.url, events.url] + [a.source.url for a in audiences if isinstance(a.source, (SqlSource, RuleSource))]
+    urls = [state.url, events.url] + [a.source.url for a in audiences
+                                      if isinstance(a.source, (SqlSource, RuleSource))]
     remember(amplitude.api_key, amplitude.secret_key, *ingest.write_keys, *filter(None, map(url_password, urls)))
     if amplitude.api_key or amplitude.secret_key:
         remember(amplitude.basic_credentials)
@@ -671,10 +672,10 @@ def _resolve_references(audiences: tuple[AudienceConfig, ...], reader: _Reader,
                 what = (f"the {other.source.type} source of {_quoted(other.name)}" if other.source.type != "rule"
                         else f"the rule of {_quoted(other.name)}, which reads events in another database,")
                 raise reader.fail(where, f"trait({key!r}) reads the members of audience {_quoted(other.name)} "
-                                         f"(audiences[{j}]), but this rule runs in its events database ({redact(source.url)}) "
-                                         f"and {what} keeps those members in the state database ({redact(state_url)}): "
-                                         "such a reference needs both in one database (the \"audsync\" "
-                                         "layout, whose events are in the state database)")
+                                         f"(audiences[{j}]), but this rule runs in its events database "
+                                         f"({redact(source.url)}) and {what} keeps those members in the state "
+                                         f"database ({redact(state_url)}): such a reference needs both in one "
+                                         "database (the \"audsync\" layout, whose events are in the state database)")
         resolved.append(dataclasses.replace(audience, source=dataclasses.replace(source, references=references)))
     return tuple(resolved)
 

@@ -1,8 +1,11 @@
 """A rule's tree (audsync.rules.tree) -> one SQLAlchemy Core query, run where the events live.
 
 `compile_rule` returns a Select whose rows are the audience's members (`user_id`; with
-include_anonymous also `anonymous_id`) or a computed trait's values (`user_id`, `value`). Event rows
-never leave the database. Every name and value from the rule is a bound parameter or an identifier
+include_anonymous also `anonymous_id`, exactly one of the two set per row) or a computed trait's
+values (`user_id` [, `anonymous_id`], `value`). Event rows never leave the database. `value` is a
+number for count / sum / avg / min / max / unique count; for first / last / mode / trait it is the
+value's JSON text in the audsync layout (Compiled.value_json: JSON values have no single SQL type)
+and the warehouse column's own value otherwise; for unique it is JSON array text everywhere. Every name and value from the rule is a bound parameter or an identifier
 quoted by SQLAlchemy (layouts.py, sqlfuncs.py): no rule text is pasted into SQL.
 
 Semantics (DESIGN.md section 7, reference/engage-audiences.md):
@@ -26,7 +29,8 @@ Semantics (DESIGN.md section 7, reference/engage-audiences.md):
   become strings: 100 -> "100"), on every database; `.count()` counts them.
 - Traits. `trait('k')` is the latest identify (by timestamp, then message id) that set k to a
   non-null value. When k is the key of another audience (`audiences`), it is membership instead:
-  `= true`, `= false`, `!= ...`, `is_set()` (a member), `is_null()` (not a member).
+  `= true`, `= false`, `!= ...`, `is_set()` (a member), `is_null()` (not a member); members are
+  matched by user_id (an anonymous-only profile is never a member of another audience).
 - Comparisons and null. A comparison against a number reads the value as a number, against a string
   as text, against true/false as a boolean. Every comparator is false when the value is missing
   (null) — `!=`, `omits` and `before_date` included — except `is_null()`, which is true exactly then.
@@ -47,7 +51,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -65,6 +69,10 @@ class Warehouse:
     layout: str                             # "audsync" | "segment" | "rudderstack"
     schema: str | None = None               # the warehouse schema (segment_prod); None for audsync
     tables: frozenset[str] | None = None    # the tables that exist there; None = unknown
+    # Optional, the columns of tables there (by table name): a property or trait with no column
+    # (Segment and RudderStack create a column only once a non-null value arrives) then reads as
+    # null with a warning, instead of the query failing. Tables not in it are taken as they come.
+    columns: Mapping[str, frozenset[str]] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ def compile_rule(rule, *, kind: str, warehouse: Warehouse, as_of: datetime,
     if kind not in ("audience", "computed_trait"):
         raise ValueError(f"kind must be 'audience' or 'computed_trait', not {kind!r}")
     as_of = as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of.astimezone(timezone.utc)
-    layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables)
+    layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables, warehouse.columns)
     compiler = _Compiler(layout, as_of, include_anonymous, dict(audiences or {}))
     if kind == "audience":
         if not _is_condition(rule):
@@ -95,7 +103,8 @@ def compile_rule(rule, *, kind: str, warehouse: Warehouse, as_of: datetime,
         if _is_condition(rule):
             raise ConfigError("a computed trait rule must end in a value")
         query, value_json = compiler.computed_trait(rule)
-    return Compiled(query, tuple(compiler.warnings), value_json)
+    warnings = list(dict.fromkeys([*compiler.warnings, *layout.warnings]))
+    return Compiled(query, tuple(warnings), value_json)
 
 
 def _is_condition(node) -> bool:
@@ -139,6 +148,7 @@ class _Compiler:
         self._links_built = False
         self._ctes: dict = {}
         self._numbers: set = set()  # value nodes compared with numbers: their CTE needs `n`
+        self._guard = True
 
     # -- profiles ---------------------------------------------------------------------------------
 
@@ -338,17 +348,24 @@ class _Compiler:
 
     # -- conditions -------------------------------------------------------------------------------
 
-    def condition(self, node, field_of) -> sa.ColumnElement:
-        """A two-valued SQL condition. `field_of(value node)` gives the Field of a compared value."""
+    def condition(self, node, field_of, negated: bool = False) -> sa.ColumnElement:
+        """The SQL condition. `field_of(value node)` gives the Field of a compared value. Under a NOT
+        (`negated`) each comparison is made two-valued (false, not NULL, on a missing value); elsewhere
+        SQL's NULL already acts as false, and the guard would only cost time."""
         if isinstance(node, t.And):
-            return sa.and_(*(self.condition(item, field_of) for item in node.items))
+            return sa.and_(*(self.condition(item, field_of, negated) for item in node.items))
         if isinstance(node, t.Or):
-            return sa.or_(*(self.condition(item, field_of) for item in node.items))
+            return sa.or_(*(self.condition(item, field_of, negated) for item in node.items))
         if isinstance(node, t.Not):
-            return sa.not_(self.condition(node.item, field_of))
+            return sa.not_(self.condition(node.item, field_of, not negated))
         if isinstance(node.left, t.Trait) and node.left.key in self.audiences:
             return self.member_compare(node, field_of(node.left))
-        return self.compare(field_of(node.left), node.op, node.right, counts=isinstance(node.left, _COUNTS))
+        field = field_of(node.left)
+        self._guard = negated
+        return self.compare(field, node.op, node.right, counts=isinstance(node.left, _COUNTS))
+
+    def guarded(self, x, test) -> sa.ColumnElement:
+        return sa.and_(x.is_not(None), test) if self._guard else test
 
     def member_compare(self, node: t.Compare, field) -> sa.ColumnElement:
         member = field.value().is_not(None) if field is not None else sa.false()
@@ -392,7 +409,7 @@ class _Compiler:
                 else:
                     tests.append(sa.and_(sa.func.length(x) >= sa.func.length(lit),
                                          sa.func.substr(x, sa.func.length(x) - sa.func.length(lit) + 1) == lit))
-            return sa.and_(x.is_not(None), sa.or_(*tests))
+            return self.guarded(x, sa.or_(*tests))
         moment = sqlfuncs.instant(field.text())
         if op is t.Op.BEFORE_DATE:
             test = moment < sqlfuncs.instant_param(value)
@@ -405,7 +422,7 @@ class _Compiler:
             test = moment < sqlfuncs.instant_param(self.as_of - value.timedelta)
         else:
             raise AssertionError(f"no SQL for comparator {op}")
-        return sa.and_(moment.is_not(None), test)
+        return self.guarded(moment, test)
 
     def equal_or_order(self, field: Field, op: t.Op, value, counts: bool) -> sa.ColumnElement:
         method = _ORDER_OPS[op]
@@ -416,16 +433,16 @@ class _Compiler:
             if native is not None:
                 # A warehouse's boolean column: compared as a boolean (SQLite stores 1 / 0).
                 x = native
-                return sa.and_(x.is_not(None), getattr(x, method)(sa.literal(value, sa.Boolean())))
-            return sa.and_(x.is_not(None), getattr(x, method)(sa.literal("true" if value else "false", sa.String())))
+                return self.guarded(x, getattr(x, method)(sa.literal(value, sa.Boolean())))
+            return self.guarded(x, getattr(x, method)(sa.literal("true" if value else "false", sa.String())))
         if isinstance(value, (int, float)):
             x = field.value() if counts else field.number()
             lit = sa.literal(value, sa.Integer() if isinstance(value, int) else sa.Float())
             if counts:
                 return getattr(x, method)(lit)
-            return sa.and_(x.is_not(None), getattr(x, method)(lit))
+            return self.guarded(x, getattr(x, method)(lit))
         x = field.text()
-        return sa.and_(x.is_not(None), getattr(x, method)(sa.literal(value, sa.String())))
+        return self.guarded(x, getattr(x, method)(sa.literal(value, sa.String())))
 
     # -- whole rules ------------------------------------------------------------------------------
 
@@ -441,6 +458,7 @@ class _Compiler:
                 return self.nobody()
             select, agg = grouped
             field = ColumnField(agg)
+            self._guard = False
             test = self.compare(field, rule.op, rule.right, counts=isinstance(rule.left, _COUNTS))
             return self.output(select.having(test))
         ctes = {}

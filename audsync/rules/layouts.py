@@ -3,7 +3,8 @@
 - `audsync`: the `events` table of the state database (what `audsync serve` stores; see
   audsync.state.models.Event). Track rows have type 'track' and the event's name; page and screen
   rows type 'page' / 'screen' (their `event` column holds the page's name, so `Page Viewed` means
-  every page row). Properties, traits and context are JSON text read by audsync.rules.sqlfuncs.
+  every page row, and its property('name') — or 'page_name' / 'screen_name', Engage's names — is
+  that column). Properties, traits and context are JSON text read by audsync.rules.sqlfuncs.
   `timestamp` is float epoch seconds.
 - `segment`: Segment Warehouses (reference/segment-warehouse-schema.md): one table per track event,
   named by go-snakecase, with one column per property (snake_cased too); `pages`, `screens`,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -69,10 +71,12 @@ def segment_snake(name: str) -> str:
     return out.decode("ascii")
 
 
-# lodash's word split, reduced to ASCII (RudderStack's snakecase package, ToSnakeCase): a capitalised
-# or lower-case word, an upper-case run (ending before a capitalised word), ordinals, digit runs.
+# lodash's word split, reduced to ASCII (RudderStack's snakecase package, ToSnakeCaseWithNumbers, its
+# default): letters with the digits after or before them, a capitalised or lower-case word, an
+# upper-case run (ending before a capitalised word), ordinals, digit runs.
 _RS_WORD = re.compile(
-    r"[A-Z]?[a-z]+(?=[^A-Za-z0-9]|[A-Z]|$)"
+    r"[A-Z]?[a-z]+\d+|[A-Z]+\d+|\d+[A-Z]?[a-z]+|\d+[A-Z]+"
+    r"|[A-Z]?[a-z]+(?=[^A-Za-z0-9]|[A-Z]|$)"
     r"|[A-Z]+(?=[^A-Za-z0-9]|[A-Z][a-z]|$)"
     r"|[A-Z]?[a-z]+"
     r"|[A-Z]+"
@@ -131,6 +135,22 @@ class JsonField(Field):
 
 
 @dataclass(frozen=True)
+class TextColumnField(Field):
+    """A text column in a layout whose values are JSON text (the page name of the audsync layout)."""
+
+    col: sa.ColumnElement
+
+    def text(self):
+        return self.col
+
+    def number(self):
+        return sa.null()
+
+    def value(self):
+        return sqlfuncs.json_string(self.col)
+
+
+@dataclass(frozen=True)
 class ColumnField(Field):
     col: sa.ColumnElement
 
@@ -169,6 +189,13 @@ class Rows:
     timestamp: sa.ColumnElement
     filters: tuple[sa.ColumnElement, ...]
     layout: "Layout"
+    # "page" / "screen" for Page Viewed / Screen Viewed rows: their name is property('name'), or
+    # property('page_name') / property('screen_name') as Engage calls it.
+    page_kind: str | None = None
+
+    def is_name(self, node) -> bool:
+        return self.page_kind is not None and isinstance(node, t.Property) and \
+            node.name in ("name", f"{self.page_kind}_name")
 
     def field(self, node: t.Property | t.Context | t.Trait) -> Field:
         return self.layout.field(self, node)
@@ -189,10 +216,12 @@ class Layout(abc.ABC):
     name: str
     value_json: bool = False
 
-    def __init__(self, schema: str | None, tables: frozenset[str] | None):
+    def __init__(self, schema: str | None, tables: frozenset[str] | None,
+                 columns: Mapping[str, frozenset[str]] | None = None):
         self.schema = schema
         self.tables = tables
-        self.missing: list[str] = []
+        self.columns = columns
+        self.warnings: list[str] = []
 
     def where(self) -> str:
         return self.schema or "the database"
@@ -240,10 +269,11 @@ class AudsyncLayout(Layout):
         return sa.literal(moment.astimezone(timezone.utc).timestamp(), sa.Float())
 
     def events(self, name):
-        if name == PAGE_VIEWED:
-            return self._rows(lambda e: e.c.type == "page")
-        if name == SCREEN_VIEWED:
-            return self._rows(lambda e: e.c.type == "screen")
+        if name in (PAGE_VIEWED, SCREEN_VIEWED):
+            kind = "page" if name == PAGE_VIEWED else "screen"
+            rows = self._rows(lambda e: e.c.type == kind)
+            rows.page_kind = kind
+            return rows
         return self._rows(lambda e: e.c.type == "track", lambda e: e.c.event == sa.literal(name, sa.String()))
 
     def identifies(self):
@@ -262,6 +292,9 @@ class AudsyncLayout(Layout):
         return [self._rows()]
 
     def field(self, rows, node):
+        if rows.is_name(node):
+            # What `audsync serve` stored as the page's name: its `name`, else properties.name.
+            return TextColumnField(rows.table.c.event)
         if isinstance(node, t.Property):
             return JsonField(rows.table.c.properties, (node.name,))
         if isinstance(node, t.Context):
@@ -294,8 +327,13 @@ class SegmentLayout(Layout):
 
     def events(self, name):
         if name in (PAGE_VIEWED, SCREEN_VIEWED):
-            table = self._table("pages" if name == PAGE_VIEWED else "screens")
-            return None if table is None else self._rows_of(table, ())
+            kind = "page" if name == PAGE_VIEWED else "screen"
+            table = self._table(kind + "s")
+            if table is None:
+                return None
+            rows = self._rows_of(table, ())
+            rows.page_kind = kind
+            return rows
         table = self._table(self.event_table(name))
         if table is None:
             return None
@@ -324,13 +362,23 @@ class SegmentLayout(Layout):
                 if table is not None]
 
     def field(self, rows, node):
-        if isinstance(node, t.Property):
+        if rows.is_name(node):
+            name = "name"
+        elif isinstance(node, t.Property):
             name = self.snake(node.name)
         elif isinstance(node, t.Context):
             name = "context_" + "_".join(self.snake(p) for p in node.parts)
         else:
             name = self.snake(node.key)
-        if not name.strip("_"):
+        table = rows.table.name
+        known = self.columns.get(table) if self.columns is not None else None
+        if not name.strip("_") or (known is not None and name not in known):
+            what = {t.Property: "property", t.Context: "context", t.Trait: "trait"}[type(node)]
+            label = node.name if isinstance(node, t.Property) else node.path if isinstance(node, t.Context) \
+                else node.key
+            shown = f"{self.schema}.{table}" if self.schema else table
+            self.warnings.append(f"{what} {label!r} has no column {name or '(empty name)'} in {shown}: "
+                                 "read as null")
             return NullField()
         return ColumnField(_column(rows.table, name))
 
@@ -351,8 +399,9 @@ def _column(table: sa.TableClause, name: str) -> sa.ColumnClause:
     return table.c[name]
 
 
-def layout_for(name: str, schema: str | None, tables: frozenset[str] | None) -> Layout:
+def layout_for(name: str, schema: str | None, tables: frozenset[str] | None,
+               columns: Mapping[str, frozenset[str]] | None = None) -> Layout:
     classes = {"audsync": AudsyncLayout, "segment": SegmentLayout, "rudderstack": RudderstackLayout}
     if name not in classes:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {name!r}")
-    return classes[name](schema, tables)
+    return classes[name](schema, tables, columns)

@@ -76,8 +76,10 @@ def _json_unsupported(element, compiler, **kw):
 # --- SQLite ----------------------------------------------------------------------------------------
 
 def _sqlite_path_safe(key: str) -> bool:
-    # SQLite's JSON path reads a quoted key up to the next double quote, with no escapes.
-    return '"' not in key
+    # SQLite's JSON path reads a quoted key up to the next double quote, some versions read a
+    # backslash in it as an escape, and a path key matches a \uXXXX-escaped key of the JSON text
+    # only in newer versions: such keys are looked up by json_each, which decodes keys.
+    return key.isascii() and '"' not in key and "\\" not in key
 
 
 def _sqlite_lookup(element, compiler, **kw) -> tuple[str, str]:
@@ -132,12 +134,27 @@ def _json_text_pg(element, compiler, **kw):
     return f"({doc} #>> {path})"
 
 
+def _jsonpath_key(key: str) -> str:
+    """A key as a double-quoted jsonpath string (JSON escapes)."""
+    out = []
+    for ch in key:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 @compiles(json_number, "postgresql")
 def _json_number_pg(element, compiler, **kw):
-    doc, path = _pg_parts(element, compiler, **kw)
-    doc2, path2 = _pg_parts(element, compiler, **kw)
-    return (f"CASE WHEN jsonb_typeof({doc} #> {path}) = 'number' "
-            f"THEN CAST({doc2} #>> {path2} AS DOUBLE PRECISION) END")
+    # One jsonpath query parses the document once and keeps only a JSON number; jsonb casts a
+    # number to double precision. The path is a bound parameter.
+    doc = compiler.process(element.doc, **kw)
+    path = "$." + ".".join(_jsonpath_key(k) for k in element.keys) + ' ? (@.type() == "number")'
+    return (f"CAST(jsonb_path_query_first(CAST({doc} AS JSONB), CAST({_param(compiler, path, **kw)} AS JSONPATH)) "
+            "AS DOUBLE PRECISION)")
 
 
 @compiles(json_raw, "postgresql")
@@ -173,6 +190,36 @@ def _json_raw_duckdb(element, compiler, **kw):
     doc = compiler.process(element.doc, **kw)
     return (f"NULLIF(CAST(json_extract({doc}, {_param(compiler, _pointer(element.keys), **kw)}) "
             "AS VARCHAR), 'null')")
+
+
+class json_string(FunctionElement):
+    """A text column's value as a JSON string ('"Pricing"'), NULL stays NULL: the `value` form of a
+    plain text column in a layout whose values are JSON text."""
+
+    type = sa.String()
+    name = "json_string"
+    inherit_cache = True
+
+
+@compiles(json_string)
+def _json_string_unsupported(element, compiler, **kw):
+    raise CompileError(f"JSON fields of the audsync layout are read on {_JSON_DIALECTS}, not on "
+                       f"{compiler.dialect.name}")
+
+
+@compiles(json_string, "sqlite")
+def _json_string_sqlite(element, compiler, **kw):
+    return f"json_quote({compiler.process(list(element.clauses)[0], **kw)})"
+
+
+@compiles(json_string, "postgresql")
+def _json_string_pg(element, compiler, **kw):
+    return f"CAST(to_json(CAST({compiler.process(list(element.clauses)[0], **kw)} AS TEXT)) AS TEXT)"
+
+
+@compiles(json_string, "duckdb")
+def _json_string_duckdb(element, compiler, **kw):
+    return f"CAST(to_json(CAST({compiler.process(list(element.clauses)[0], **kw)} AS VARCHAR)) AS VARCHAR)"
 
 
 # --- substring search, case-sensitive everywhere -------------------------------------------------

@@ -9,7 +9,9 @@ warning), and the run's start time (`as_of`), from which every window is measure
 from that audience's own rule, compiled into this query as a subquery, when both rules read one
 database; otherwise from its synced members in the state database, which this query can read only
 when its events are there too (the "audsync" layout: config.py refuses any other case). The run
-syncs referenced audiences first (Config.in_run_order), so those members are current.
+syncs referenced audiences first (Config.in_run_order), so those members are current; a dry run
+changes no state, so there they are the members as last synced. The compiler names its CTEs per
+query, so a rule compiled into another gets its CTE names prefixed (_renamed_ctes).
 
 `explain` gives the compiled SQL of a rule audience for its database's dialect, with its parameters.
 """
@@ -31,8 +33,11 @@ from .sql import SqlSource
 
 log = logging.getLogger("audsync.rules")
 
-Tables = Callable[[str | None], frozenset[str] | None]
-"""schema -> the names of the tables (and views) there, None when they cannot be known."""
+Shape = tuple[frozenset[str] | None, Mapping[str, frozenset[str]] | None]
+Tables = Callable[[str | None], Shape]
+"""schema -> the names of the tables (and views) there and each one's columns; (None, None) when
+they cannot be known."""
+_UNKNOWN: Tables = lambda schema: (None, None)  # noqa: E731
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,13 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
                 references[key] = synced_members(config, key)
         compiled = compile_rule(spec.tree, kind=current.kind,
                                 warehouse=Warehouse(layout=spec.layout, schema=spec.schema,
-                                                    tables=_tables(spec, tables)),
+                                                    **_shape(spec, tables)),
                                 as_of=as_of, include_anonymous=current.include_anonymous,
                                 audiences=references or None)
-        chain = "".join(f" (in the rule of audience {quoted(name)}, which this rule reads)"
-                        for name in reversed(through))
+        chain = ""
+        if through:
+            via = "".join(f" through {quoted(name)}" for name in through[:-1])
+            chain = f" (in the rule of audience {quoted(through[-1])}, which this rule reads{via})"
         warnings.extend(f"audience {quoted(audience.name)}: {warning}{chain}" for warning in compiled.warnings)
         return compiled
 
@@ -111,26 +118,61 @@ def _renamed_ctes(query: Any, prefix: str) -> Any:
     return visitors.cloned_traverse(query, {}, {"cte": rename})
 
 
-def _tables(spec: RuleSourceConfig, tables: Tables) -> frozenset[str] | None:
-    # The events store of the "audsync" layout is one table that the state's migrations create,
-    # whatever events it holds: nothing to inspect.
-    return None if spec.layout == "audsync" else tables(spec.schema)
+def _shape(spec: RuleSourceConfig, tables: Tables) -> dict[str, Any]:
+    """Warehouse's `tables` and `columns` for a rule. The events store of the "audsync" layout is
+    one table that the state's migrations create, whatever events it holds: nothing to inspect."""
+    if spec.layout == "audsync":
+        return {"tables": None, "columns": None}
+    names, columns = tables(spec.schema)
+    return {"tables": names, "columns": columns}
 
 
 def inspected_tables(conn: Any) -> Tables:
-    """Per schema (cached), the tables and views the connection's database holds there."""
+    """Per schema (cached), the tables and views the connection's database holds there, with their
+    columns: a warehouse creates a property's column only once a value arrives, and the compiler
+    reads a missing one as null (with a warning) rather than sending a query that fails."""
     import sqlalchemy as sa
 
     inspector = sa.inspect(conn)
-    known: dict[str | None, frozenset[str]] = {}
+    known: dict[str | None, Shape] = {}
 
-    def tables(schema: str | None) -> frozenset[str]:
+    def tables(schema: str | None) -> Shape:
         if schema not in known:
-            known[schema] = frozenset(inspector.get_table_names(schema=schema)) | \
+            names = frozenset(inspector.get_table_names(schema=schema)) | \
                 frozenset(inspector.get_view_names(schema=schema))
+            columns = _columns(conn, inspector, schema)
+            known[schema] = (names | frozenset(columns or ()), columns)
         return known[schema]
 
     return tables
+
+
+def _columns(conn: Any, inspector: Any, schema: str | None) -> dict[str, frozenset[str]] | None:
+    """The columns of every table and view of `schema`, in one catalogue query where the dialect
+    has one (rather than one per table of a warehouse that may hold hundreds); the standard
+    information_schema where the dialect's own reflection fails (duckdb-engine's reads PostgreSQL
+    catalogues DuckDB lacks); None when neither answers (the compiler then takes columns as named)."""
+    import sqlalchemy as sa
+
+    errors = (sa.exc.SQLAlchemyError, conn.dialect.loaded_dbapi.Error)
+    try:
+        found = inspector.get_multi_columns(schema=schema, kind=sa.engine.ObjectKind.ANY)
+        return {table: frozenset(column["name"] for column in described) for (_, table), described in found.items()}
+    except errors:
+        conn.rollback()  # a failed statement leaves some databases' transaction unusable
+    info = sa.table("columns", sa.column("table_schema"), sa.column("table_name"), sa.column("column_name"),
+                    schema="information_schema")
+    query = sa.select(info.c.table_name, info.c.column_name).where(
+        info.c.table_schema == (schema if schema is not None else sa.func.current_schema()))
+    try:
+        rows = conn.execute(query).all()
+    except errors:
+        conn.rollback()
+        return None
+    columns: dict[str, set[str]] = {}
+    for table, column in rows:
+        columns.setdefault(table, set()).add(column)
+    return {table: frozenset(names) for table, names in columns.items()}
 
 
 def _value_processor(compiled: CompiledAudience, dialect: Any) -> Any:
@@ -257,10 +299,10 @@ def explain(config: Config, name: str, as_of: datetime) -> Explanation:
     unknown: str | None = None
     try:
         if not _needs_tables(config, audience):
-            compiled = compile_audience(config, audience, as_of, lambda schema: None)
+            compiled = compile_audience(config, audience, as_of, _UNKNOWN)
         elif (missing := _missing_sqlite_file(engine)) is not None:
             unknown = missing  # connecting would create an empty database there
-            compiled = compile_audience(config, audience, as_of, lambda schema: None)
+            compiled = compile_audience(config, audience, as_of, _UNKNOWN)
         else:
             try:
                 with engine.connect() as conn:
@@ -269,7 +311,7 @@ def explain(config: Config, name: str, as_of: datetime) -> Explanation:
                 text = str(getattr(exc, "orig", None) or exc).strip()
                 unknown = redact(f"cannot connect to {source.url}: "
                                  f"{text.splitlines()[0] if text else type(exc).__name__}")
-                compiled = compile_audience(config, audience, as_of, lambda schema: None)
+                compiled = compile_audience(config, audience, as_of, _UNKNOWN)
         sql = compiled.query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
     finally:
         engine.dispose()

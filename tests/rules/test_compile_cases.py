@@ -111,6 +111,11 @@ CASES = [
     # pages and context
     Case("event('Page Viewed').where(context('page.url').contains('pricing')).count() >= 1", {"u5"}),
     Case("event('Page Viewed').within(7 days).count() >= 1", {"u5"}),
+    Case("event('Page Viewed').where(property('page_name') = 'Pricing').count() >= 1", {"u5"}),
+    Case("event('Page Viewed').where(property('name') = 'Home').within(30 days).count() >= 1", set()),
+    Case("event('Page Viewed').last(property('name'))", {"u5": "Pricing"}, kind="computed_trait"),
+    Case("event('Page Viewed').unique(property('page_name'))", {"u5": ["Home", "Pricing"]},
+         kind="computed_trait"),
     # traits
     Case("trait('plan') = 'pro'", {"u1"}),
     Case("trait('plan') != 'pro'", {"u2", "u3"}),
@@ -160,6 +165,11 @@ CASES = [
     Case("event('Product Viewed').unique(property('category')).count()", {"u2": 2, "u6": 1},
          kind="computed_trait"),
     Case("trait('plan')", {"u1": "pro", "u2": "free", "u3": "enterprise"}, kind="computed_trait"),
+    Case("event('Order Completed').within(30 days).last(property('total'))",
+         {("u1", None): 150, ("u2", None): 50, ("u4", None): 500, ("u10", None): 200, ("u12", None): 10,
+          (None, "a7"): 80}, kind="computed_trait", include_anonymous=True),
+    Case("NOT (event('Order Completed').count() >= 1)",
+         {("u3", None), ("u5", None), ("u6", None), ("u8", None), ("u9", None)}, include_anonymous=True),
 ]
 
 
@@ -202,7 +212,8 @@ def test_case_gives_the_expected_members_or_values(warehouses, database, layout,
         assert len(rows) == len(got), "a member appears twice"
         assert got == case.expected
     else:
-        got = {r["user_id"]: _normal(r["value"], compiled.value_json) for r in rows}
+        got = {((r["user_id"], r["anonymous_id"]) if case.include_anonymous else r["user_id"]):
+               _normal(r["value"], compiled.value_json) for r in rows}
         expected = {k: _normal(v, False) for k, v in case.expected.items()}
         assert got.keys() == expected.keys()
         for key, value in expected.items():

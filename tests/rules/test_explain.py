@@ -126,3 +126,27 @@ def test_explain_help_gives_its_exit_codes_and_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "--dry-run --as-of 2026-12-01T00:00:00Z" in capsys.readouterr().out
+
+
+def test_a_warning_of_a_rule_read_through_others_names_the_audience_and_the_way(tmp_path):
+    config = load(write(tmp_path, "sqlite:///state.db", '''
+        [[audiences]]
+        name = "Top"
+        source = { type = "rule", rule = "trait('middle')" }
+        [[audiences]]
+        name = "Middle"
+        source = { type = "rule", rule = "trait('base') AND event('Login').count() > 1" }
+        [[audiences]]
+        name = "Base"
+        source = { type = "rule", rule = "event('Order Refunded').count() >= 1" }
+    ''', events=f'[events]\nlayout = "segment"\nurl = "sqlite:///{tmp_path / "warehouse.db"}"\n'), environ={})
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    with engine.begin() as conn:  # a warehouse holding logins only
+        conn.exec_driver_sql("CREATE TABLE login (id TEXT, user_id TEXT, anonymous_id TEXT, timestamp TIMESTAMP)")
+    engine.dispose()
+    warnings = explain(config, "Top", AS_OF).warnings
+    assert [w for w in warnings if "Order Refunded" in w] == [
+        "audience \"Top\": event 'Order Refunded' has no table in the database: counted as 0 occurrences "
+        "(in the rule of audience \"Base\", which this rule reads through \"Middle\")"]

@@ -197,13 +197,16 @@ def test_part_of_audience_reads_other_audiences_run_first_whatever_their_source(
     assert amplitude.properties["user-0004"] == {"newsletter": True}
 
 
-def test_rules_over_a_segment_warehouse_read_its_tables_and_warn_of_events_without_one(tmp_path, amplitude, capsys):
+@pytest.mark.parametrize("database", ["sqlite", "duckdb", "postgresql"])
+def test_rules_over_a_segment_warehouse_read_its_tables_and_warn_of_events_or_properties_without_one(
+        tmp_path, amplitude, capsys, database, request):
     import sqlalchemy as sa
 
     from .conftest import AS_OF, load
 
-    warehouse = tmp_path / "warehouse.db"
-    engine = sa.create_engine(f"sqlite:///{warehouse}")
+    url = (request.getfixturevalue("pg_url") if database == "postgresql"
+           else f"{database}:///{tmp_path / 'warehouse.db'}")
+    engine = sa.create_engine(url)
     load(engine, "segment", None, [
         {"type": "track", "event": "Order Completed", "userId": "user-0001", "properties": {"total": 150}, "ago": 2},
         {"type": "track", "event": "Order Completed", "userId": "user-0001", "properties": {"total": 20}, "ago": 3},
@@ -215,9 +218,9 @@ def test_rules_over_a_segment_warehouse_read_its_tables_and_warn_of_events_witho
                                                         ".within(30 days).count() >= 1")
                           + rule_audience("Refunders", "event('Order Refunded').count() >= 1")
                           + rule_audience("Order Totals", "event('Order Completed').unique(property('total'))",
-                                          kind="computed_trait"))
-    config_text = Path(config).read_text().replace('layout = "audsync"',
-                                                    f'layout = "segment"\nurl = "sqlite:///{warehouse}"')
+                                          kind="computed_trait")
+                          + rule_audience("Coupon Users", "event('Order Completed').last(property('coupon')).is_set()"))
+    config_text = Path(config).read_text().replace('layout = "audsync"', f'layout = "segment"\nurl = "{url}"')
     Path(config).write_text(config_text)
     with freeze_time(AS_OF, tick=True):
         assert run(config) == 0
@@ -226,3 +229,24 @@ def test_rules_over_a_segment_warehouse_read_its_tables_and_warn_of_events_witho
     err = capsys.readouterr().err
     refunded = [line for line in err.splitlines() if "Order Refunded" in line]
     assert len(refunded) == 1 and 'audience "Refunders": ' in refunded[0], err
+    # No order had a coupon, so the warehouse has no coupon column: null, and a warning.
+    coupon = [line for line in err.splitlines() if "coupon" in line]
+    assert len(coupon) == 1 and 'audience "Coupon Users": ' in coupon[0], err
+
+
+def test_status_shows_a_rule_audiences_rule_and_none_for_other_sources(tmp_path, sqlite_url, amplitude):
+    from audsync.config import load
+    from audsync.status_report import format_status, status
+
+    (tmp_path / "members.csv").write_text("user_id\nuser-0001\n")
+    multi_line = "event('Order Completed').within(7 days).count() >= 1\n  AND trait('plan') = 'pro'"
+    pro_buyers = f'\n[[audiences]]\nname = "Pro Buyers"\nsource = {{ type = "rule", rule = """{multi_line}""" }}\n'
+    members = rule_audience("Members", "", file="members.csv")
+    config = write_config(tmp_path, sqlite_url, amplitude, members + pro_buyers)
+    entries = status(load(config, environ={}))
+    assert [(e["name"], e["rule"]) for e in entries] == [("Members", None), ("Pro Buyers", multi_line)]
+    text = format_status(entries)
+    assert ("Pro Buyers (pro_buyers, audience)\n"
+            "  rule: event('Order Completed').within(7 days).count() >= 1\n"
+            "          AND trait('plan') = 'pro'\n") in text
+    assert "rule:" not in text.split("Pro Buyers")[0]
