@@ -19,15 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from .conftest import AUDSYNC, WRITE_KEY, write_config
+from .test_forward import API_PATHS
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "clients"
 NODE_MODULES = NODE_DIR / "node_modules"
 CHROMIUM = os.environ.get("AUDSYNC_TEST_CHROMIUM", "/usr/bin/chromium")
 INSTALL_HINT = ("README, Tests with the official Segment clients: Node 20+, `apt-get install chromium`, "
                 "`npm ci` in tests/clients")
-
-API_PATHS = {"/2/httpapi": "event", "/batch": "event", "/identify": "identify", "/groupidentify": "groupidentify",
-             "/usermap": "usermap"}
 
 # The server libraries' [amplitude] settings: away from their defaults, each changing what some call
 # becomes, so that the comparison with `audsync translate` checks that serve forwards with the
