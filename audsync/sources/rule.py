@@ -207,6 +207,15 @@ class RuleSource(SqlSource):
             log.warning("%s", warning, extra={"audience": self.audience.key})
         if self.computed:
             self._value_processor = _value_processor(compiled, conn.dialect)
+        if conn.dialect.name == "postgresql":
+            import sqlalchemy as sa
+
+            # The result is streamed through a server-side cursor, for which PostgreSQL plans to
+            # fetch the first 10% of rows fast: nested loops over the compiled CTEs, many times
+            # slower than the plan for the whole result, which a run always reads.
+            # (set_config, not SET LOCAL: a statement of this streaming connection goes through a
+            # cursor, which only a SELECT can have.)
+            conn.execute(sa.select(sa.func.set_config("cursor_tuple_fraction", "1", True))).scalar_one()
         return conn.execute(compiled.query)
 
 
