@@ -12,14 +12,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from .conftest import AUDSYNC, WRITE_KEY, write_config
-from .test_forward import API_PATHS
+from .test_forward import received, wait_until  # noqa: F401 (the client tests import them from here)
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "clients"
 NODE_MODULES = NODE_DIR / "node_modules"
@@ -145,22 +144,6 @@ def translated(messages: list[dict], config: Path) -> list[tuple[str, dict]]:
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return [(op["api"], op["body"]) for op in map(json.loads, result.stdout.splitlines())]
-
-
-def received(fake) -> list[tuple[str, dict]]:
-    """(api, body) of every operation the fake accepted, in arrival order."""
-    with fake.lock:
-        return [(API_PATHS[r["path"]], item) for r in fake.requests if r["status"] == 200 for item in r["items"]]
-
-
-def wait_until(check, timeout: float = 20.0, what: str = "", proc=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}" + (f"\n{proc.output()}" if proc else ""))
 
 
 def canonical(operations: list[tuple[str, dict]]) -> list[str]:
