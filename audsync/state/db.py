@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -159,8 +160,28 @@ def transaction(conn: Connection, *, write: bool = True, exclusive: bool = False
     only reads (SQLite then does not take the database's write lock)."""
     if conn.dialect.name == "sqlite":
         conn.execution_options(sqlite_begin="EXCLUSIVE" if exclusive else "IMMEDIATE" if write else "DEFERRED")
+        if write or exclusive:
+            # Threads of one process take SQLite's write lock in turn here: waiting for it in
+            # SQLite's busy handler instead sleeps in steps of up to 100 ms while the lock is
+            # already free (serve's group commit and forwarder write all the time).
+            with _sqlite_writers(conn.engine), conn.begin():
+                yield conn
+            return
     with conn.begin():
         yield conn
+
+
+_WRITERS_LOCK = threading.Lock()
+
+
+def _sqlite_writers(engine: Engine) -> threading.RLock:
+    """The lock this process's writers to `engine`'s SQLite file take in turn (reentrant: a
+    thread that nests a second write transaction meets SQLite's busy timeout, as before)."""
+    lock = engine.__dict__.get("_audsync_writers")
+    if lock is None:
+        with _WRITERS_LOCK:
+            lock = engine.__dict__.setdefault("_audsync_writers", threading.RLock())
+    return lock
 
 
 @contextlib.contextmanager

@@ -112,6 +112,11 @@ class Dialect(abc.ABC):
     def begin_claim(self, conn: Connection) -> None:
         """Session settings for a transaction that claims ingest messages or frees their users."""
 
+    def begin_forwarder_bookkeeping(self, conn: Connection) -> None:
+        """Session settings for a transaction of the ingest forwarder's bookkeeping (claims,
+        leases, what was forwarded): losing its commit in a crash only sends messages again, with
+        the same insert_id, so it need not wait for the disk."""
+
     def first_pending_sql(self) -> str:
         """A SELECT of the ids of the first :n pending ingest_log messages of the partition keys
         in the JSON rows bound to :rows (see json_rows), oldest first."""
@@ -414,6 +419,9 @@ class PostgresDialect(Dialect):
         # An array computed once, probed through the index: as a join, the planner compared every
         # row of the table with every row of the JSON.
         return f"{column} = ANY(ARRAY(SELECT c0 FROM ({self.json_rows((kind,))}) j))"
+
+    def begin_forwarder_bookkeeping(self, conn: Connection) -> None:
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
     def begin_claim(self, conn: Connection) -> None:
         # A claim (or freeing users) reads a few rows from the front of the log's indexes. Before autovacuum has

@@ -14,13 +14,14 @@ has a single writer: the same statements then simply run one at a time.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import orjson
 import sqlalchemy as sa
@@ -191,7 +192,7 @@ class IngestLog:
         over with their messages. Another claim by the same worker skips the users it holds, so
         a user's messages are in at most one batch at a time."""
         dialect = self.store.dialect
-        with self.store._conn() as conn:
+        with self._bookkeeping() as conn:
             dialect.begin_claim(conn)
             now = float(conn.execute(sa.text(f"SELECT {dialect.now}")).scalar_one())
             keys = list(dict.fromkeys(conn.execute(sa.text(
@@ -230,7 +231,7 @@ class IngestLog:
         """Extends the leases `worker` still holds (a forwarder waiting out an Amplitude outage
         must not lose its users to another); answers how many users it holds."""
         now = self.store.dialect.now
-        with self.store._conn() as conn:
+        with self._bookkeeping() as conn:
             return int(conn.execute(sa.text(
                 f"UPDATE ingest_partitions SET expires_at = {now} + :lease WHERE claimed_by = :w "
                 f"AND expires_at >= {now}"), {"w": worker, "lease": float(lease_s)}).rowcount)
@@ -244,7 +245,7 @@ class IngestLog:
         if not ids:
             return
         dialect = self.store.dialect
-        with self.store._conn() as conn:
+        with self._bookkeeping() as conn:
             holders = self._holders(conn, ids)
             if forwarded_ids:
                 conn.execute(sa.text(f"DELETE FROM ingest_log WHERE {dialect.in_rows('id', 'int')}"),
@@ -264,7 +265,7 @@ class IngestLog:
         if not ids:
             return
         dialect = self.store.dialect
-        with self.store._conn() as conn:
+        with self._bookkeeping() as conn:
             holders = self._holders(conn, ids)
             conn.execute(sa.text(
                 f"UPDATE ingest_log SET claimed_by = NULL WHERE status = 'pending' AND {dialect.in_rows('id', 'int')}"),
@@ -280,12 +281,19 @@ class IngestLog:
         """Frees everything `worker` holds, for a forwarder known to be dead (its process is gone):
         its messages are pending for anyone at once rather than when its leases run out. Answers
         how many users it held."""
-        with self.store._conn() as conn:
+        with self._bookkeeping() as conn:
             freed = int(conn.execute(sa.text("DELETE FROM ingest_partitions WHERE claimed_by = :w"),
                                      {"w": worker}).rowcount)
             conn.execute(sa.text(
                 "UPDATE ingest_log SET claimed_by = NULL WHERE claimed_by = :w AND status = 'pending'"), {"w": worker})
         return freed
+
+    @contextlib.contextmanager
+    def _bookkeeping(self) -> Iterator[sa.Connection]:
+        """A transaction of the forwarder's (see Dialect.begin_forwarder_bookkeeping)."""
+        with self.store._conn() as conn:
+            self.store.dialect.begin_forwarder_bookkeeping(conn)
+            yield conn
 
     def _holders(self, conn: sa.Connection, ids: Sequence[int]) -> list[tuple[str, str]]:
         return [tuple(r) for r in conn.execute(sa.text(
@@ -305,7 +313,7 @@ class IngestLog:
         if not by_worker:
             return
         dialect = self.store.dialect
-        with self.store._conn() as conn:
+        with self._bookkeeping() as conn:
             dialect.begin_claim(conn)
             for worker, keys in by_worker.items():  # one worker, nearly always
                 conn.execute(sa.text(
