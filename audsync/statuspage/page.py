@@ -72,17 +72,20 @@ def _environment() -> Environment:
                        num=lambda n: f"{n:,}", messages=lambda n: f"{n:,} message" + ("" if n == 1 else "s"),
                        result_words=lambda s: RESULTS.get(s, ("?", str(s))))
     env.filters["ago"] = pass_context(lambda ctx, ts: relative(ts, ctx["now"]))
-    env.globals.update(chart_width=charts.WIDTH, point_r=charts.POINT_R, refresh_s=REFRESH_S)
+    env.globals.update(chart_width=charts.WIDTH, point_r=charts.POINT_R)
     return env
 
 
 class StatusPage:
     """The page over one config's state database. `store`: the caller's StateStore, or one is
-    opened at the first request (and closed by close()). `clock`: Unix time now (tests freeze it)."""
+    opened at the first request (and closed by close()). `clock`: Unix time now (tests freeze it).
+    `refresh_s`: how often the browser reloads it."""
 
-    def __init__(self, config: Config, *, store: StateStore | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, config: Config, *, store: StateStore | None = None, clock: Callable[[], float] = time.time,
+                 refresh_s: int = REFRESH_S):
         self.config = config
         self.clock = clock
+        self.refresh_s = refresh_s
         self._store = store
         self._own_store = store is None
         self._env = _environment()
@@ -129,10 +132,10 @@ class StatusPage:
                                  "./" if path == "/" else "../")
 
     def _page(self, template: str, view: Any, now: float) -> Answer:
-        html = self._env.get_template(template).render(view=view, now=now, css=self._css)
+        html = self._env.get_template(template).render(view=view, now=now, css=self._css, refresh_s=self.refresh_s)
         return Answer(200, html.encode(), headers=dict(self._headers))
 
     def _message(self, status: int, title: str, text: str, now: float, home: str) -> Answer:
         html = self._env.get_template("message.html").render(title=title, text=text, home=home, now=now,
-                                                             css=self._css)
+                                                             css=self._css, refresh_s=self.refresh_s)
         return Answer(status, html.encode(), headers=dict(self._headers))

@@ -6,7 +6,7 @@ import contextlib
 import urllib.error
 import urllib.request
 from email.message import Message
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from audsync.config import Config
 from audsync.daemon.metrics import Metrics, MetricsServer
@@ -14,9 +14,9 @@ from audsync.statuspage import StatusPage
 
 
 @contextlib.contextmanager
-def page_server(config: Config, clock: Callable[[], float]) -> Iterator[str]:
+def page_server(config: Config, clock: Callable[[], float], **options: Any) -> Iterator[str]:
     """The base URL of a metrics server carrying the page of `config`'s state."""
-    page = StatusPage(config, clock=clock)
+    page = StatusPage(config, clock=clock, **options)
     server = MetricsServer(Metrics(), 0, lambda: True, page=page).start()
     try:
         yield f"http://127.0.0.1:{server.port}"

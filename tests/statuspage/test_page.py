@@ -25,6 +25,7 @@ def test_the_pages_show_no_secret_and_user_data_only_as_text(status_state):
         assert headers["Content-Type"] == "text/html; charset=utf-8"
         assert "script-src" not in headers["Content-Security-Policy"]  # default-src 'none': no script at all
         assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert '<meta http-equiv="refresh" content="30">' in body  # it reloads itself
         for secret in (API_KEY, SECRET_KEY, WRITE_KEY, PG_PASSWORD):
             assert secret not in body, (path, secret)
         assert "<script" not in body and "<form" not in body and "<img" not in body, path
