@@ -144,8 +144,10 @@ def measure(config_path: Path, repeat: int) -> dict[str, tuple[float, float]]:
             "  ingest_status": lambda: ingest_status(config),
             "  minute_counts": lambda: minute_counts(page.store, time.time()),
         }
-        answer = page.respond("GET", "/")
-        assert answer.status == 200, answer.body[:2000]
+        for path in ("/", f"/audiences/{big}"):
+            answer = page.respond("GET", path)
+            assert answer.status == 200, answer.body[:2000]
+            print(f"GET {path}: {len(answer.body) / 1024:.0f} KB of HTML", file=sys.stderr)
         for name, fn in parts.items():
             first = timed(fn)
             rest = [timed(fn) for _ in range(repeat)]

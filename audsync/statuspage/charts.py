@@ -56,8 +56,8 @@ def bars(name: str, values: Sequence[int], titles: Sequence[str], height: int = 
     marks = []
     for i, (value, title) in enumerate(zip(values, titles)):
         h = value * scale
-        marks.append(Mark(round(slot * (i + 0.5) - width / 2, 2), round(height - h, 2), round(width, 2),
-                          round(h, 2), title))
+        marks.append(Mark(round(slot * (i + 0.5) - width / 2, 1), round(height - h, 1), round(width, 1),
+                          round(h, 1), title))
     return Chart(name, "bars", height, tuple(marks), "", 0, high)
 
 
@@ -73,6 +73,6 @@ def line(name: str, values: Sequence[int | None], titles: Sequence[str], height:
             continue
         share = (value - low) / (high - low) if high > low else 0.5
         y = PAD + (height - 2 * PAD) * (1 - share)
-        marks.append(Mark(round(slot * (i + 0.5), 2), round(y, 2), 0.0, 0.0, title))
+        marks.append(Mark(round(slot * (i + 0.5), 1), round(y, 1), 0.0, 0.0, title))
     points = " ".join(f"{m.x},{m.y}" for m in marks)
     return Chart(name, "line", height, tuple(marks), points, low, high)

@@ -8,12 +8,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+
 from ..config import AudienceConfig, Config
 from ..state import StateStore
 from ..state.ingest import minute_counts
 from ..status_report import ingest_status, status
 from . import charts
-from .timefmt import duration, relative, utc
+from .timefmt import duration, utc
 
 HISTORY_RUNS = 90        # runs charted and tabled per audience: the history shown stays bounded
 EXAMPLES = 10            # latest rejected users shown per audience
@@ -78,25 +80,33 @@ def overview(config: Config, store: StateStore, now: float, *, only: AudienceCon
     for audience, entry in zip(chosen.audiences, entries):
         row = store.find_audience(destination, audience.key) if entry["last_runs"] or entry["synced"] else None
         examples = store.rejections(row.id, EXAMPLES) if row is not None and entry["rejected"] else []
-        views.append(AudienceView(entry, source_of(audience), examples, run_charts(entry["last_runs"], now)))
+        views.append(AudienceView(entry, source_of(audience), examples, run_charts(entry["last_runs"])))
     result = Overview(now, views, None, None)
     if only is None:
         result.ingest = ingest_status(config, now=now)
-        if result.ingest is not None:
+        if result.ingest is not None and _has_ingest_tables(store):
             result.minutes = minute_counts(store, now, INGEST_MINUTES)
             result.ingest_charts, result.rejected_last_hour = ingest_charts(result.minutes)
     return result
 
 
-def run_charts(runs_newest_first: list[dict[str, Any]], now: float) -> list[charts.Chart]:
+def _has_ingest_tables(store: StateStore) -> bool:
+    """ingest_status answers for a configured ingest before the first `audsync serve` made its
+    tables (with zeros); the minutes need the tables."""
+    with store._conn(write=False) as conn:
+        return sa.inspect(conn).has_table("ingest_dedup")
+
+
+def run_charts(runs_newest_first: list[dict[str, Any]]) -> list[charts.Chart]:
     """Members per run, then entered / exited / changed / rejected per run, oldest run first."""
     runs = list(reversed(runs_newest_first))
     if not runs:
         return []
-    when = [f"run of {utc(r['started_at'])} ({relative(r['started_at'], now)}), {r['status']}" for r in runs]
+    # Short: one title per mark, up to 90 marks a chart (the run history table has the rest).
+    when = [f"{utc(r['started_at'])[:16]} UTC, {r['status']}" for r in runs]
     members = [r["rows_read"] - sum(r["skipped"].values()) if r["rows_read"] or r["status"] in _READ_SOURCE
                else None for r in runs]
-    result = [charts.line("members", members, [f"{w}: {m:,} members in the source" if m is not None else w
+    result = [charts.line("members", members, [f"{w}: {m:,} members" if m is not None else w
                                                for w, m in zip(when, members)])]
     for name in ("entered", "exited", "changed", "rejected"):
         values = [int(r[name]) for r in runs]
@@ -108,10 +118,10 @@ def ingest_charts(minutes: dict[str, Any]) -> tuple[list[charts.Chart], list[tup
     """Accepted, forwarded, and rejected by reason (the most frequent one by one) per minute; and
     the last hour's rejections by reason, most frequent first."""
     start, count = minutes["start"], minutes["minutes"]
-    labels = [utc(start + 60 * i)[11:16] + " UTC" for i in range(count)]
+    labels = [utc(start + 60 * i)[11:16] for i in range(count)]
 
     def series(name: str, values: list[int], what: str) -> charts.Chart:
-        return charts.bars(name, values, [f"{label}: {v:,} {what}" for label, v in zip(labels, values)])
+        return charts.bars(name, values, [f"{label} UTC: {v:,} {what}" for label, v in zip(labels, values)])
 
     result = [series("accepted", minutes["accepted"], "messages stored"),
               series("forwarded", minutes["forwarded"], "of the messages received then forwarded since")]

@@ -8,6 +8,7 @@ import dataclasses
 import html
 import re
 
+from audsync.config import load
 from audsync.state import StateStore
 
 from .conftest import (API_KEY, HOSTILE_EVENT, HOSTILE_KEY, HOSTILE_NAME, HOSTILE_USER, PG_PASSWORD, SECRET_KEY,
@@ -78,7 +79,7 @@ def test_history_stays_bounded_to_the_last_90_runs(sqlite_status_state):
         _, _, body = fetch(f"{base}/audiences/lifetime_value")
     runs = body[body.index('<table id="runs">'):]
     assert runs.count("<tr>") == 1 + 90  # the head row and 90 runs
-    assert body.count('<circle class="point"') == 90
+    assert body.count('<circle ') == 90
     assert 'data-series="entered" data-marks="90"' in body
 
 
@@ -90,3 +91,17 @@ def test_a_state_database_away_is_said_on_the_page(tmp_path, sqlite_status_state
         status, _, body = fetch(base + "/")
     assert status == 503
     assert "State database unavailable" in body and PG_PASSWORD not in body
+
+
+def test_a_state_no_run_or_serve_has_touched_shows_every_audience_never_run(tmp_path, state_url):
+    path = tmp_path / "audsync.toml"
+    (tmp_path / "a.csv").write_text("user_id\n")
+    path.write_text(f'[state]\nurl = "{state_url}"\n[amplitude]\napi_key = "{API_KEY}"\n'
+                    f'[ingest]\nwrite_keys = ["{WRITE_KEY}"]\n'
+                    '[[audiences]]\nname = "Alpha"\nsource = { type = "file", path = "a.csv" }\n')
+    with page_server(load(path, environ={}), lambda: 1_780_000_000.0) as base:
+        status, _, index = fetch(base + "/")
+        assert fetch(base + "/audiences/alpha")[0] == 200
+    assert status == 200
+    assert "never run" in index and 'id="ingest"' in index  # write keys set: its section, all zeros
+    assert "Per minute" not in index  # no ingest table yet, no minutes
