@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import textwrap
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ import pytest
 
 from audsync.config import Config, load
 from audsync.testing.fake_amplitude import FakeAmplitude
+from sync.conftest import API_KEY, Project  # tests/sync/conftest.py
 
-API_KEY = "test-api-key-123"
 SECRET_KEY = "page-secret-key-5150"
 WRITE_KEY = "wk-page-secret-7788"
 HOSTILE_NAME = "<script>alert(1)</script> Buyers"
@@ -108,21 +107,8 @@ def build_state(directory: Path, state_url: str, amplitude: FakeAmplitude) -> St
     _write_members(directory, "buyers", [{"user_id": u} for u in buyers + [HOSTILE_USER]])
     _write_members(directory, "ltv", [{"user_id": u, "value": 10 * i} for i, u in enumerate(buyers[:5], 1)])
     warehouse = _warehouse(directory, state_url, buyers[:4])
-    path = directory / "audsync.toml"
-    path.write_text(textwrap.dedent(f'''
-        [state]
-        url = "{state_url}"
-        [amplitude]
-        api_key = "{API_KEY}"
-        secret_key = "{SECRET_KEY}"
-        endpoint = "{amplitude.url}"
-        [delivery]
-        max_attempts = 2
-        backoff_initial_s = 0.01
-        backoff_max_s = 0.02
-        timeout_s = 5
-        [ingest]
-        write_keys = ["{WRITE_KEY}"]
+    project = Project(directory, state_url, amplitude)  # tests/sync/conftest.py: state, Amplitude, delivery
+    path = project.write(f'''
         [[audiences]]
         name = "{HOSTILE_NAME}"
         schedule = "every 1h"
@@ -138,8 +124,11 @@ def build_state(directory: Path, state_url: str, amplitude: FakeAmplitude) -> St
         [[audiences]]
         name = "Event Seen"
         source = {{ type = "rule", rule = "event('{HOSTILE_EVENT}').count() >= 1" }}
-    '''))
-    config = load(path, environ={})
+    ''', extra=f'''
+        [ingest]
+        write_keys = ["{WRITE_KEY}"]
+    ''')
+    config = load(path, environ={"AMPLITUDE_SECRET_KEY": SECRET_KEY})
     from audsync.state import migrate
     from audsync.sync import run_once
 
