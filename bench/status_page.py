@@ -3,7 +3,8 @@
 What it builds, on SQLite (a file under --workdir) and on PostgreSQL (a database
 audsync_bench_page_<random> on 127.0.0.1:5432, user postgres, dropped after), through the real
 migrations and then bulk SQL:
-  audiences  5 (one of --members members, four of --members / 20), 2,000 runs each (10,000 in all),
+  audiences  5 (one of --members members, four of --members / 20), --runs runs each (default
+             2,000: 10,000 in all),
              each audience with 1% of its size pending and 0.5% rejected (with their rejections)
   ingest     --messages messages stored over the last 24 hours (ingest_dedup; 15% of them in the
              last hour), 2% of the last hour still pending and 0.1% refused by Amplitude in the
@@ -19,6 +20,7 @@ minute_counts.
 Commands (from the repository root):
   .venv/bin/python bench/status_page.py                       # both states, 1M members
   .venv/bin/python bench/status_page.py --states sqlite --repeat 10
+  .venv/bin/python bench/status_page.py --runs 20             # 100 runs in all: what history costs
 
 Results, dated, in bench/RESULTS.md.
 """
@@ -37,7 +39,6 @@ import sqlalchemy as sa
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 AUDIENCES = ["Big Audience", "Second", "Third", "Fourth", "Fifth"]
-RUNS_PER_AUDIENCE = 2000
 REASONS = ["userId or anonymousId is required", "type must be one of track, page, screen, identify, group, alias",
            "the message is not a JSON object", "timestamp is not an ISO 8601 time", "event must be a string"]
 
@@ -49,7 +50,7 @@ def series(dialect: str, n: int) -> tuple[str, str]:
     return f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) ", "s"
 
 
-def build(url: str, config_path: Path, members: int, messages: int) -> None:
+def build(url: str, config_path: Path, members: int, messages: int, runs: int) -> None:
     from audsync.config import load
     from audsync.state import migrate
     from audsync.state.db import make_engine
@@ -88,7 +89,7 @@ def build(url: str, config_path: Path, members: int, messages: int) -> None:
                        "SELECT :a, 'run', CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'ok' END, :t - 3600 * (:n - i), "
                        ":t - 3600 * (:n - i) + 12.5, :size + i % 100, '{}', i % 37, i % 23, 0, 0, 0, "
                        "i % 37 + i % 23, i % 3, 0, CASE WHEN i % 50 = 0 THEN 'source: timed out' END FROM {s}",
-                       RUNS_PER_AUDIENCE, a=number, t=now, n=RUNS_PER_AUDIENCE, size=size)
+                       runs, a=number, t=now, n=runs, size=size)
             # ingest: 85% of the messages spread over the 23 hours before the last one, 15% in it
             last_hour = messages * 15 // 100
             older = messages - last_hour
@@ -179,6 +180,7 @@ def main() -> int:
     parser.add_argument("--states", default="sqlite,postgresql")
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=2000, help="runs per audience (5 audiences)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workdir", default="bench/data/status_page")
     args = parser.parse_args()
@@ -198,7 +200,7 @@ def main() -> int:
             url, drop = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", name
         try:
             config_path = write_config(workdir / state, url)
-            built = timed(lambda: build(url, config_path, args.members, args.messages))
+            built = timed(lambda: build(url, config_path, args.members, args.messages, args.runs))
             print(f"{state}: built in {built:.1f} s", file=sys.stderr)
             for name, (first, median) in measure(config_path, args.repeat).items():
                 table.append((state, name, first, median))
