@@ -1,13 +1,16 @@
-"""Prometheus metrics and /healthz for the daemon (`--metrics-port`)."""
+"""Prometheus metrics, /healthz and the status page (audsync.statuspage) for the daemon (`--metrics-port`)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from ..statuspage import StatusPage
 
 
 class Metrics:
@@ -43,29 +46,52 @@ LOOPBACK = "127.0.0.1"  # metrics stay on this machine unless --metrics-host wid
 
 
 class MetricsServer:
-    """Serves /metrics and /healthz on `host` (loopback by default) in a background thread."""
+    """Serves /metrics, /healthz and, given a `page`, the status page (GET / and
+    /audiences/{key}) on `host` (loopback by default: the page shows user ids) in a background
+    thread. Read-only: any method but GET and HEAD is answered 405."""
 
-    def __init__(self, metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = LOOPBACK):
+    def __init__(self, metrics: Metrics, port: int, healthy: Callable[[], bool], host: str = LOOPBACK,
+                 page: "StatusPage | None" = None):
+        from ..statuspage import is_page_path
+
         self.metrics = metrics
         self.healthy = healthy
+        self.page = page
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.split("?")[0] == "/metrics":
+                path = self.path.split("?")[0]
+                if path == "/metrics":
                     self._answer(200, outer.metrics.render(), CONTENT_TYPE_LATEST)
-                elif self.path.split("?")[0] == "/healthz":
+                elif path == "/healthz":
                     ok = outer.healthy()
                     self._answer(200 if ok else 503, b"ok\n" if ok else b"stopping\n", "text/plain")
+                elif outer.page is not None and is_page_path(path):
+                    answer = outer.page.respond(self.command, path)
+                    self._answer(answer.status, answer.body, answer.content_type, answer.headers)
                 else:
                     self._answer(404, b"not found\n", "text/plain")
 
-            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            def do_HEAD(self) -> None:  # noqa: N802
+                self.do_GET()
+
+            def _refuse(self) -> None:
+                self._answer(405, b"method not allowed: this port is read-only\n", "text/plain",
+                             {"Allow": "GET, HEAD"})
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = do_CONNECT = _refuse  # noqa: N815
+
+            def _answer(self, status: int, body: bytes, content_type: str,
+                        headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:  # scrapes are not worth a log line each
                 return

@@ -183,10 +183,13 @@ class Daemon:
             try:
                 self._load_metrics()
                 if self.metrics_port is not None:
+                    from ..statuspage import StatusPage
+
                     self.metrics_server = MetricsServer(self.metrics, self.metrics_port, self.healthy,
-                                                        host=self.metrics_host).start()
+                                                        host=self.metrics_host,
+                                                        page=StatusPage(self.config, store=self.store)).start()
                     host, port = self.metrics_server.server.server_address[:2]
-                    log.info("metrics on port %d of %s (/metrics, /healthz)", port, host,
+                    log.info("metrics on port %d of %s (/metrics, /healthz, the status page at /)", port, host,
                              extra={"worker": self.worker, "metrics_host": host, "metrics_port": port})
                 daemon_settings = self.config.daemon
                 parallel = max(1, min(len(self.config.audiences), MAX_PARALLEL_AUDIENCES))

@@ -26,6 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..config import AmplitudeSettings, IngestSettings
 from ..errors import AudsyncError
+from ..statuspage import StatusPage, is_page_path
 from .metrics import CONTENT_TYPE, IngestMetrics
 from .validate import ENDPOINTS, MAX_REQUEST_BYTES, RequestError, accept, body_write_key, decompress, parse
 
@@ -61,7 +62,7 @@ class IngestApp:
     in `metrics` (served at /metrics)."""
 
     def __init__(self, ingest: IngestSettings, amplitude: AmplitudeSettings, committer: Committer,
-                 rejections: RejectionLog, metrics: IngestMetrics | None = None):
+                 rejections: RejectionLog, metrics: IngestMetrics | None = None, page: StatusPage | None = None):
         self.keys = frozenset(ingest.write_keys)
         self.any_origin = "*" in ingest.cors_origins
         self.origins = frozenset(ingest.cors_origins)
@@ -69,8 +70,13 @@ class IngestApp:
         self.committer = committer
         self.rejections = rejections
         self.metrics = metrics if metrics is not None else IngestMetrics()
+        self.page = page
+        # The status page (DESIGN.md section 8), GET only: user ids, never a key; no write key asked.
+        pages = [Route("/", self.status_page, methods=["GET"]),
+                 Route("/audiences/{key}", self.status_page, methods=["GET"])] if page is not None else []
         self.routes = Starlette(
             routes=[
+                *pages,
                 Route("/v1/projects/{key}/settings", self.settings, methods=["GET", "OPTIONS"]),
                 Route("/v1/{endpoint}", self.post, methods=["POST", "OPTIONS"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
@@ -81,9 +87,9 @@ class IngestApp:
         )
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The routes, each answer to a client counted by its status code (scrapes and health
-        checks are not clients' traffic)."""
-        if scope["type"] != "http" or scope["path"] in _PROBES:
+        """The routes, each answer to a client counted by its status code (scrapes, health
+        checks and the status page are not clients' traffic)."""
+        if scope["type"] != "http" or scope["path"] in _PROBES or is_page_path(scope["path"]):
             await self.routes(scope, receive, send)
             return
         requests = self.metrics.requests
@@ -130,6 +136,15 @@ class IngestApp:
     async def scrape(self, request: Request) -> Response:
         # The backlog is a query on the state database: off the event loop.
         return Response(await asyncio.to_thread(self.metrics.render), media_type=CONTENT_TYPE)
+
+    async def status_page(self, request: Request) -> Response:
+        assert self.page is not None
+        # The page reads the state database: off the event loop.
+        key = request.path_params.get("key")
+        path = "/" if key is None else f"/audiences/{key}"  # whatever root path a proxy put it under
+        answer = await asyncio.to_thread(self.page.respond, request.method, path)
+        return Response(answer.body, status_code=answer.status, media_type=answer.content_type,
+                        headers=answer.headers)
 
     async def settings(self, request: Request) -> Response:
         """The settings analytics.js loads from its CDN, pointing its Segment.io plugin back at

@@ -147,6 +147,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     from ..state import migrate
     from ..state.ingest import GroupCommitter, IngestLog
     from ..state.store import StateStore
+    from ..statuspage import StatusPage
     from .forward import Forwarder
     from .metrics import IngestMetrics
 
@@ -172,7 +173,8 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
         metrics = IngestMetrics(ingest_log)
         forwarder = Forwarder(ingest_log, config, metrics=metrics) if ingest.forward else None
         try:
-            app = IngestApp(ingest, config.amplitude, committer, ingest_log, metrics)
+            app = IngestApp(ingest, config.amplitude, committer, ingest_log, metrics,
+                            page=StatusPage(config, store=store))
             server = _Server(uvicorn.Config(
                 app.asgi, interface="asgi3", http="httptools", loop="asyncio", lifespan="off", log_config=None,
                 access_log=False, server_header=False, timeout_graceful_shutdown=GRACEFUL_STOP_S,

@@ -553,3 +553,67 @@ def _example(value: Any) -> str | None:
         return None
     text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
     return text if len(text) <= EXAMPLE_MAX_CHARS else text[:EXAMPLE_MAX_CHARS - 1] + "…"
+
+
+def minute_counts(store: StoreBase, now: float, minutes: int = 60) -> dict[str, Any]:
+    """The ingest per whole UTC minute over the last `minutes`, oldest first, the minute of `now`
+    last (so far): `accepted`, messages stored (a resend deduplicated is not counted again);
+    `rejected`, reason -> messages refused by validation; and of the messages stored in each
+    minute, how many are `pending` still, were `refused` for good by Amplitude, or were
+    `forwarded` since (the rest: a forwarded message leaves the log, which keeps no time of its
+    forwarding, so forwarding is counted by the minute the message arrived). `start` is the
+    first minute's Unix time. For the status page.
+
+    Read by index: stored messages on ingest_dedup's received_at index. The rejections and the
+    log have no index on received_at (none to maintain at every insert), but their ids follow
+    received_at, give or take the seconds between servers: the window's first id is found by a
+    binary search on the primary key, from a few minutes before it, and the rows from there on
+    are read once."""
+    end = (int(now // 60) + 1) * 60
+    start = end - minutes * 60
+    slack_s = 300  # ids out of received_at order by less than this are still counted
+    bucket = ("floor((received_at - :start) / 60)" if store.dialect.name == "postgresql"
+              else "CAST((received_at - :start) / 60 AS INTEGER)")
+    window = {"start": float(start), "end": float(end)}
+
+    def first_id(conn: sa.Connection, table: str) -> int | None:
+        """The smallest id from which every row was received at start - slack_s or later."""
+        lo, hi = conn.execute(sa.text(f"SELECT min(id), max(id) FROM {table}")).one()
+        if hi is None:
+            return None
+        at = start - slack_s
+        probe = sa.text(f"SELECT received_at FROM {table} WHERE id >= :id ORDER BY id LIMIT 1")
+        if conn.execute(probe, {"id": hi}).scalar_one() < at:
+            return None
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if conn.execute(probe, {"id": mid}).scalar_one() >= at:
+                hi = mid
+            else:
+                lo = mid + 1
+        return int(lo)
+
+    def per_minute() -> list[int]:
+        return [0] * minutes
+
+    accepted, pending, refused, rejected = per_minute(), per_minute(), per_minute(), {}
+    with store._conn(write=False) as conn:
+        for m, n in conn.execute(sa.text(
+                f"SELECT {bucket} AS m, count(*) FROM ingest_dedup WHERE received_at >= :start "
+                "AND received_at < :end GROUP BY m"), window):
+            accepted[int(m)] = int(n)
+        if (first := first_id(conn, "ingest_log")) is not None:
+            for m, status, n in conn.execute(sa.text(
+                    f"SELECT {bucket} AS m, status, count(*) FROM ingest_log WHERE id >= :first "
+                    "AND received_at >= :start AND received_at < :end GROUP BY m, status"),
+                    dict(window, first=first)):
+                (pending if status == PENDING else refused)[int(m)] += int(n)
+        if (first := first_id(conn, "ingest_rejections")) is not None:
+            for m, reason, n in conn.execute(sa.text(
+                    f"SELECT {bucket} AS m, reason, count(*) FROM ingest_rejections WHERE id >= :first "
+                    "AND received_at >= :start AND received_at < :end GROUP BY m, reason"),
+                    dict(window, first=first)):
+                rejected.setdefault(str(reason), per_minute())[int(m)] += int(n)
+    forwarded = [max(0, a - p - r) for a, p, r in zip(accepted, pending, refused)]
+    return {"start": float(start), "minutes": minutes, "accepted": accepted, "forwarded": forwarded,
+            "pending": pending, "refused": refused, "rejected": rejected}
