@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import ipaddress
 import logging
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -139,6 +140,12 @@ class IngestApp:
 
     async def status_page(self, request: Request) -> Response:
         assert self.page is not None
+        # serve's port faces the clients that send events, browsers included, and the page shows
+        # user ids: it answers loopback only (through a proxy, uvicorn puts the forwarded client here).
+        if not _is_loopback(request.client.host if request.client else None):
+            return _error(403, "forbidden", "the status page shows user ids and answers only on this host "
+                                            "(127.0.0.1 or ::1); reach it through an SSH tunnel, or run "
+                                            "`audsync daemon --metrics-port N --metrics-host H` for a page elsewhere")
         # The page reads the state database: off the event loop.
         key = request.path_params.get("key")
         path = "/" if key is None else f"/audiences/{key}"  # whatever root path a proxy put it under
@@ -232,6 +239,13 @@ async def _read(request: Request) -> bytes:
     except ClientDisconnect:  # nothing was read whole, nothing is stored; no one is left to answer
         raise RequestError(400, "client_disconnected", "the client went away before sending its body") from None
     return b"".join(chunks)
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a Unix socket's peer, say: no address to trust
+        return False
 
 
 def _without_write_key(message: Any) -> Any:

@@ -25,9 +25,10 @@ def page_server(config: Config, clock: Callable[[], float], **options: Any) -> I
         page.close()
 
 
-def fetch(url: str, method: str = "GET") -> tuple[int, Message, str]:
+def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, Message, str]:
     """Status, headers (looked up in any case) and body."""
-    request = urllib.request.Request(url, method=method, data=b"x" if method in ("POST", "PUT") else None)
+    request = urllib.request.Request(url, method=method, data=b"x" if method in ("POST", "PUT") else None,
+                                     headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return answer.status, answer.headers, answer.read().decode()

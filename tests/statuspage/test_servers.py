@@ -39,6 +39,12 @@ def test_serve_serves_the_page_on_its_port(status_state):
         _check(f"http://127.0.0.1:{serve.port}")
         metrics = fetch(f"http://127.0.0.1:{serve.port}/metrics")[2]
         assert 'audsync_ingest_requests_total{code="200"}' not in metrics  # page views are not clients' requests
+        # A client beyond this host (here through a proxy on it, which names the client as
+        # uvicorn trusts a loopback proxy to) is refused the page, which shows user ids.
+        status, _, body = fetch(f"http://127.0.0.1:{serve.port}/", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert status == 403 and "answers only on this host" in body and "user-" not in body
+        assert fetch(f"http://127.0.0.1:{serve.port}/audiences/{HOSTILE_KEY}",
+                     headers={"X-Forwarded-For": "203.0.113.9"})[0] == 403
         serve.signal(signal.SIGTERM)
         assert serve.wait(30) == 0, serve.output()
     finally:
