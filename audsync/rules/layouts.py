@@ -135,6 +135,34 @@ class JsonField(Field):
 
 
 @dataclass(frozen=True)
+class DottedJsonField(Field):
+    """property('a.b') of a JSON document: the top-level key 'a.b' when the document has it, else the
+    nested a -> b (D-SQL: '.' traverses nested objects; a warehouse flattens both to the column a_b)."""
+
+    literal: JsonField
+    nested: JsonField
+
+    def _pick(self, form: str) -> sa.ColumnElement:
+        present = self.literal.value().is_not(None)
+        return sa.case((present, getattr(self.literal, form)()), else_=getattr(self.nested, form)())
+
+    def text(self):
+        return self._pick("text")
+
+    def number(self):
+        return self._pick("number")
+
+    def value(self):
+        return self._pick("value")
+
+
+def _property(doc: sa.ColumnElement, name: str) -> Field:
+    literal = JsonField(doc, (name,))
+    parts = tuple(name.split("."))
+    return literal if len(parts) == 1 else DottedJsonField(literal, JsonField(doc, parts))
+
+
+@dataclass(frozen=True)
 class TextColumnField(Field):
     """A text column in a layout whose values are JSON text (the page name of the audsync layout)."""
 
@@ -158,7 +186,7 @@ class ColumnField(Field):
         return sa.cast(self.col, sa.String())
 
     def number(self):
-        return sa.cast(self.col, sa.Float())
+        return sqlfuncs.to_number(self.col)
 
     def value(self):
         return self.col
@@ -296,7 +324,7 @@ class AudsyncLayout(Layout):
             # What `audsync serve` stored as the page's name: its `name`, else properties.name.
             return TextColumnField(rows.table.c.event)
         if isinstance(node, t.Property):
-            return JsonField(rows.table.c.properties, (node.name,))
+            return _property(rows.table.c.properties, node.name)
         if isinstance(node, t.Context):
             return JsonField(rows.table.c.context, node.parts)
         return JsonField(rows.table.c.traits, (node.key,))
@@ -312,7 +340,7 @@ class SegmentLayout(Layout):
         return self.snake(name)
 
     def instant(self, moment):
-        return sa.literal(moment.astimezone(timezone.utc), sa.DateTime(timezone=True))
+        return sqlfuncs.instant_param(moment)
 
     def _table(self, name: str) -> sa.TableClause | None:
         if not name or not self.has(name):
@@ -322,7 +350,7 @@ class SegmentLayout(Layout):
     def _rows_of(self, table, filters) -> Rows:
         cols = {c: sa.column(c) for c in ("id", "user_id", "anonymous_id", "timestamp", "event_text")}
         table = sa.table(table.name, *cols.values(), schema=table.schema)
-        return Rows(table, table.c.id, table.c.user_id, table.c.anonymous_id, table.c.timestamp,
+        return Rows(table, table.c.id, table.c.user_id, table.c.anonymous_id, sqlfuncs.event_time(table.c.timestamp),
                     tuple(f(table) for f in filters), self)
 
     def events(self, name):
@@ -350,11 +378,11 @@ class SegmentLayout(Layout):
         if ident is not None:
             tb = sa.table("identifies", *(sa.column(c) for c in ("id", "anonymous_id", "user_id", "timestamp")),
                           schema=self.schema)
-            out.append(LinkRows(tb, tb.c.id, tb.c.anonymous_id, tb.c.user_id, tb.c.timestamp))
+            out.append(LinkRows(tb, tb.c.id, tb.c.anonymous_id, tb.c.user_id, sqlfuncs.event_time(tb.c.timestamp)))
         if self._table("aliases") is not None:
             tb = sa.table("aliases", *(sa.column(c) for c in ("id", "previous_id", "user_id", "timestamp")),
                           schema=self.schema)
-            out.append(LinkRows(tb, tb.c.id, tb.c.previous_id, tb.c.user_id, tb.c.timestamp))
+            out.append(LinkRows(tb, tb.c.id, tb.c.previous_id, tb.c.user_id, sqlfuncs.event_time(tb.c.timestamp)))
         return out
 
     def everyone(self):

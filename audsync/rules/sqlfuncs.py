@@ -334,12 +334,24 @@ def _instant(element, compiler, **kw):
     return compiler.process(sa.cast(list(element.clauses)[0], sa.DateTime(timezone=True)), **kw)
 
 
+# ISO 8601 as PostgreSQL and Redshift read it, each field in its range; the day within its month is
+# checked apart (February 30 passes here).
+_ISO_INSTANT = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+                r"([ T]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?)?(Z|[+-](0\d|1[0-5])(:?[0-5]\d)?)?$")
+
+
 @compiles(instant, "postgresql")
+@compiles(instant, "redshift")
 def _instant_pg(element, compiler, **kw):
-    # A cast of text that is no timestamp would fail the whole query: only ISO-looking text is cast.
+    # A cast of text that is no timestamp would fail the whole query: only text in ISO form whose day
+    # exists in its month is cast. The CASEs are nested because PostgreSQL does not promise to test
+    # the conditions of an AND in order, and the day check itself reads the month.
     value = compiler.process(list(element.clauses)[0], **kw)
-    pattern = _param(compiler, r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$", **kw)
-    return f"CASE WHEN {value} ~ {pattern} THEN CAST({value} AS TIMESTAMP WITH TIME ZONE) END"
+    pattern = _param(compiler, _ISO_INSTANT, **kw)
+    month_start = f"CAST(SUBSTRING({value} FROM 1 FOR 7) || '-01' AS DATE)"
+    last_day = f"EXTRACT(DAY FROM {month_start} + INTERVAL '1 month' - INTERVAL '1 day')"
+    return (f"CASE WHEN {value} ~ {pattern} THEN CASE WHEN CAST(SUBSTRING({value} FROM 9 FOR 2) AS INTEGER) "
+            f"<= {last_day} THEN CAST({value} AS TIMESTAMP WITH TIME ZONE) END END")
 
 
 @compiles(instant, "duckdb")
@@ -359,8 +371,12 @@ def _instant_bigquery(element, compiler, **kw):
 
 @compiles(instant, "sqlite")
 def _instant_sqlite(element, compiler, **kw):
-    # julianday reads ISO 8601 with a Z or an offset, and gives NULL for other text.
-    return f"julianday({compiler.process(list(element.clauses)[0], **kw)})"
+    # julianday reads ISO 8601 with a Z or an offset and gives NULL for most other text, but it rolls
+    # an impossible day over (02-30 -> 03-02) and reads 'now' or a bare number as instants too: the
+    # value counts only when its first ten characters are the date they name.
+    value = compiler.process(list(element.clauses)[0], **kw)
+    day = f"substr({value}, 1, 10)"
+    return f"CASE WHEN date(julianday({day})) = {day} THEN julianday({value}) END"
 
 
 @compiles(instant_param)
@@ -370,4 +386,79 @@ def _instant_param(element, compiler, **kw):
 
 @compiles(instant_param, "sqlite")
 def _instant_param_sqlite(element, compiler, **kw):
-    return _param(compiler, element.moment.timestamp() / 86400.0 + 2440587.5, sa.Float(), **kw)
+    # SQLite reads the text the way it reads the compared values: equal instants give equal days.
+    text = element.moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return f"julianday({_param(compiler, text, **kw)})"
+
+
+class event_time(FunctionElement):
+    """A warehouse's event timestamp column, comparable with `instant_param`. SQLite has no timestamp
+    type: a local warehouse keeps text, ISO 8601 ('2026-01-31T08:00:00Z', offsets) or SQLAlchemy's
+    '2026-01-31 08:00:00.000000', which do not compare as text; julianday reads them all."""
+
+    type = sa.DateTime(timezone=True)
+    name = "event_time"
+    inherit_cache = True
+
+
+@compiles(event_time)
+def _event_time(element, compiler, **kw):
+    return compiler.process(list(element.clauses)[0], **kw)
+
+
+@compiles(event_time, "sqlite")
+def _event_time_sqlite(element, compiler, **kw):
+    return f"julianday({compiler.process(list(element.clauses)[0], **kw)})"
+
+
+# --- numbers read from warehouse columns ----------------------------------------------------------
+
+class to_number(FunctionElement):
+    """A column's value as a double; NULL when it is text that is no number. A warehouse types a
+    column by the first value it saw (reference/segment-warehouse-schema.md), so a text column may
+    hold '10' and 'M': a plain CAST fails the whole query on 'M' (or, on SQLite, reads it as 0)."""
+
+    type = sa.Float()
+    name = "to_number"
+    inherit_cache = True
+
+
+_NUMBER_TEXT = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\s*$"
+
+
+@compiles(to_number)
+def _to_number(element, compiler, **kw):
+    return f"CAST({compiler.process(list(element.clauses)[0], **kw)} AS FLOAT)"
+
+
+@compiles(to_number, "postgresql")
+@compiles(to_number, "redshift")
+def _to_number_pg(element, compiler, **kw):
+    # The column may be a number or text: its text form is tested, then cast.
+    text = f"CAST({compiler.process(list(element.clauses)[0], **kw)} AS VARCHAR)"
+    return (f"CASE WHEN {text} ~ {_param(compiler, _NUMBER_TEXT, **kw)} "
+            f"THEN CAST({text} AS DOUBLE PRECISION) END")
+
+
+@compiles(to_number, "sqlite")
+def _to_number_sqlite(element, compiler, **kw):
+    # CAST(... AS NUMERIC) carries numeric affinity into the comparison, which turns the other side
+    # into a number only when it is one in full ('10', ' 1.5e3'): 'M' and '10 kg' stay text, unequal.
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return f"CASE WHEN {value} = CAST({value} AS NUMERIC) THEN CAST({value} AS REAL) END"
+
+
+@compiles(to_number, "duckdb")
+def _to_number_duckdb(element, compiler, **kw):
+    return f"TRY_CAST({compiler.process(list(element.clauses)[0], **kw)} AS DOUBLE)"
+
+
+@compiles(to_number, "snowflake")
+def _to_number_snowflake(element, compiler, **kw):
+    # TRY_TO_DOUBLE takes text only; the column may be a number.
+    return f"TRY_TO_DOUBLE(TO_VARCHAR({compiler.process(list(element.clauses)[0], **kw)}))"
+
+
+@compiles(to_number, "bigquery")
+def _to_number_bigquery(element, compiler, **kw):
+    return f"SAFE_CAST({compiler.process(list(element.clauses)[0], **kw)} AS FLOAT64)"
