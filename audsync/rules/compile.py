@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import _anonymous_label
 
 from audsync.errors import ConfigError
 from audsync.rules import sqlfuncs
@@ -62,6 +63,10 @@ from audsync.rules import tree as t
 from audsync.rules.layouts import ColumnField, Field, Layout, NullField, Rows, layout_for
 
 __all__ = ["Compiled", "Warehouse", "compile_rule"]
+
+# Seeds of SQLAlchemy's anonymous names (what .cte() and .subquery() without a name use: anon_1),
+# given a readable stem (_Compiler.name); a seed only has to differ between the names of a process.
+_SEEDS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,6 @@ class _Compiler:
         self.anonymous = include_anonymous
         self.audiences = audiences
         self.warnings: list[str] = []
-        self._names = itertools.count(1)
         self._links = None
         self._links_built = False
         self._ctes: dict = {}
@@ -153,7 +157,10 @@ class _Compiler:
     # -- profiles ---------------------------------------------------------------------------------
 
     def name(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._names)}"
+        """An anonymous name: SQLAlchemy numbers it when it compiles the whole statement (agg_1, agg_2),
+        so a rule compiled into another's query (a referenced audience) never meets its own CTE names
+        in the one WITH clause SQLAlchemy gathers them into."""
+        return _anonymous_label.safe_construct(next(_SEEDS), prefix)
 
     def links(self):
         """anonymous_id -> user_id, the latest link of each anonymous id."""
@@ -167,11 +174,11 @@ class _Compiler:
                  for r in self.layout.links()]
         if not parts:
             return None
-        rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("link_rows")
+        rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery(self.name("link_rows"))
         rank = sa.func.row_number().over(partition_by=rows.c.anonymous_id,
                                          order_by=(rows.c.ts.desc(), rows.c.mid.desc()))
-        ranked = sa.select(rows.c.anonymous_id, rows.c.user_id, rank.label("rn")).subquery("ranked_links")
-        self._links = sa.select(ranked.c.anonymous_id, ranked.c.user_id).where(ranked.c.rn == 1).cte("links")
+        ranked = sa.select(rows.c.anonymous_id, rows.c.user_id, rank.label("rn")).subquery(self.name("ranked_links"))
+        self._links = sa.select(ranked.c.anonymous_id, ranked.c.user_id).where(ranked.c.rn == 1).cte(self.name("links"))
         return self._links
 
     def profile(self, rows: Rows):

@@ -10,15 +10,14 @@ from that audience's own rule, compiled into this query as a subquery, when both
 database; otherwise from its synced members in the state database, which this query can read only
 when its events are there too (the "audsync" layout: config.py refuses any other case). The run
 syncs referenced audiences first (Config.in_run_order), so those members are current; a dry run
-changes no state, so there they are the members as last synced. The compiler names its CTEs per
-query, so a rule compiled into another gets its CTE names prefixed (_renamed_ctes).
+changes no state, so there they are the members as last synced. The compiler's CTE names are
+anonymous, numbered for the whole statement, so a rule compiled into another meets none twice.
 
 `explain` gives the compiled SQL of a rule audience for its database's dialect, with its parameters.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -77,7 +76,6 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
     _rule_of(audience, config)
     by_key = {a.key: a for a in config.audiences}
     warnings: list[str] = []
-    inlined = itertools.count(1)
 
     def build(current: AudienceConfig, through: tuple[str, ...]) -> Any:  # the Compiled of `current`
         spec = current.source
@@ -86,8 +84,7 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
         for key in spec.references:
             other = by_key[key]
             if reads_inline(spec, other):
-                inner = _renamed_ctes(build(other, through + (other.name,)).query, f"ref{next(inlined)}_")
-                references[key] = inner.subquery(f"audience_{key}")
+                references[key] = build(other, through + (other.name,)).query.subquery(f"audience_{key}")
             else:
                 references[key] = synced_members(config, key)
         compiled = compile_rule(spec.tree, kind=current.kind,
@@ -104,18 +101,6 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
 
     compiled = build(audience, ())
     return CompiledAudience(compiled.query, tuple(warnings), compiled.value_json)
-
-
-def _renamed_ctes(query: Any, prefix: str) -> Any:
-    """A copy of `query` whose CTEs' names start with `prefix`. Each compiled query names its CTEs
-    on its own ("links", "agg_1"...), and a query compiled into another would otherwise meet the
-    same names in the one WITH clause that SQLAlchemy gathers them into."""
-    from sqlalchemy.sql import visitors
-
-    def rename(cte: Any) -> None:
-        cte.name = prefix + cte.name
-
-    return visitors.cloned_traverse(query, {}, {"cte": rename})
 
 
 def _shape(spec: RuleSourceConfig, tables: Tables) -> dict[str, Any]:
