@@ -122,6 +122,13 @@ _ORDER_OPS = {t.Op.EQ: "__eq__", t.Op.NE: "__ne__", t.Op.GT: "__gt__", t.Op.GE: 
               t.Op.LT: "__lt__", t.Op.LE: "__le__"}
 
 
+class _AggregateField(ColumnField):
+    """An aggregate (count, sum...) in the query's HAVING: already a number."""
+
+    def number(self):
+        return self.col
+
+
 class _CteField(Field):
     """A per-profile value computed in a CTE (columns person, v, t[, n])."""
 
@@ -153,6 +160,8 @@ class _Compiler:
         self._ctes: dict = {}
         self._numbers: set = set()  # value nodes compared with numbers: their CTE needs `n`
         self._guard = True
+        self._traits: set = set()   # CTEs of trait values
+        self._members: set = set()  # CTEs of other audiences' members
 
     # -- profiles ---------------------------------------------------------------------------------
 
@@ -322,14 +331,21 @@ class _Compiler:
         ranked = select.subquery(self.name("ranked"))
         return sa.select(*(c for c in ranked.c if c.key != "rn")).where(ranked.c.rn == 1).cte(self.name(prefix))
 
+    def likely_size(self, cte) -> int:
+        """Which CTE likely has the fewest rows: members of another audience, then profiles with
+        events, then profiles with a trait (most profiles have traits)."""
+        return 0 if cte in self._members else 2 if cte in self._traits else 1
+
     # -- traits -----------------------------------------------------------------------------------
 
     def membership(self, key: str):
         source = self.audiences[key]
         person = self.member_id(source.c.user_id)
-        return sa.select(person.label("person"), sa.literal(1, sa.Integer()).label("v"),
-                         sa.literal(1, sa.Integer()).label("t")).select_from(source) \
+        cte = sa.select(person.label("person"), sa.literal(1, sa.Integer()).label("v"),
+                        sa.literal(1, sa.Integer()).label("t")).select_from(source) \
             .where(source.c.user_id.is_not(None)).distinct().cte(self.name("member"))
+        self._members.add(cte)
+        return cte
 
     def trait_cte(self, node: t.Trait, number: bool):
         if node.key in self.audiences:
@@ -351,7 +367,9 @@ class _Compiler:
         src = sa.select(*columns).select_from(frm).where(
             *rows.filters, *conds, rows.timestamp <= self.layout.instant(self.as_of)).subquery(self.name("identifies"))
         kept = [c for c in src.c if c.key in ("v", "t", "n")]
-        return self.pick_one(src, kept, (src.c.ts.desc(), src.c.mid.desc()), src.c.t.is_not(None), "trait")
+        cte = self.pick_one(src, kept, (src.c.ts.desc(), src.c.mid.desc()), src.c.t.is_not(None), "trait")
+        self._traits.add(cte)
+        return cte
 
     # -- conditions -------------------------------------------------------------------------------
 
@@ -464,7 +482,7 @@ class _Compiler:
             if grouped is None:
                 return self.nobody()
             select, agg = grouped
-            field = ColumnField(agg)
+            field = _AggregateField(agg)
             self._guard = False
             test = self.compare(field, rule.op, rule.right, counts=isinstance(rule.left, _COUNTS))
             return self.output(select.having(test))
@@ -472,12 +490,18 @@ class _Compiler:
         for c in compares:
             ctes[c.left] = self.value_cte(c.left)
         present = [cte for cte in dict.fromkeys(ctes.values()) if cte is not None]
+        # A member must have a row in each of these CTEs: the smallest of them, as far as the rule tells,
+        # lists the candidates, and the other CTEs are joined to it. (Their union would cost a sort
+        # of every profile, and PostgreSQL misjudges its joins by orders of magnitude.)
+        required = sorted(dict.fromkeys(ctes.get(n) for n in _required(rule, self)), key=self.likely_size)
         if _empty_holds(rule, self):
             people = self.everyone()
             if people is None:
                 return self.nobody()
-        elif not present:
+        elif not present or None in required:
             return self.nobody()
+        elif required:
+            people = required[0]
         elif len(present) == 1:
             people = present[0]
         else:
@@ -553,6 +577,15 @@ def _wants_number(c: t.Compare) -> bool:
     value = c.right.value if isinstance(c.right, t.Literal) else None
     values = value if isinstance(value, tuple) else (value,)
     return any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _required(node, compiler: _Compiler) -> list:
+    """Value nodes in whose CTE a profile must have a row to satisfy the condition."""
+    if isinstance(node, t.And):
+        return [n for item in node.items for n in _required(item, compiler)]
+    if isinstance(node, (t.Or, t.Not)):
+        return []
+    return [] if _empty_holds(node, compiler) else [node.left]
 
 
 def _empty_holds(node, compiler: _Compiler) -> bool:
