@@ -78,6 +78,10 @@ class Warehouse:
     # (Segment and RudderStack create a column only once a non-null value arrives) then reads as
     # null with a warning, instead of the query failing. Tables not in it are taken as they come.
     columns: Mapping[str, frozenset[str]] | None = field(default=None, hash=False)
+    # Optional, the columns of a number type (by table name): read as numbers as they are. Any other
+    # column may hold text ('M' in a column a first value '10' made text), which is a number only
+    # when it reads as one, a check that costs time on every row.
+    numeric: Mapping[str, frozenset[str]] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def compile_rule(rule, *, kind: str, warehouse: Warehouse, as_of: datetime,
     if kind not in ("audience", "computed_trait"):
         raise ValueError(f"kind must be 'audience' or 'computed_trait', not {kind!r}")
     as_of = as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of.astimezone(timezone.utc)
-    layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables, warehouse.columns)
+    layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables, warehouse.columns, warehouse.numeric)
     compiler = _Compiler(layout, as_of, include_anonymous, dict(audiences or {}))
     if kind == "audience":
         if not _is_condition(rule):

@@ -181,12 +181,13 @@ class TextColumnField(Field):
 @dataclass(frozen=True)
 class ColumnField(Field):
     col: sa.ColumnElement
+    numeric: bool = False   # a column of a number type: no text in it to check
 
     def text(self):
         return sa.cast(self.col, sa.String())
 
     def number(self):
-        return sqlfuncs.to_number(self.col)
+        return sa.cast(self.col, sa.Float()) if self.numeric else sqlfuncs.to_number(self.col)
 
     def value(self):
         return self.col
@@ -245,10 +246,12 @@ class Layout(abc.ABC):
     value_json: bool = False
 
     def __init__(self, schema: str | None, tables: frozenset[str] | None,
-                 columns: Mapping[str, frozenset[str]] | None = None):
+                 columns: Mapping[str, frozenset[str]] | None = None,
+                 numeric: Mapping[str, frozenset[str]] | None = None):
         self.schema = schema
         self.tables = tables
         self.columns = columns
+        self.numeric = numeric or {}
         self.warnings: list[str] = []
 
     def where(self) -> str:
@@ -408,7 +411,7 @@ class SegmentLayout(Layout):
             self.warnings.append(f"{what} {label!r} has no column {name or '(empty name)'} in {shown}: "
                                  "read as null")
             return NullField()
-        return ColumnField(_column(rows.table, name))
+        return ColumnField(_column(rows.table, name), name in self.numeric.get(table, ()))
 
 
 class RudderstackLayout(SegmentLayout):
@@ -428,8 +431,9 @@ def _column(table: sa.TableClause, name: str) -> sa.ColumnClause:
 
 
 def layout_for(name: str, schema: str | None, tables: frozenset[str] | None,
-               columns: Mapping[str, frozenset[str]] | None = None) -> Layout:
+               columns: Mapping[str, frozenset[str]] | None = None,
+               numeric: Mapping[str, frozenset[str]] | None = None) -> Layout:
     classes = {"audsync": AudsyncLayout, "segment": SegmentLayout, "rudderstack": RudderstackLayout}
     if name not in classes:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {name!r}")
-    return classes[name](schema, tables, columns)
+    return classes[name](schema, tables, columns, numeric)
