@@ -22,9 +22,12 @@ Semantics (DESIGN.md section 7, reference/engage-audiences.md):
   add each message once. A profile without events in the stream has count 0 and no sum, avg, min,
   max, mode, first, last or unique (all null), and unique count 0.
 - Values. `sum / avg / min / max` read numbers: in JSON a string such as "100" is no number and is
-  skipped (null). `first` / `last` take the earliest / latest event, by timestamp then message id,
-  that has the property set. `mode(p, k)` is the value seen on at least k events, most often; ties go
-  to the smallest text (the database's collation; byte order on SQLite and on PostgreSQL's "C").
+  skipped (null); in a warehouse's text column (its first value was text) a value is a number when
+  its text reads as one ('10'), and missing otherwise ('M'). `first` / `last` take the earliest /
+  latest event, by timestamp then message id, that has the property set. `mode(p, k)` is the value
+  seen on at least k events, most often; ties go to the smallest text (the database's collation;
+  byte order on SQLite and on PostgreSQL's "C"). `property('a.b')` is the key 'a.b' when the
+  properties have it, else the nested a -> b (a warehouse flattens both to the column a_b).
   `unique(p)` is a JSON array text of the distinct values' text forms, sorted the same way (numbers
   become strings: 100 -> "100"), on every database; `.count()` counts them.
 - Traits. `trait('k')` is the latest identify (by timestamp, then message id) that set k to a
