@@ -32,6 +32,13 @@ def _param(compiler, value, type_=None, **kw) -> str:
     return compiler.process(sa.literal(value, type_ or sa.String()), **kw)
 
 
+def _template(template: str):
+    """A compile function that puts the element's one argument into `template`."""
+    def compile_(element, compiler, **kw):
+        return template.format(compiler.process(list(element.clauses)[0], **kw))
+    return compile_
+
+
 class _JsonField(FunctionElement):
     """A field of a JSON text column, by its path of keys (`keys`: top-level first)."""
 
@@ -401,14 +408,8 @@ class event_time(FunctionElement):
     inherit_cache = True
 
 
-@compiles(event_time)
-def _event_time(element, compiler, **kw):
-    return compiler.process(list(element.clauses)[0], **kw)
-
-
-@compiles(event_time, "sqlite")
-def _event_time_sqlite(element, compiler, **kw):
-    return f"julianday({compiler.process(list(element.clauses)[0], **kw)})"
+compiles(event_time)(_template("{}"))
+compiles(event_time, "sqlite")(_template("julianday({})"))
 
 
 # --- numbers read from warehouse columns ----------------------------------------------------------
@@ -424,11 +425,6 @@ class to_number(FunctionElement):
 
 
 _NUMBER_TEXT = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\s*$"
-
-
-@compiles(to_number)
-def _to_number(element, compiler, **kw):
-    return f"CAST({compiler.process(list(element.clauses)[0], **kw)} AS FLOAT)"
 
 
 @compiles(to_number, "postgresql")
@@ -448,17 +444,10 @@ def _to_number_sqlite(element, compiler, **kw):
     return f"CASE WHEN {value} = CAST({value} AS NUMERIC) THEN CAST({value} AS REAL) END"
 
 
-@compiles(to_number, "duckdb")
-def _to_number_duckdb(element, compiler, **kw):
-    return f"TRY_CAST({compiler.process(list(element.clauses)[0], **kw)} AS DOUBLE)"
-
-
-@compiles(to_number, "snowflake")
-def _to_number_snowflake(element, compiler, **kw):
-    # TRY_TO_DOUBLE takes text only; the column may be a number.
-    return f"TRY_TO_DOUBLE(TO_VARCHAR({compiler.process(list(element.clauses)[0], **kw)}))"
-
-
-@compiles(to_number, "bigquery")
-def _to_number_bigquery(element, compiler, **kw):
-    return f"SAFE_CAST({compiler.process(list(element.clauses)[0], **kw)} AS FLOAT64)"
+for _dialect, _sql in {
+    None: "CAST({} AS FLOAT)",
+    "duckdb": "TRY_CAST({} AS DOUBLE)",
+    "snowflake": "TRY_TO_DOUBLE(TO_VARCHAR({}))",   # TRY_TO_DOUBLE takes text only: the column may be a number
+    "bigquery": "SAFE_CAST({} AS FLOAT64)",
+}.items():
+    compiles(to_number, *([_dialect] if _dialect else []))(_template(_sql))
