@@ -310,23 +310,28 @@ class _Compiler:
             listed = sqlfuncs.sorted_json_array(values.c.t)
             return sa.select(values.c.person, listed.label("v"), listed.label("t")) \
                 .group_by(values.c.person).cte(self.name("unique"))
-        forms = [("v", node.of), ("t", node.of)] + ([("n", node.of)] if number else [])
-        src = self.stream(node.stream, forms)
-        if src is None:
-            return None
-        kept = [c for c in src.c if c.key in ("v", "t", "n")]
         if isinstance(node, (t.First, t.Last)):
+            src = self.stream(node.stream, [("v", node.of), ("t", node.of)] + ([("n", node.of)] if number else []))
+            if src is None:
+                return None
+            kept = [c for c in src.c if c.key in ("v", "t", "n")]
             order = (src.c.ts.asc(), src.c.mid.asc()) if isinstance(node, t.First) \
                 else (src.c.ts.desc(), src.c.mid.desc())
             return self.pick_one(src, kept, order, src.c.t.is_not(None), "pick")
         if isinstance(node, t.Mode):
+            # Grouped by the value, whose text is read per group: not per event, each time parsing the
+            # event's JSON again (the text decides ties).
+            src = self.stream(node.stream, [("v", node.of)] + ([("n", node.of)] if number else []))
+            if src is None:
+                return None
             freq = sa.func.count(sa.distinct(src.c.mid))
-            extra = [sa.func.min(src.c.t).label("t")] + ([sa.func.min(src.c.n).label("n")] if number else [])
+            extra = [sa.func.min(src.c.n).label("n")] if number else []
             counted = sa.select(src.c.person, src.c.v, *extra, freq.label("freq")) \
-                .where(src.c.t.is_not(None)).group_by(src.c.person, src.c.v) \
+                .where(src.c.v.is_not(None)).group_by(src.c.person, src.c.v) \
                 .having(freq >= sa.literal(node.min_frequency, sa.Integer())).subquery(self.name("freq"))
-            kept = [c for c in counted.c if c.key in ("v", "t", "n")]
-            return self.pick_one(counted, kept, (counted.c.freq.desc(), counted.c.t.asc()), None, "mode")
+            text = self.layout.value_text(counted.c.v).label("t")
+            kept = [c for c in counted.c if c.key in ("v", "n")] + [text]
+            return self.pick_one(counted, kept, (counted.c.freq.desc(), text.asc()), None, "mode")
         raise AssertionError(f"no SQL for {type(node).__name__}")
 
     def pick_one(self, src, kept, order, where, prefix):

@@ -260,6 +260,10 @@ class Layout(abc.ABC):
     def has(self, table: str) -> bool:
         return self.tables is None or table in self.tables
 
+    def value_text(self, value: sa.ColumnElement) -> sa.ColumnElement:
+        """A Field's `text` form computed from its `value` form."""
+        return sqlfuncs.json_value_text(value) if self.value_json else sa.cast(value, sa.String())
+
     @abc.abstractmethod
     def instant(self, moment: datetime) -> sa.ColumnElement:
         """A bound instant comparable with this layout's timestamp columns."""

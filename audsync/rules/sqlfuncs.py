@@ -199,6 +199,32 @@ def _json_raw_duckdb(element, compiler, **kw):
             "AS VARCHAR), 'null')")
 
 
+class json_value_text(FunctionElement):
+    """The `json_text` reading of a value already in `json_raw` form ('"pro"' -> 'pro'): parsing the
+    small value is cheaper than reading the whole document a second time."""
+
+    type = sa.String()
+    name = "json_value_text"
+    inherit_cache = True
+
+
+@compiles(json_value_text)
+def _json_value_text_unsupported(element, compiler, **kw):
+    raise CompileError(f"JSON fields of the audsync layout are read on {_JSON_DIALECTS}, not on "
+                       f"{compiler.dialect.name}")
+
+
+@compiles(json_value_text, "sqlite")
+def _json_value_text_sqlite(element, compiler, **kw):
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return (f"CASE json_type({value}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN NULL "
+            f"ELSE CAST(json_extract({value}, '$') AS TEXT) END")
+
+
+compiles(json_value_text, "postgresql")(_template("(CAST({} AS JSONB) #>> '{{}}')"))
+compiles(json_value_text, "duckdb")(_template("json_extract_string({}, '$')"))
+
+
 class json_string(FunctionElement):
     """A text column's value as a JSON string ('"Pricing"'), NULL stays NULL: the `value` form of a
     plain text column in a layout whose values are JSON text."""
