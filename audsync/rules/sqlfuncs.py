@@ -208,10 +208,7 @@ class json_value_text(FunctionElement):
     inherit_cache = True
 
 
-@compiles(json_value_text)
-def _json_value_text_unsupported(element, compiler, **kw):
-    raise CompileError(f"JSON fields of the audsync layout are read on {_JSON_DIALECTS}, not on "
-                       f"{compiler.dialect.name}")
+compiles(json_value_text)(_json_unsupported)
 
 
 @compiles(json_value_text, "sqlite")
@@ -234,10 +231,7 @@ class json_string(FunctionElement):
     inherit_cache = True
 
 
-@compiles(json_string)
-def _json_string_unsupported(element, compiler, **kw):
-    raise CompileError(f"JSON fields of the audsync layout are read on {_JSON_DIALECTS}, not on "
-                       f"{compiler.dialect.name}")
+compiles(json_string)(_json_unsupported)
 
 
 @compiles(json_string, "sqlite")
