@@ -1,61 +1,28 @@
 """Shared fixtures: uniquely named PostgreSQL databases and state URLs for both backends.
 
-PostgreSQL tests run against the real server at 127.0.0.1:5432 (AUDSYNC_TEST_PG overrides the
-admin URL). Under CI=true they must run; elsewhere they skip, saying why, when no server answers.
+PostgreSQL tests run against the real server of tests/pg_server.py.
 """
 
 from __future__ import annotations
 
-import gc
-import os
-import uuid
-
 import pytest
 
-PG_ADMIN_URL = os.environ.get("AUDSYNC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _pg_unavailable_reason() -> str | None:
-    import sqlalchemy as sa
-
-    try:
-        engine = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as exc:  # any failure to connect means "no server here"
-        return f"PostgreSQL at {PG_ADMIN_URL} is not reachable ({type(exc).__name__})"
-    return None
+import pg_server
 
 
 @pytest.fixture(scope="session")
 def pg_available() -> None:
-    reason = _pg_unavailable_reason()
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {reason}: PostgreSQL tests must run in CI")
-        pytest.skip(reason)
+    pg_server.require()
 
 
 @pytest.fixture
 def pg_url(pg_available) -> str:
     """A fresh, uniquely named PostgreSQL database, dropped after the test."""
-    import sqlalchemy as sa
-
-    name = f"audsync_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    url = pg_server.create_database()
     try:
-        yield f"{base}/{name}"
+        yield url
     finally:
-        # Engines a test dropped without disposing close their connections when collected; do
-        # that before FORCE, which would otherwise kill them and leave noise at interpreter exit.
-        gc.collect()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+        pg_server.drop_database(url)
 
 
 @pytest.fixture

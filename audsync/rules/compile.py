@@ -22,9 +22,12 @@ Semantics (DESIGN.md section 7, reference/engage-audiences.md):
   add each message once. A profile without events in the stream has count 0 and no sum, avg, min,
   max, mode, first, last or unique (all null), and unique count 0.
 - Values. `sum / avg / min / max` read numbers: in JSON a string such as "100" is no number and is
-  skipped (null). `first` / `last` take the earliest / latest event, by timestamp then message id,
-  that has the property set. `mode(p, k)` is the value seen on at least k events, most often; ties go
-  to the smallest text (the database's collation; byte order on SQLite and on PostgreSQL's "C").
+  skipped (null); in a warehouse's text column (its first value was text) a value is a number when
+  its text reads as one ('10'), and missing otherwise ('M'). `first` / `last` take the earliest /
+  latest event, by timestamp then message id, that has the property set. `mode(p, k)` is the value
+  seen on at least k events, most often; ties go to the smallest text (the database's collation;
+  byte order on SQLite and on PostgreSQL's "C"). `property('a.b')` is the key 'a.b' when the
+  properties have it, else the nested a -> b (a warehouse flattens both to the column a_b).
   `unique(p)` is a JSON array text of the distinct values' text forms, sorted the same way (numbers
   become strings: 100 -> "100"), on every database; `.count()` counts them.
 - Traits. `trait('k')` is the latest identify (by timestamp, then message id) that set k to a
@@ -55,6 +58,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import _anonymous_label
 
 from audsync.errors import ConfigError
 from audsync.rules import sqlfuncs
@@ -62,6 +66,10 @@ from audsync.rules import tree as t
 from audsync.rules.layouts import ColumnField, Field, Layout, NullField, Rows, layout_for
 
 __all__ = ["Compiled", "Warehouse", "compile_rule"]
+
+# Seeds of SQLAlchemy's anonymous names (what .cte() and .subquery() without a name use: anon_1),
+# given a readable stem (_Compiler.name); a seed only has to differ between the names of a process.
+_SEEDS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,10 @@ class Warehouse:
     # (Segment and RudderStack create a column only once a non-null value arrives) then reads as
     # null with a warning, instead of the query failing. Tables not in it are taken as they come.
     columns: Mapping[str, frozenset[str]] | None = field(default=None, hash=False)
+    # Optional, the columns of a number type (by table name): read as numbers as they are. Any other
+    # column may hold text ('M' in a column a first value '10' made text), which is a number only
+    # when it reads as one, a check that costs time on every row.
+    numeric: Mapping[str, frozenset[str]] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ def compile_rule(rule, *, kind: str, warehouse: Warehouse, as_of: datetime,
     if kind not in ("audience", "computed_trait"):
         raise ValueError(f"kind must be 'audience' or 'computed_trait', not {kind!r}")
     as_of = as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of.astimezone(timezone.utc)
-    layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables, warehouse.columns)
+    layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables, warehouse.columns, warehouse.numeric)
     compiler = _Compiler(layout, as_of, include_anonymous, dict(audiences or {}))
     if kind == "audience":
         if not _is_condition(rule):
@@ -115,6 +127,13 @@ _COUNTS = (t.Count, t.UniqueCount)
 _NUMERIC = (t.Count, t.Sum, t.Avg, t.Min, t.Max, t.UniqueCount)
 _ORDER_OPS = {t.Op.EQ: "__eq__", t.Op.NE: "__ne__", t.Op.GT: "__gt__", t.Op.GE: "__ge__",
               t.Op.LT: "__lt__", t.Op.LE: "__le__"}
+
+
+class _AggregateField(ColumnField):
+    """An aggregate (count, sum...) in the query's HAVING: already a number."""
+
+    def number(self):
+        return self.col
 
 
 class _CteField(Field):
@@ -143,17 +162,21 @@ class _Compiler:
         self.anonymous = include_anonymous
         self.audiences = audiences
         self.warnings: list[str] = []
-        self._names = itertools.count(1)
         self._links = None
         self._links_built = False
         self._ctes: dict = {}
         self._numbers: set = set()  # value nodes compared with numbers: their CTE needs `n`
         self._guard = True
+        self._traits: set = set()   # CTEs of trait values
+        self._members: set = set()  # CTEs of other audiences' members
 
     # -- profiles ---------------------------------------------------------------------------------
 
     def name(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._names)}"
+        """An anonymous name: SQLAlchemy numbers it when it compiles the whole statement (agg_1, agg_2),
+        so a rule compiled into another's query (a referenced audience) never meets its own CTE names
+        in the one WITH clause SQLAlchemy gathers them into."""
+        return _anonymous_label.safe_construct(next(_SEEDS), prefix)
 
     def links(self):
         """anonymous_id -> user_id, the latest link of each anonymous id."""
@@ -167,11 +190,11 @@ class _Compiler:
                  for r in self.layout.links()]
         if not parts:
             return None
-        rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("link_rows")
+        rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery(self.name("link_rows"))
         rank = sa.func.row_number().over(partition_by=rows.c.anonymous_id,
                                          order_by=(rows.c.ts.desc(), rows.c.mid.desc()))
-        ranked = sa.select(rows.c.anonymous_id, rows.c.user_id, rank.label("rn")).subquery("ranked_links")
-        self._links = sa.select(ranked.c.anonymous_id, ranked.c.user_id).where(ranked.c.rn == 1).cte("links")
+        ranked = sa.select(rows.c.anonymous_id, rows.c.user_id, rank.label("rn")).subquery(self.name("ranked_links"))
+        self._links = sa.select(ranked.c.anonymous_id, ranked.c.user_id).where(ranked.c.rn == 1).cte(self.name("links"))
         return self._links
 
     def profile(self, rows: Rows):
@@ -287,23 +310,28 @@ class _Compiler:
             listed = sqlfuncs.sorted_json_array(values.c.t)
             return sa.select(values.c.person, listed.label("v"), listed.label("t")) \
                 .group_by(values.c.person).cte(self.name("unique"))
-        forms = [("v", node.of), ("t", node.of)] + ([("n", node.of)] if number else [])
-        src = self.stream(node.stream, forms)
-        if src is None:
-            return None
-        kept = [c for c in src.c if c.key in ("v", "t", "n")]
         if isinstance(node, (t.First, t.Last)):
+            src = self.stream(node.stream, [("v", node.of), ("t", node.of)] + ([("n", node.of)] if number else []))
+            if src is None:
+                return None
+            kept = [c for c in src.c if c.key in ("v", "t", "n")]
             order = (src.c.ts.asc(), src.c.mid.asc()) if isinstance(node, t.First) \
                 else (src.c.ts.desc(), src.c.mid.desc())
             return self.pick_one(src, kept, order, src.c.t.is_not(None), "pick")
         if isinstance(node, t.Mode):
+            # Grouped by the value, whose text is read per group: not per event, each time parsing the
+            # event's JSON again (the text decides ties).
+            src = self.stream(node.stream, [("v", node.of)] + ([("n", node.of)] if number else []))
+            if src is None:
+                return None
             freq = sa.func.count(sa.distinct(src.c.mid))
-            extra = [sa.func.min(src.c.t).label("t")] + ([sa.func.min(src.c.n).label("n")] if number else [])
+            extra = [sa.func.min(src.c.n).label("n")] if number else []
             counted = sa.select(src.c.person, src.c.v, *extra, freq.label("freq")) \
-                .where(src.c.t.is_not(None)).group_by(src.c.person, src.c.v) \
+                .where(src.c.v.is_not(None)).group_by(src.c.person, src.c.v) \
                 .having(freq >= sa.literal(node.min_frequency, sa.Integer())).subquery(self.name("freq"))
-            kept = [c for c in counted.c if c.key in ("v", "t", "n")]
-            return self.pick_one(counted, kept, (counted.c.freq.desc(), counted.c.t.asc()), None, "mode")
+            text = self.layout.value_text(counted.c.v).label("t")
+            kept = [c for c in counted.c if c.key in ("v", "n")] + [text]
+            return self.pick_one(counted, kept, (counted.c.freq.desc(), text.asc()), None, "mode")
         raise AssertionError(f"no SQL for {type(node).__name__}")
 
     def pick_one(self, src, kept, order, where, prefix):
@@ -315,14 +343,21 @@ class _Compiler:
         ranked = select.subquery(self.name("ranked"))
         return sa.select(*(c for c in ranked.c if c.key != "rn")).where(ranked.c.rn == 1).cte(self.name(prefix))
 
+    def likely_size(self, cte) -> int:
+        """Which CTE likely has the fewest rows: members of another audience, then profiles with
+        events, then profiles with a trait (most profiles have traits)."""
+        return 0 if cte in self._members else 2 if cte in self._traits else 1
+
     # -- traits -----------------------------------------------------------------------------------
 
     def membership(self, key: str):
         source = self.audiences[key]
         person = self.member_id(source.c.user_id)
-        return sa.select(person.label("person"), sa.literal(1, sa.Integer()).label("v"),
-                         sa.literal(1, sa.Integer()).label("t")).select_from(source) \
+        cte = sa.select(person.label("person"), sa.literal(1, sa.Integer()).label("v"),
+                        sa.literal(1, sa.Integer()).label("t")).select_from(source) \
             .where(source.c.user_id.is_not(None)).distinct().cte(self.name("member"))
+        self._members.add(cte)
+        return cte
 
     def trait_cte(self, node: t.Trait, number: bool):
         if node.key in self.audiences:
@@ -344,7 +379,9 @@ class _Compiler:
         src = sa.select(*columns).select_from(frm).where(
             *rows.filters, *conds, rows.timestamp <= self.layout.instant(self.as_of)).subquery(self.name("identifies"))
         kept = [c for c in src.c if c.key in ("v", "t", "n")]
-        return self.pick_one(src, kept, (src.c.ts.desc(), src.c.mid.desc()), src.c.t.is_not(None), "trait")
+        cte = self.pick_one(src, kept, (src.c.ts.desc(), src.c.mid.desc()), src.c.t.is_not(None), "trait")
+        self._traits.add(cte)
+        return cte
 
     # -- conditions -------------------------------------------------------------------------------
 
@@ -457,7 +494,7 @@ class _Compiler:
             if grouped is None:
                 return self.nobody()
             select, agg = grouped
-            field = ColumnField(agg)
+            field = _AggregateField(agg)
             self._guard = False
             test = self.compare(field, rule.op, rule.right, counts=isinstance(rule.left, _COUNTS))
             return self.output(select.having(test))
@@ -465,12 +502,18 @@ class _Compiler:
         for c in compares:
             ctes[c.left] = self.value_cte(c.left)
         present = [cte for cte in dict.fromkeys(ctes.values()) if cte is not None]
+        # A member must have a row in each of these CTEs: the smallest of them, as far as the rule tells,
+        # lists the candidates, and the other CTEs are joined to it. (Their union would cost a sort
+        # of every profile, and PostgreSQL misjudges its joins by orders of magnitude.)
+        required = sorted(dict.fromkeys(ctes.get(n) for n in _required(rule, self)), key=self.likely_size)
         if _empty_holds(rule, self):
             people = self.everyone()
             if people is None:
                 return self.nobody()
-        elif not present:
+        elif not present or None in required:
             return self.nobody()
+        elif required:
+            people = required[0]
         elif len(present) == 1:
             people = present[0]
         else:
@@ -546,6 +589,15 @@ def _wants_number(c: t.Compare) -> bool:
     value = c.right.value if isinstance(c.right, t.Literal) else None
     values = value if isinstance(value, tuple) else (value,)
     return any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _required(node, compiler: _Compiler) -> list:
+    """Value nodes in whose CTE a profile must have a row to satisfy the condition."""
+    if isinstance(node, t.And):
+        return [n for item in node.items for n in _required(item, compiler)]
+    if isinstance(node, (t.Or, t.Not)):
+        return []
+    return [] if _empty_holds(node, compiler) else [node.left]
 
 
 def _empty_holds(node, compiler: _Compiler) -> bool:

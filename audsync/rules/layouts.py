@@ -135,6 +135,34 @@ class JsonField(Field):
 
 
 @dataclass(frozen=True)
+class DottedJsonField(Field):
+    """property('a.b') of a JSON document: the top-level key 'a.b' when the document has it, else the
+    nested a -> b (D-SQL: '.' traverses nested objects; a warehouse flattens both to the column a_b)."""
+
+    literal: JsonField
+    nested: JsonField
+
+    def _pick(self, form: str) -> sa.ColumnElement:
+        present = self.literal.value().is_not(None)
+        return sa.case((present, getattr(self.literal, form)()), else_=getattr(self.nested, form)())
+
+    def text(self):
+        return self._pick("text")
+
+    def number(self):
+        return self._pick("number")
+
+    def value(self):
+        return self._pick("value")
+
+
+def _property(doc: sa.ColumnElement, name: str) -> Field:
+    literal = JsonField(doc, (name,))
+    parts = tuple(name.split("."))
+    return literal if len(parts) == 1 else DottedJsonField(literal, JsonField(doc, parts))
+
+
+@dataclass(frozen=True)
 class TextColumnField(Field):
     """A text column in a layout whose values are JSON text (the page name of the audsync layout)."""
 
@@ -153,12 +181,13 @@ class TextColumnField(Field):
 @dataclass(frozen=True)
 class ColumnField(Field):
     col: sa.ColumnElement
+    numeric: bool = False   # a column of a number type: no text in it to check
 
     def text(self):
         return sa.cast(self.col, sa.String())
 
     def number(self):
-        return sa.cast(self.col, sa.Float())
+        return sa.cast(self.col, sa.Float()) if self.numeric else sqlfuncs.to_number(self.col)
 
     def value(self):
         return self.col
@@ -217,10 +246,12 @@ class Layout(abc.ABC):
     value_json: bool = False
 
     def __init__(self, schema: str | None, tables: frozenset[str] | None,
-                 columns: Mapping[str, frozenset[str]] | None = None):
+                 columns: Mapping[str, frozenset[str]] | None = None,
+                 numeric: Mapping[str, frozenset[str]] | None = None):
         self.schema = schema
         self.tables = tables
         self.columns = columns
+        self.numeric = numeric or {}
         self.warnings: list[str] = []
 
     def where(self) -> str:
@@ -228,6 +259,10 @@ class Layout(abc.ABC):
 
     def has(self, table: str) -> bool:
         return self.tables is None or table in self.tables
+
+    def value_text(self, value: sa.ColumnElement) -> sa.ColumnElement:
+        """A Field's `text` form computed from its `value` form."""
+        return sqlfuncs.json_value_text(value) if self.value_json else sa.cast(value, sa.String())
 
     @abc.abstractmethod
     def instant(self, moment: datetime) -> sa.ColumnElement:
@@ -296,7 +331,7 @@ class AudsyncLayout(Layout):
             # What `audsync serve` stored as the page's name: its `name`, else properties.name.
             return TextColumnField(rows.table.c.event)
         if isinstance(node, t.Property):
-            return JsonField(rows.table.c.properties, (node.name,))
+            return _property(rows.table.c.properties, node.name)
         if isinstance(node, t.Context):
             return JsonField(rows.table.c.context, node.parts)
         return JsonField(rows.table.c.traits, (node.key,))
@@ -312,7 +347,7 @@ class SegmentLayout(Layout):
         return self.snake(name)
 
     def instant(self, moment):
-        return sa.literal(moment.astimezone(timezone.utc), sa.DateTime(timezone=True))
+        return sqlfuncs.instant_param(moment)
 
     def _table(self, name: str) -> sa.TableClause | None:
         if not name or not self.has(name):
@@ -322,7 +357,7 @@ class SegmentLayout(Layout):
     def _rows_of(self, table, filters) -> Rows:
         cols = {c: sa.column(c) for c in ("id", "user_id", "anonymous_id", "timestamp", "event_text")}
         table = sa.table(table.name, *cols.values(), schema=table.schema)
-        return Rows(table, table.c.id, table.c.user_id, table.c.anonymous_id, table.c.timestamp,
+        return Rows(table, table.c.id, table.c.user_id, table.c.anonymous_id, sqlfuncs.event_time(table.c.timestamp),
                     tuple(f(table) for f in filters), self)
 
     def events(self, name):
@@ -350,11 +385,11 @@ class SegmentLayout(Layout):
         if ident is not None:
             tb = sa.table("identifies", *(sa.column(c) for c in ("id", "anonymous_id", "user_id", "timestamp")),
                           schema=self.schema)
-            out.append(LinkRows(tb, tb.c.id, tb.c.anonymous_id, tb.c.user_id, tb.c.timestamp))
+            out.append(LinkRows(tb, tb.c.id, tb.c.anonymous_id, tb.c.user_id, sqlfuncs.event_time(tb.c.timestamp)))
         if self._table("aliases") is not None:
             tb = sa.table("aliases", *(sa.column(c) for c in ("id", "previous_id", "user_id", "timestamp")),
                           schema=self.schema)
-            out.append(LinkRows(tb, tb.c.id, tb.c.previous_id, tb.c.user_id, tb.c.timestamp))
+            out.append(LinkRows(tb, tb.c.id, tb.c.previous_id, tb.c.user_id, sqlfuncs.event_time(tb.c.timestamp)))
         return out
 
     def everyone(self):
@@ -380,7 +415,7 @@ class SegmentLayout(Layout):
             self.warnings.append(f"{what} {label!r} has no column {name or '(empty name)'} in {shown}: "
                                  "read as null")
             return NullField()
-        return ColumnField(_column(rows.table, name))
+        return ColumnField(_column(rows.table, name), name in self.numeric.get(table, ()))
 
 
 class RudderstackLayout(SegmentLayout):
@@ -400,8 +435,9 @@ def _column(table: sa.TableClause, name: str) -> sa.ColumnClause:
 
 
 def layout_for(name: str, schema: str | None, tables: frozenset[str] | None,
-               columns: Mapping[str, frozenset[str]] | None = None) -> Layout:
+               columns: Mapping[str, frozenset[str]] | None = None,
+               numeric: Mapping[str, frozenset[str]] | None = None) -> Layout:
     classes = {"audsync": AudsyncLayout, "segment": SegmentLayout, "rudderstack": RudderstackLayout}
     if name not in classes:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {name!r}")
-    return classes[name](schema, tables, columns)
+    return classes[name](schema, tables, columns, numeric)

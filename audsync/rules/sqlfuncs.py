@@ -32,6 +32,13 @@ def _param(compiler, value, type_=None, **kw) -> str:
     return compiler.process(sa.literal(value, type_ or sa.String()), **kw)
 
 
+def _template(template: str):
+    """A compile function that puts the element's one argument into `template`."""
+    def compile_(element, compiler, **kw):
+        return template.format(compiler.process(list(element.clauses)[0], **kw))
+    return compile_
+
+
 class _JsonField(FunctionElement):
     """A field of a JSON text column, by its path of keys (`keys`: top-level first)."""
 
@@ -192,6 +199,29 @@ def _json_raw_duckdb(element, compiler, **kw):
             "AS VARCHAR), 'null')")
 
 
+class json_value_text(FunctionElement):
+    """The `json_text` reading of a value already in `json_raw` form ('"pro"' -> 'pro'): parsing the
+    small value is cheaper than reading the whole document a second time."""
+
+    type = sa.String()
+    name = "json_value_text"
+    inherit_cache = True
+
+
+compiles(json_value_text)(_json_unsupported)
+
+
+@compiles(json_value_text, "sqlite")
+def _json_value_text_sqlite(element, compiler, **kw):
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return (f"CASE json_type({value}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN NULL "
+            f"ELSE CAST(json_extract({value}, '$') AS TEXT) END")
+
+
+compiles(json_value_text, "postgresql")(_template("(CAST({} AS JSONB) #>> '{{}}')"))
+compiles(json_value_text, "duckdb")(_template("json_extract_string({}, '$')"))
+
+
 class json_string(FunctionElement):
     """A text column's value as a JSON string ('"Pricing"'), NULL stays NULL: the `value` form of a
     plain text column in a layout whose values are JSON text."""
@@ -201,10 +231,7 @@ class json_string(FunctionElement):
     inherit_cache = True
 
 
-@compiles(json_string)
-def _json_string_unsupported(element, compiler, **kw):
-    raise CompileError(f"JSON fields of the audsync layout are read on {_JSON_DIALECTS}, not on "
-                       f"{compiler.dialect.name}")
+compiles(json_string)(_json_unsupported)
 
 
 @compiles(json_string, "sqlite")
@@ -334,12 +361,24 @@ def _instant(element, compiler, **kw):
     return compiler.process(sa.cast(list(element.clauses)[0], sa.DateTime(timezone=True)), **kw)
 
 
+# ISO 8601 as PostgreSQL and Redshift read it, each field in its range; the day within its month is
+# checked apart (February 30 passes here).
+_ISO_INSTANT = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+                r"([ T]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?)?(Z|[+-](0\d|1[0-5])(:?[0-5]\d)?)?$")
+
+
 @compiles(instant, "postgresql")
+@compiles(instant, "redshift")
 def _instant_pg(element, compiler, **kw):
-    # A cast of text that is no timestamp would fail the whole query: only ISO-looking text is cast.
+    # A cast of text that is no timestamp would fail the whole query: only text in ISO form whose day
+    # exists in its month is cast. The CASEs are nested because PostgreSQL does not promise to test
+    # the conditions of an AND in order, and the day check itself reads the month.
     value = compiler.process(list(element.clauses)[0], **kw)
-    pattern = _param(compiler, r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$", **kw)
-    return f"CASE WHEN {value} ~ {pattern} THEN CAST({value} AS TIMESTAMP WITH TIME ZONE) END"
+    pattern = _param(compiler, _ISO_INSTANT, **kw)
+    month_start = f"CAST(SUBSTRING({value} FROM 1 FOR 7) || '-01' AS DATE)"
+    last_day = f"EXTRACT(DAY FROM {month_start} + INTERVAL '1 month' - INTERVAL '1 day')"
+    return (f"CASE WHEN {value} ~ {pattern} THEN CASE WHEN CAST(SUBSTRING({value} FROM 9 FOR 2) AS INTEGER) "
+            f"<= {last_day} THEN CAST({value} AS TIMESTAMP WITH TIME ZONE) END END")
 
 
 @compiles(instant, "duckdb")
@@ -359,8 +398,12 @@ def _instant_bigquery(element, compiler, **kw):
 
 @compiles(instant, "sqlite")
 def _instant_sqlite(element, compiler, **kw):
-    # julianday reads ISO 8601 with a Z or an offset, and gives NULL for other text.
-    return f"julianday({compiler.process(list(element.clauses)[0], **kw)})"
+    # julianday reads ISO 8601 with a Z or an offset and gives NULL for most other text, but it rolls
+    # an impossible day over (02-30 -> 03-02) and reads 'now' or a bare number as instants too: the
+    # value counts only when its first ten characters are the date they name.
+    value = compiler.process(list(element.clauses)[0], **kw)
+    day = f"substr({value}, 1, 10)"
+    return f"CASE WHEN date(julianday({day})) = {day} THEN julianday({value}) END"
 
 
 @compiles(instant_param)
@@ -370,4 +413,61 @@ def _instant_param(element, compiler, **kw):
 
 @compiles(instant_param, "sqlite")
 def _instant_param_sqlite(element, compiler, **kw):
-    return _param(compiler, element.moment.timestamp() / 86400.0 + 2440587.5, sa.Float(), **kw)
+    # SQLite reads the text the way it reads the compared values: equal instants give equal days.
+    text = element.moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return f"julianday({_param(compiler, text, **kw)})"
+
+
+class event_time(FunctionElement):
+    """A warehouse's event timestamp column, comparable with `instant_param`. SQLite has no timestamp
+    type: a local warehouse keeps text, ISO 8601 ('2026-01-31T08:00:00Z', offsets) or SQLAlchemy's
+    '2026-01-31 08:00:00.000000', which do not compare as text; julianday reads them all."""
+
+    type = sa.DateTime(timezone=True)
+    name = "event_time"
+    inherit_cache = True
+
+
+compiles(event_time)(_template("{}"))
+compiles(event_time, "sqlite")(_template("julianday({})"))
+
+
+# --- numbers read from warehouse columns ----------------------------------------------------------
+
+class to_number(FunctionElement):
+    """A column's value as a double; NULL when it is text that is no number. A warehouse types a
+    column by the first value it saw (reference/segment-warehouse-schema.md), so a text column may
+    hold '10' and 'M': a plain CAST fails the whole query on 'M' (or, on SQLite, reads it as 0)."""
+
+    type = sa.Float()
+    name = "to_number"
+    inherit_cache = True
+
+
+_NUMBER_TEXT = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\s*$"
+
+
+@compiles(to_number, "postgresql")
+@compiles(to_number, "redshift")
+def _to_number_pg(element, compiler, **kw):
+    # The column may be a number or text: its text form is tested, then cast.
+    text = f"CAST({compiler.process(list(element.clauses)[0], **kw)} AS VARCHAR)"
+    return (f"CASE WHEN {text} ~ {_param(compiler, _NUMBER_TEXT, **kw)} "
+            f"THEN CAST({text} AS DOUBLE PRECISION) END")
+
+
+@compiles(to_number, "sqlite")
+def _to_number_sqlite(element, compiler, **kw):
+    # CAST(... AS NUMERIC) carries numeric affinity into the comparison, which turns the other side
+    # into a number only when it is one in full ('10', ' 1.5e3'): 'M' and '10 kg' stay text, unequal.
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return f"CASE WHEN {value} = CAST({value} AS NUMERIC) THEN CAST({value} AS REAL) END"
+
+
+for _dialect, _sql in {
+    None: "CAST({} AS FLOAT)",
+    "duckdb": "TRY_CAST({} AS DOUBLE)",
+    "snowflake": "TRY_TO_DOUBLE(TO_VARCHAR({}))",   # TRY_TO_DOUBLE takes text only: the column may be a number
+    "bigquery": "SAFE_CAST({} AS FLOAT64)",
+}.items():
+    compiles(to_number, *([_dialect] if _dialect else []))(_template(_sql))

@@ -94,7 +94,8 @@ class Trait:
 
 @dataclass(frozen=True)
 class Property:
-    """`property('name')`: a top-level property of the event at hand (inside where() or a reducer)."""
+    """`property('name')`: a property of the event at hand (inside where() or a reducer); with dots,
+    the top-level key of that name if the event has one, else the nested path."""
 
     name: str
     span: Span | None = _span()

@@ -10,15 +10,14 @@ from that audience's own rule, compiled into this query as a subquery, when both
 database; otherwise from its synced members in the state database, which this query can read only
 when its events are there too (the "audsync" layout: config.py refuses any other case). The run
 syncs referenced audiences first (Config.in_run_order), so those members are current; a dry run
-changes no state, so there they are the members as last synced. The compiler names its CTEs per
-query, so a rule compiled into another gets its CTE names prefixed (_renamed_ctes).
+changes no state, so there they are the members as last synced. The compiler's CTE names are
+anonymous, numbered for the whole statement, so a rule compiled into another meets none twice.
 
 `explain` gives the compiled SQL of a rule audience for its database's dialect, with its parameters.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -33,11 +32,12 @@ from .sql import SqlSource
 
 log = logging.getLogger("audsync.rules")
 
-Shape = tuple[frozenset[str] | None, Mapping[str, frozenset[str]] | None]
+Columns = Mapping[str, frozenset[str]]
+Shape = tuple[frozenset[str] | None, Columns | None, Columns | None]
 Tables = Callable[[str | None], Shape]
-"""schema -> the names of the tables (and views) there and each one's columns; (None, None) when
-they cannot be known."""
-_UNKNOWN: Tables = lambda schema: (None, None)  # noqa: E731
+"""schema -> the names of the tables (and views) there, each one's columns, and each one's columns
+of a number type; None for what cannot be known."""
+_UNKNOWN: Tables = lambda schema: (None, None, None)  # noqa: E731
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,6 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
     _rule_of(audience, config)
     by_key = {a.key: a for a in config.audiences}
     warnings: list[str] = []
-    inlined = itertools.count(1)
 
     def build(current: AudienceConfig, through: tuple[str, ...]) -> Any:  # the Compiled of `current`
         spec = current.source
@@ -86,8 +85,7 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
         for key in spec.references:
             other = by_key[key]
             if reads_inline(spec, other):
-                inner = _renamed_ctes(build(other, through + (other.name,)).query, f"ref{next(inlined)}_")
-                references[key] = inner.subquery(f"audience_{key}")
+                references[key] = build(other, through + (other.name,)).query.subquery(f"audience_{key}")
             else:
                 references[key] = synced_members(config, key)
         compiled = compile_rule(spec.tree, kind=current.kind,
@@ -106,25 +104,13 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
     return CompiledAudience(compiled.query, tuple(warnings), compiled.value_json)
 
 
-def _renamed_ctes(query: Any, prefix: str) -> Any:
-    """A copy of `query` whose CTEs' names start with `prefix`. Each compiled query names its CTEs
-    on its own ("links", "agg_1"...), and a query compiled into another would otherwise meet the
-    same names in the one WITH clause that SQLAlchemy gathers them into."""
-    from sqlalchemy.sql import visitors
-
-    def rename(cte: Any) -> None:
-        cte.name = prefix + cte.name
-
-    return visitors.cloned_traverse(query, {}, {"cte": rename})
-
-
 def _shape(spec: RuleSourceConfig, tables: Tables) -> dict[str, Any]:
     """Warehouse's `tables` and `columns` for a rule. The events store of the "audsync" layout is
     one table that the state's migrations create, whatever events it holds: nothing to inspect."""
     if spec.layout == "audsync":
         return {"tables": None, "columns": None}
-    names, columns = tables(spec.schema)
-    return {"tables": names, "columns": columns}
+    names, columns, numeric = tables(spec.schema)
+    return {"tables": names, "columns": columns, "numeric": numeric}
 
 
 def inspected_tables(conn: Any) -> Tables:
@@ -140,39 +126,52 @@ def inspected_tables(conn: Any) -> Tables:
         if schema not in known:
             names = frozenset(inspector.get_table_names(schema=schema)) | \
                 frozenset(inspector.get_view_names(schema=schema))
-            columns = _columns(conn, inspector, schema)
-            known[schema] = (names | frozenset(columns or ()), columns)
+            columns, numeric = _columns(conn, inspector, schema)
+            known[schema] = (names | frozenset(columns or ()), columns, numeric)
         return known[schema]
 
     return tables
 
 
-def _columns(conn: Any, inspector: Any, schema: str | None) -> dict[str, frozenset[str]] | None:
-    """The columns of every table and view of `schema`, in one catalogue query where the dialect
-    has one (rather than one per table of a warehouse that may hold hundreds); the standard
-    information_schema where the dialect's own reflection fails (duckdb-engine's reads PostgreSQL
-    catalogues DuckDB lacks); None when neither answers (the compiler then takes columns as named)."""
+# information_schema's data_type of number columns, lower-cased (PostgreSQL, DuckDB and the others'
+# spellings); any other type may hold text, which the compiler reads as a number only when it is one.
+_NUMBER_TYPES = frozenset({"smallint", "integer", "int", "bigint", "hugeint", "tinyint", "ubigint", "uinteger",
+                           "usmallint", "utinyint", "real", "float", "double", "double precision", "numeric",
+                           "decimal", "number", "float4", "float8", "int2", "int4", "int8", "int64", "float64"})
+
+
+def _columns(conn: Any, inspector: Any, schema: str | None) -> tuple[Columns | None, Columns | None]:
+    """The columns of every table and view of `schema`, and of those the ones of a number type, in
+    one catalogue query where the dialect has one (rather than one per table of a warehouse that may
+    hold hundreds); the standard information_schema where the dialect's own reflection fails
+    (duckdb-engine's reads PostgreSQL catalogues DuckDB lacks); None when neither answers (the
+    compiler then takes columns as named)."""
     import sqlalchemy as sa
 
     errors = (sa.exc.SQLAlchemyError, conn.dialect.loaded_dbapi.Error)
     try:
         found = inspector.get_multi_columns(schema=schema, kind=sa.engine.ObjectKind.ANY)
-        return {table: frozenset(column["name"] for column in described) for (_, table), described in found.items()}
+        rows = [(table, column["name"], isinstance(column["type"], (sa.Integer, sa.Numeric, sa.Float)))
+                for (_, table), described in found.items() for column in described]
     except errors:
         conn.rollback()  # a failed statement leaves some databases' transaction unusable
-    info = sa.table("columns", sa.column("table_schema"), sa.column("table_name"), sa.column("column_name"),
-                    schema="information_schema")
-    query = sa.select(info.c.table_name, info.c.column_name).where(
-        info.c.table_schema == (schema if schema is not None else sa.func.current_schema()))
-    try:
-        rows = conn.execute(query).all()
-    except errors:
-        conn.rollback()
-        return None
+        info = sa.table("columns", sa.column("table_schema"), sa.column("table_name"), sa.column("column_name"),
+                        sa.column("data_type"), schema="information_schema")
+        query = sa.select(info.c.table_name, info.c.column_name, info.c.data_type).where(
+            info.c.table_schema == (schema if schema is not None else sa.func.current_schema()))
+        try:
+            rows = [(table, column, str(kind).lower() in _NUMBER_TYPES) for table, column, kind in conn.execute(query)]
+        except errors:
+            conn.rollback()
+            return None, None
     columns: dict[str, set[str]] = {}
-    for table, column in rows:
+    numeric: dict[str, set[str]] = {}
+    for table, column, is_number in rows:
         columns.setdefault(table, set()).add(column)
-    return {table: frozenset(names) for table, names in columns.items()}
+        if is_number:
+            numeric.setdefault(table, set()).add(column)
+    return ({table: frozenset(names) for table, names in columns.items()},
+            {table: frozenset(numeric.get(table, ())) for table in columns})
 
 
 def _value_processor(compiled: CompiledAudience, dialect: Any) -> Any:

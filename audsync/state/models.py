@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -237,6 +238,10 @@ class Event(Base):
         Index("ix_events_user_id_timestamp", "user_id", "timestamp"),
         Index("ix_events_anonymous_id_timestamp", "anonymous_id", "timestamp"),
         Index("ix_events_event_timestamp", "event", "timestamp"),
+        # For rule audiences (migration 0003): page windows and identify rows; alias links.
+        Index("ix_events_type_timestamp", "type", "timestamp"),
+        Index("ix_events_alias_previous_id_timestamp", "previous_id", "timestamp",
+              postgresql_where=text("type = 'alias'"), sqlite_where=text("type = 'alias'")),
     )
 
     id: Mapped[int] = mapped_column(RowKey, primary_key=True)

@@ -12,22 +12,20 @@ into its own schema (PostgreSQL, DuckDB) or file (SQLite) and answers (engine, W
 
 from __future__ import annotations
 
-import gc
 import itertools
 import json
-import os
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+
+import pg_server
 
 from audsync.rules.compile import Warehouse
 from audsync.rules.layouts import rudderstack_event_table, rudderstack_snake, segment_snake
 from audsync.state.models import Event
 
 AS_OF = datetime(2026, 1, 31, 12, 0, tzinfo=timezone.utc)
-PG_ADMIN_URL = os.environ.get("AUDSYNC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 # Which layouts run on which database: the audsync layout is the state database (SQLite or
 # PostgreSQL); a warehouse layout runs on PostgreSQL, on DuckDB as a local warehouse, and on SQLite.
@@ -130,17 +128,6 @@ def _type(kinds: set) -> sa.types.TypeEngine:
     return sa.Text()
 
 
-def _pg_reachable() -> str | None:
-    try:
-        engine = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as exc:  # any failure to connect means "no server here"
-        return f"PostgreSQL at {PG_ADMIN_URL} is not reachable ({type(exc).__name__})"
-    return None
-
-
 class Warehouses:
     """Engines per database, and each (layout, event set) loaded once."""
 
@@ -148,7 +135,7 @@ class Warehouses:
         self.tmp = tmp
         self.engines: dict[str, sa.Engine] = {}
         self.loaded: dict[tuple, tuple[sa.Engine, Warehouse]] = {}
-        self.pg_db: str | None = None
+        self.pg_url: str | None = None
 
     def engine(self, database: str, key: str) -> tuple[sa.Engine, str | None]:
         if database == "sqlite":
@@ -162,17 +149,9 @@ class Warehouses:
             engine = self.engines["duckdb"]
         else:
             if "postgresql" not in self.engines:
-                reason = _pg_reachable()
-                if reason:
-                    if os.environ.get("CI") == "true":
-                        pytest.fail(f"CI=true but {reason}: PostgreSQL tests must run in CI")
-                    pytest.skip(reason)
-                self.pg_db = f"audsync_test_{uuid.uuid4().hex[:12]}"
-                admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'CREATE DATABASE "{self.pg_db}"')
-                admin.dispose()
-                self.engines["postgresql"] = sa.create_engine(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{self.pg_db}")
+                pg_server.require()
+                self.pg_url = pg_server.create_database()
+                self.engines["postgresql"] = sa.create_engine(self.pg_url)
             engine = self.engines["postgresql"]
         with engine.begin() as conn:
             conn.execute(sa.schema.CreateSchema(key, if_not_exists=True))
@@ -188,12 +167,8 @@ class Warehouses:
     def close(self):
         for engine in self.engines.values():
             engine.dispose()
-        if self.pg_db:
-            gc.collect()
-            admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
-            admin.dispose()
+        if self.pg_url:
+            pg_server.drop_database(self.pg_url)
 
 
 @pytest.fixture(scope="module")

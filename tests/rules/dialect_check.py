@@ -15,7 +15,10 @@ import re
 import sys
 from pathlib import Path
 
+# The repository root (for `tests.rules...`) and tests/, where pytest's conftests find their shared
+# modules (pg_server): pytest puts it on sys.path, a plain `python` does not.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def dialect(name: str):

@@ -179,3 +179,23 @@ def test_a_property_without_a_column_reads_as_null_with_a_warning(warehouses, da
                                        "audience"), kind="audience", warehouse=warehouse, as_of=AS_OF)
     assert compiled.warnings[0] == (f"property 'coupon' has no column coupon in "
                                     f"{warehouse.schema + '.' if warehouse.schema else ''}order_completed: read as null")
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql", "duckdb"])
+def test_number_columns_are_read_as_they_are_and_text_columns_only_when_numeric(warehouses, database):
+    from audsync.sources.rule import inspected_tables
+
+    # size's first value is text, so a warehouse makes its column text (D-WS); price is a number column.
+    events = [track("Shirt Bought", "ann", size="M", price=12.5), track("Shirt Bought", "bo", size=10, price=8)]
+    engine, warehouse = warehouses.get(database, "segment", "shirts", events)
+    with engine.connect() as conn:
+        names, columns, numeric = inspected_tables(conn)(warehouse.schema)
+    assert "price" in numeric["shirt_bought"] and "size" not in numeric["shirt_bought"]
+    warehouse = Warehouse("segment", warehouse.schema, names, columns, numeric)
+    rules = {"event('Shirt Bought').where(property('price') > 10).count() >= 1": {"ann"},
+             "event('Shirt Bought').where(property('size') > 5).count() >= 1": {"bo"},
+             "event('Shirt Bought').where(property('size') < 5).count() >= 1": set()}
+    for rule, expected in rules.items():
+        compiled = compile_rule(parse_rule(rule, "audience"), kind="audience", warehouse=warehouse, as_of=AS_OF)
+        with engine.connect() as conn:
+            assert {r.user_id for r in conn.execute(compiled.query)} == expected, rule

@@ -169,12 +169,6 @@ MIXED = [
     identify("ann", age="unknown"),
     identify("bo", age=40),
 ]
-_TEXT_CAST = ("compiler (ColumnField.number): CAST(text AS FLOAT) of a non-numeric value ('M', 'unknown') in a "
-              "warehouse text column fails the whole query")
-_SQLITE_CAST = ("compiler (ColumnField.number on SQLite): CAST('M' AS REAL) is 0, so a non-numeric text value "
-                "reads as the number 0 instead of as missing")
-_CAST_FAILS = {"postgresql-segment": _TEXT_CAST, "postgresql-rudderstack": _TEXT_CAST, "duckdb": _TEXT_CAST}
-
 EVENT_SETS = {"mixed": MIXED, "orders": ORDERS, "shoes": SHOES, "profiles": PROFILES, "identity": IDENTITY, "pages": PAGES}
 
 
@@ -325,14 +319,12 @@ TABLE = [
     # A value that is no number is missing for a number's comparison or reducer (audsync's rule, as in
     # JSON); the number 10 stored as '10' by a text column still counts.
     aud("mixed", "event('Shirt Bought').where(property('size') > 5).count() >= 1", {"bo"},
-        "D-WS column types; audsync null rule: non-numeric text is missing", xfail=_CAST_FAILS),
+        "D-WS column types; audsync null rule: non-numeric text is missing"),
     aud("mixed", "event('Shirt Bought').where(property('size') < 5).count() >= 1", set(),
-        "D-WS column types; 'M' is not < 5",
-        xfail={**_CAST_FAILS, "sqlite-segment": _SQLITE_CAST, "sqlite-rudderstack": _SQLITE_CAST}),
+        "D-WS column types; 'M' is not < 5"),
     trait_("mixed", "event('Shirt Bought').max(property('size'))", {"bo": 10},
-           "D-CT aggregation of a numeric property only",
-           xfail={**_CAST_FAILS, "sqlite-segment": _SQLITE_CAST, "sqlite-rudderstack": _SQLITE_CAST}),
-    aud("mixed", "trait('age') > 30", {"bo"}, "D-AUD greater than on a text trait column", xfail=_CAST_FAILS),
+           "D-CT aggregation of a numeric property only"),
+    aud("mixed", "trait('age') > 30", {"bo"}, "D-AUD greater than on a text trait column"),
     # --- traits: the latest identify value --------------------------------------------------------
     aud("profiles", "trait('plan') = 'gold'", {"anna", "cleo"},
         "D-SQL trait(): latest identify; a later null keeps the value (RS-LOAD)"),
@@ -361,11 +353,7 @@ TABLE = [
     aud("profiles", "NOT trait('created_at').before_date('2026-01-01T00:00:00Z')", {"cleo", "dan", "eve", "fay"},
         "D-AUD only ISO timestamps: text that is none is no date"),
     aud("profiles", "trait('trial_end').before_date('2025-06-01T00:00:00Z')", {"ben"},
-        "D-AUD only ISO timestamps: an impossible day (02-30) is no date",
-        xfail={"sqlite": "compiler (sqlfuncs.instant on SQLite): julianday() rolls 2025-02-30 over to "
-                         "2025-03-02 and reads it as a date",
-               "postgresql": "compiler (sqlfuncs.instant on PostgreSQL): the ISO-looking text passes the "
-                             "regex and the CAST fails the whole query (DatetimeFieldOverflow)"}),
+        "D-AUD only ISO timestamps: an impossible day (02-30) is no date"),
     # A warehouse's timestamp column (D-WS types) compares as dates do.
     aud("profiles", "trait('renewal_at').before_date('2026-01-01T00:00:00Z')", {"anna"},
         "D-AUD before date on a warehouse timestamp column"),
@@ -428,10 +416,7 @@ TABLE = [
         "D-WS CamelCase property names"),
     # D-SQL: "`.` traverses nested objects"; a warehouse flattens them (D-WS product.sku -> product_sku).
     aud("pages", "event('Order Completed').where(property('product.sku') = 'X1').count() >= 1", {"sam"},
-        "D-SQL '.' in property(); D-WS flattening",
-        xfail={"audsync": "compiler: property('a.b') reads the top-level key 'a.b' of the JSON properties "
-                          "(layouts.AudsyncLayout.field), while the warehouses' flattened column a_b is the "
-                          "nested value: the layouts disagree; D-SQL says '.' traverses nested objects"}),
+        "D-SQL '.' in property(); D-WS flattening"),
     # D-AUD: page and screen names "appear as page_name / screen_name".
     aud("pages", "event('Page Viewed').where(property('page_name') = 'Pricing').count() >= 1", {"quinn"},
         "D-AUD page name as page_name"),
@@ -497,10 +482,6 @@ def test_the_table_has_forty_cases_and_cites_each():
     assert len({(row.events, row.rule, row.include_anonymous) for row in TABLE}) == len(TABLE)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "compiler (segment layout on SQLite): timestamps are compared as text with SQLAlchemy's "
-    "'YYYY-MM-DD HH:MM:SS.ffffff' form of as_of, so an ISO 'T...Z' timestamp of the run's own day sorts "
-    "after it ('T' > ' ') and the event is taken as not yet happened"))
 def test_a_sqlite_warehouse_with_iso_text_timestamps_windows_by_instant(tmp_path):
     # Segment's messages carry ISO 8601 text ("2026-01-31T08:00:00Z"); a local SQLite warehouse loaded
     # from them keeps that text. D-FAQ: windows are hour-precise on `timestamp`.
