@@ -164,8 +164,16 @@ def transaction(conn: Connection, *, write: bool = True, exclusive: bool = False
             # Threads of one process take SQLite's write lock in turn here: waiting for it in
             # SQLite's busy handler instead sleeps in steps of up to 100 ms while the lock is
             # already free (serve's group commit and forwarder write all the time).
-            with _sqlite_writers(conn.engine), conn.begin():
-                yield conn
+            writers = _sqlite_writers(conn.engine)
+            # Bounded as SQLite's own wait is: a writer that never lets go fails the others as before.
+            if not writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+                raise sqlite3.OperationalError("database is locked (another thread of this process held "
+                                               f"the write lock for {SQLITE_BUSY_TIMEOUT_MS // 1000} s)")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                writers.release()
             return
     with conn.begin():
         yield conn
