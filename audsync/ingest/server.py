@@ -45,6 +45,10 @@ STOP_WITHIN_S = 27
 # A SQLite state has one writer: one serve process holds this lease on it (PostgreSQL: any number).
 SQLITE_SERVE_LEASE = "audsync serve"
 SQLITE_SERVE_LEASE_TTL_S = 60
+# serve's SQLite connections write at the ends of its tables and at scattered places of a few
+# indexes; the operating system's file cache serves the rest. A small cache per pooled connection
+# keeps serve's memory flat as the events store grows (64 MB each grew it by hundreds of MB).
+SQLITE_CACHE_MB = 8
 PRUNE_EVERY_S = 3600  # events past keep_events_days, messageIds past the 24 h dedup window, ...
 
 
@@ -160,7 +164,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     try:
         for revision in migrate.upgrade(config.state.url):
             log.info("state database: applied migration %s", revision)
-        store = StateStore(config.state.url)
+        store = StateStore(config.state.url, sqlite_cache_mb=SQLITE_CACHE_MB)
     except BaseException:
         sock.close()
         raise

@@ -9,16 +9,16 @@ from typing import Iterator
 from sqlalchemy.engine import Connection
 
 from .._redact import redact
-from .db import db_errors, make_engine, transaction
+from .db import SQLITE_CACHE_MB, db_errors, make_engine, transaction
 from .dialects import Dialect, dialect_for
 
 
 class StoreBase:
     """One state database. Thread-safe: every method takes its own pooled connection."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, sqlite_cache_mb: int = SQLITE_CACHE_MB):
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, sqlite_cache_mb=sqlite_cache_mb)
         self.dialect: Dialect = dialect_for(self.engine)
 
     def close(self) -> None:

@@ -34,7 +34,13 @@ SQLITE_FLOOR = (3, 35)
 POSTGRESQL_FLOOR = (12,)
 
 
-def make_engine(url: str) -> Engine:
+# SQLite's page cache per connection: large for the sync's big staged reads and writes. A
+# connection keeps its cache as long as it is pooled, so a process's memory grows by this much per
+# pooled connection as the database grows past it.
+SQLITE_CACHE_MB = 64
+
+
+def make_engine(url: str, *, sqlite_cache_mb: int = SQLITE_CACHE_MB) -> Engine:
     try:
         parsed = make_url(url)
     except Exception as exc:
@@ -43,7 +49,7 @@ def make_engine(url: str) -> Engine:
     if backend == "sqlite":
         _check_directory(parsed.database)
         engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _sqlite_events(engine)
+        _sqlite_events(engine, sqlite_cache_mb)
     elif backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -114,7 +120,7 @@ def _check_directory(database: str | None) -> None:
                               "point state.url at an existing one")
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, cache_mb: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # noqa: ANN001
         dbapi_connection.isolation_level = None
@@ -123,7 +129,7 @@ def _sqlite_events(engine: Engine) -> None:
         _enter_wal_mode(cursor)
         # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last ones.
         cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA cache_size = -65536")
+        cursor.execute(f"PRAGMA cache_size = -{int(cache_mb) * 1024}")
         # The staged source lives in temporary tables, whose default cache is small: a larger one
         # makes an incremental sync of millions of users faster, for more peak memory.
         cursor.execute("PRAGMA temp.cache_size = -131072")
