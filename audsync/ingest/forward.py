@@ -214,7 +214,7 @@ class Forwarder:
                 refused.append((message.claimed.id, str(message.reason)))
             else:
                 released.append(message.claimed.id)
-        if self._settle(forwarded, refused, released):
+        if self._settle(forwarded, refused, released, skipped, lags):
             self.metrics.on_forwarded(lags, skipped)
             self.metrics.on_forward_rejected([reason for _, reason in refused])
         if refused:
@@ -230,14 +230,15 @@ class Forwarder:
             return RELEASED_PAUSE_S
         return 0.0
 
-    def _settle(self, forwarded: list[int], refused: list[tuple[int, str]], released: list[int]) -> bool:
+    def _settle(self, forwarded: list[int], refused: list[tuple[int, str]], released: list[int], skipped: int,
+                lags: list[float]) -> bool:
         """Records the round; a state database that refuses is asked again until it answers or the
         forwarder stops (then the leases run out and the messages go again: False)."""
         counts = len(forwarded), len(refused)
         while True:
             try:
-                self.log.settle(forwarded, refused)
-                forwarded, refused = [], []
+                self.log.settle(forwarded, refused, skipped=skipped, lags=lags)
+                forwarded, refused, skipped, lags = [], [], 0, []
                 self.log.release(released)
                 break
             except AudsyncError as exc:

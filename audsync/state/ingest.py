@@ -32,6 +32,7 @@ from .base import StoreBase
 DEDUP_WINDOW_S = 24 * 3600       # a messageId seen this recently is acknowledged, not stored again
 KEEP_REJECTIONS_S = 30 * 86400   # how long rejections stay visible in status
 EXAMPLE_MAX_CHARS = 2048         # a rejected message's example, as stored
+FORWARD_MINUTES_KEPT_S = 86400  # what forwarders settled per minute (the status page shows the last hour)
 PRUNE_BATCH = 5000               # rows deleted per transaction: no lock is held for long
 EVENT_TYPES = frozenset({"track", "page", "screen", "identify", "group", "alias"})
 
@@ -236,16 +237,33 @@ class IngestLog:
                 f"UPDATE ingest_partitions SET expires_at = {now} + :lease WHERE claimed_by = :w "
                 f"AND expires_at >= {now}"), {"w": worker, "lease": float(lease_s)}).rowcount)
 
-    def settle(self, forwarded_ids: Sequence[int], rejected: Sequence[tuple[int, str]] = ()) -> None:
+    def settle(self, forwarded_ids: Sequence[int], rejected: Sequence[tuple[int, str]] = (), *, skipped: int = 0,
+               lags: Sequence[float] = (), now: float | None = None) -> None:
         """Amplitude's answers: forwarded messages leave the log (the events store keeps them);
         rejected ones stay as "rejected" with the reason. Settled whoever holds them now (an
         acknowledgement is a fact even from a forwarder whose lease ran out); a user is free for
-        other forwarders once their holder has no message of theirs in flight."""
+        other forwarders once their holder has no message of theirs in flight.
+
+        `skipped` of the forwarded ones were sent nothing (the settings filter them out); `lags`
+        are the others' forward lags in seconds. Both go to the minute of `now` in
+        ingest_forward_minutes."""
         ids = [int(i) for i in forwarded_ids] + [int(i) for i, _ in rejected]
         if not ids:
             return
+        now = time.time() if now is None else now
         dialect = self.store.dialect
         with self._bookkeeping() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO ingest_forward_minutes (minute, forwarded, skipped, refused, lag_sum, lag_max) "
+                "VALUES (:minute, :forwarded, :skipped, :refused, :lag_sum, :lag_max) ON CONFLICT (minute) DO UPDATE "
+                "SET forwarded = ingest_forward_minutes.forwarded + excluded.forwarded, "
+                "skipped = ingest_forward_minutes.skipped + excluded.skipped, "
+                "refused = ingest_forward_minutes.refused + excluded.refused, "
+                "lag_sum = ingest_forward_minutes.lag_sum + excluded.lag_sum, "
+                "lag_max = CASE WHEN excluded.lag_max > ingest_forward_minutes.lag_max THEN excluded.lag_max "
+                "ELSE ingest_forward_minutes.lag_max END"),
+                {"minute": int(now // 60) * 60, "forwarded": len(forwarded_ids) - skipped, "skipped": skipped,
+                 "refused": len(rejected), "lag_sum": float(sum(lags)), "lag_max": float(max(lags, default=0.0))})
             holders = self._holders(conn, ids)
             if forwarded_ids:
                 conn.execute(sa.text(f"DELETE FROM ingest_log WHERE {dialect.in_rows('id', 'int')}"),
@@ -343,6 +361,9 @@ class IngestLog:
                                   "ORDER BY id LIMIT :n) AND received_at < :cutoff", rejections_cutoff),
             "ingest_log": ("DELETE FROM ingest_log WHERE id IN (SELECT id FROM ingest_log WHERE status = 'rejected' "
                            "AND settled_at < :cutoff ORDER BY id LIMIT :n)", rejections_cutoff),
+            "ingest_forward_minutes": ("DELETE FROM ingest_forward_minutes WHERE minute IN (SELECT minute FROM "
+                                       "ingest_forward_minutes WHERE minute < :cutoff ORDER BY minute LIMIT :n)",
+                                       now - FORWARD_MINUTES_KEPT_S),
             "ingest_partitions": ("DELETE FROM ingest_partitions WHERE partition_key IN (SELECT partition_key "
                                   f"FROM ingest_partitions WHERE expires_at < {self.store.dialect.now} LIMIT :n)",
                                   None),
@@ -558,17 +579,16 @@ def _example(value: Any) -> str | None:
 def minute_counts(store: StoreBase, now: float, minutes: int = 60) -> dict[str, Any]:
     """The ingest per whole UTC minute over the last `minutes`, oldest first, the minute of `now`
     last (so far): `accepted`, messages stored (a resend deduplicated is not counted again);
-    `rejected`, reason -> messages refused by validation; and of the messages stored in each
-    minute, how many are `pending` still, were `refused` for good by Amplitude, or were
-    `forwarded` since (the rest: a forwarded message leaves the log, which keeps no time of its
-    forwarding, so forwarding is counted by the minute the message arrived). `start` is the
-    first minute's Unix time. For the status page.
+    `rejected`, reason -> messages refused by validation; and what the forwarders settled in each
+    minute (ingest_forward_minutes): `forwarded` to Amplitude, `refused` by it for good, and the
+    forwarded messages' lag in seconds, `lag_avg` and `lag_max` (None in a minute that forwarded
+    nothing). `start` is the first minute's Unix time. For the status page.
 
-    Read by index: stored messages on ingest_dedup's received_at index. The rejections and the
-    log have no index on received_at (none to maintain at every insert), but their ids follow
-    received_at, give or take the seconds between servers: the window's first id is found by a
-    binary search on the primary key, from a few minutes before it, and the rows from there on
-    are read once."""
+    Read by index: stored messages on ingest_dedup's received_at index, settled ones by the
+    minutes' primary key. The rejections have no index on received_at (none to maintain at every
+    insert), but their ids follow received_at, give or take the seconds between servers: the
+    window's first id is found by a binary search on the primary key, from a few minutes before
+    it, and the rows from there on are read once."""
     end = (int(now // 60) + 1) * 60
     start = end - minutes * 60
     slack_s = 300  # ids out of received_at order by less than this are still counted
@@ -593,27 +613,29 @@ def minute_counts(store: StoreBase, now: float, minutes: int = 60) -> dict[str, 
                 lo = mid + 1
         return int(lo)
 
-    def per_minute() -> list[int]:
+    def per_minute() -> list:
         return [0] * minutes
 
-    accepted, pending, refused, rejected = per_minute(), per_minute(), per_minute(), {}
+    accepted, forwarded, refused, rejected = per_minute(), per_minute(), per_minute(), {}
+    lag_avg: list[float | None] = [None] * minutes
+    lag_max: list[float | None] = [None] * minutes
     with store._conn(write=False) as conn:
         for m, n in conn.execute(sa.text(
                 f"SELECT {bucket} AS m, count(*) FROM ingest_dedup WHERE received_at >= :start "
                 "AND received_at < :end GROUP BY m"), window):
             accepted[int(m)] = int(n)
-        if (first := first_id(conn, "ingest_log")) is not None:
-            for m, status, n in conn.execute(sa.text(
-                    f"SELECT {bucket} AS m, status, count(*) FROM ingest_log WHERE id >= :first "
-                    "AND received_at >= :start AND received_at < :end GROUP BY m, status"),
-                    dict(window, first=first)):
-                (pending if status == PENDING else refused)[int(m)] += int(n)
+        for minute, sent, refusals, total_lag, worst_lag in conn.execute(sa.text(
+                "SELECT minute, forwarded, refused, lag_sum, lag_max FROM ingest_forward_minutes "
+                "WHERE minute >= :start AND minute < :end"), window):
+            i = (int(minute) - start) // 60
+            forwarded[i], refused[i] = int(sent), int(refusals)
+            if sent:
+                lag_avg[i], lag_max[i] = float(total_lag) / int(sent), float(worst_lag)
         if (first := first_id(conn, "ingest_rejections")) is not None:
             for m, reason, n in conn.execute(sa.text(
                     f"SELECT {bucket} AS m, reason, count(*) FROM ingest_rejections WHERE id >= :first "
                     "AND received_at >= :start AND received_at < :end GROUP BY m, reason"),
                     dict(window, first=first)):
                 rejected.setdefault(str(reason), per_minute())[int(m)] += int(n)
-    forwarded = [max(0, a - p - r) for a, p, r in zip(accepted, pending, refused)]
     return {"start": float(start), "minutes": minutes, "accepted": accepted, "forwarded": forwarded,
-            "pending": pending, "refused": refused, "rejected": rejected}
+            "refused": refused, "lag_avg": lag_avg, "lag_max": lag_max, "rejected": rejected}

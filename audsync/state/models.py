@@ -210,6 +210,23 @@ class IngestSeen(Base):
     received_at: Mapped[float] = mapped_column(Float)
 
 
+class IngestForwardMinute(Base):
+    """What the forwarders settled in one UTC minute (`minute`: its Unix time), by the minute of
+    Amplitude's answer: messages forwarded, skipped (the settings send nothing for them) and
+    refused for good, and the sum and maximum of the forwarded ones' lags (seconds from receivedAt
+    to the acknowledgement). Forwarded messages leave the log: this is what the status page shows
+    of forwarding, from any process."""
+
+    __tablename__ = "ingest_forward_minutes"
+
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    forwarded: Mapped[int] = mapped_column(BigInteger)
+    skipped: Mapped[int] = mapped_column(BigInteger)
+    refused: Mapped[int] = mapped_column(BigInteger)
+    lag_sum: Mapped[float] = mapped_column(Float)
+    lag_max: Mapped[float] = mapped_column(Float)
+
+
 class IngestRejection(Base):
     """A message of a request refused by validation, with its reason, its index in the request
     and a truncated example of it (for `audsync status`)."""

@@ -57,6 +57,7 @@ class Overview:
     ingest: dict[str, Any] | None       # as `audsync status --json` has it; None when ingest is not in use
     minutes: dict[str, Any] | None      # minute_counts, when ingest is in use
     ingest_charts: list[charts.Chart] = field(default_factory=list)
+    forward_lag: dict[str, float] | None = None   # forward_lag of the minutes
     rejected_last_hour: list[tuple[str, int]] = field(default_factory=list)
 
 
@@ -87,6 +88,7 @@ def overview(config: Config, store: StateStore, now: float, *, only: AudienceCon
         if result.ingest is not None and _has_ingest_tables(store):
             result.minutes = minute_counts(store, now, INGEST_MINUTES)
             result.ingest_charts, result.rejected_last_hour = ingest_charts(result.minutes)
+            result.forward_lag = forward_lag(result.minutes)
     return result
 
 
@@ -94,7 +96,7 @@ def _has_ingest_tables(store: StateStore) -> bool:
     """ingest_status answers for a configured ingest before the first `audsync serve` made its
     tables (with zeros); the minutes need the tables."""
     with store._conn(write=False) as conn:
-        return sa.inspect(conn).has_table("ingest_dedup")
+        return sa.inspect(conn).has_table("ingest_forward_minutes")
 
 
 def run_charts(runs_newest_first: list[dict[str, Any]]) -> list[charts.Chart]:
@@ -114,6 +116,16 @@ def run_charts(runs_newest_first: list[dict[str, Any]]) -> list[charts.Chart]:
     return result
 
 
+def forward_lag(minutes: dict[str, Any]) -> dict[str, float] | None:
+    """The forward lag over the window, of the messages forwarded in it: `avg` and `max` seconds;
+    None when nothing was forwarded."""
+    sent = sum(minutes["forwarded"])
+    if not sent:
+        return None
+    total = sum(avg * n for avg, n in zip(minutes["lag_avg"], minutes["forwarded"]) if avg is not None)
+    return {"avg": total / sent, "max": max(lag for lag in minutes["lag_max"] if lag is not None)}
+
+
 def ingest_charts(minutes: dict[str, Any]) -> tuple[list[charts.Chart], list[tuple[str, int]]]:
     """Accepted, forwarded, and rejected by reason (the most frequent one by one) per minute; and
     the last hour's rejections by reason, most frequent first."""
@@ -124,7 +136,11 @@ def ingest_charts(minutes: dict[str, Any]) -> tuple[list[charts.Chart], list[tup
         return charts.bars(name, values, [f"{label} UTC: {v:,} {what}" for label, v in zip(labels, values)])
 
     result = [series("accepted", minutes["accepted"], "messages stored"),
-              series("forwarded", minutes["forwarded"], "of the messages received then forwarded since")]
+              series("forwarded", minutes["forwarded"], "messages forwarded to Amplitude")]
+    worst = [None if lag is None else round(lag, 2) for lag in minutes["lag_max"]]
+    result.append(charts.line("forward lag, slowest message (s)", worst,
+                              [f"{label} UTC: " + ("nothing forwarded" if lag is None else f"{lag:,} s at most")
+                               for label, lag in zip(labels, worst)], height=60))
     by_reason = sorted(((reason, sum(values)) for reason, values in minutes["rejected"].items()),
                        key=lambda item: (-item[1], item[0]))
     for reason, _ in by_reason[:INGEST_REASONS]:

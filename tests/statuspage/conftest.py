@@ -76,6 +76,9 @@ def _warehouse(directory: Path, state_url: str, user_ids: list[str]) -> str:
     return f"sqlite:///{path}"
 
 
+FORWARD_LAGS = [0.5, 1.5, 2.5]  # seconds, of the three messages forwarded
+
+
 def _ingest(config: Config, now: float) -> None:
     """Messages over the last minutes: stored, some forwarded, one refused by Amplitude, and
     requests with invalid messages rejected at validation. The track events feed the rule audience."""
@@ -93,7 +96,8 @@ def _ingest(config: Config, now: float) -> None:
         # the three of 12 minutes ago forwarded, one of 3 minutes ago refused, one still pending
         first = [m.id for m in claimed if m.received_at < now - 600]
         later = [m.id for m in claimed if m.received_at >= now - 600]
-        log.settle(first, [(later[0], "invalid user_properties")])
+        # forwarded two minutes ago, with their lags
+        log.settle(first, [(later[0], "invalid user_properties")], lags=FORWARD_LAGS, now=now - 120)
         log.release(later[1:])
         log.record_rejections([{"index": 0, "reason": "userId or anonymousId is required", "example": {}},
                                {"index": 1, "reason": "type must be one of track, page", "example": {}}], "wk-src")

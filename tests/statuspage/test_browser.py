@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ingest.segment_clients import chromium, missing  # tests/ingest/segment_clients.py
 
-from .conftest import HOSTILE_EVENT, HOSTILE_KEY, HOSTILE_NAME, HOSTILE_USER
+from .conftest import FORWARD_LAGS, HOSTILE_EVENT, HOSTILE_KEY, HOSTILE_NAME, HOSTILE_USER
 from .pages import page_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +65,11 @@ def _check_numbers(page, shown: dict) -> None:
         assert page.locator(f'svg[data-series="{series}"] rect').count() == 60
     accepted = page.locator('svg[data-series="accepted"] rect title').all_text_contents()
     assert sum(int(t.rsplit(": ", 1)[1].split()[0]) for t in accepted) == ingest["stored_last_24h"]
+    forwarded = page.locator('svg[data-series="forwarded"] rect title').all_text_contents()
+    assert sum(int(t.rsplit(": ", 1)[1].split()[0]) for t in forwarded) == len(FORWARD_LAGS)
+    assert page.locator('[data-field="ingest-lag"]').inner_text().startswith(
+        f"{sum(FORWARD_LAGS) / len(FORWARD_LAGS):.2f} s on average, {max(FORWARD_LAGS):.2f} s at most")
+    assert page.locator('svg[data-series="forward lag, slowest message (s)"] circle').count() == 1
 
 
 def _check_hostile_text(page, dialogs: list[str], heading: str) -> None:

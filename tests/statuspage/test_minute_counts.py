@@ -1,5 +1,5 @@
 """minute_counts: the ingest per minute over the last hour, on SQLite and PostgreSQL, from the
-tables as IngestLog's own methods leave them."""
+tables as IngestLog's own methods leave them (settle records what was forwarded per minute)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,11 @@ def test_minute_counts_of_the_last_hour(state_url):
         log.append([first[:1]])  # a resend of a stored messageId is acknowledged, not stored again
         claimed = {m.message["userId"]: m.id for m in log.claim("w", 1000, 60)}
         forwarded = [i for u, i in claimed.items() if u.startswith("old-") or u in ("user-a", "user-b", "user-d")]
-        log.settle(forwarded, [(claimed["user-e"], "invalid user_properties")])
+        # Settled in three minutes of the window (by the time of Amplitude's answer, not of arrival);
+        # the old messages two hours ago, before it.
+        log.settle(forwarded[:120], skipped=20, lags=[1.0] * 100, now=now - 7100)
+        log.settle(forwarded[120:122], lags=[2.0, 4.0], now=at["b"])
+        log.settle(forwarded[122:], [(claimed["user-e"], "invalid user_properties")], skipped=1, now=at["c"])
         log.release([claimed["user-c"], claimed["user-f"]])
         before = time.time()
         log.record_rejections([{"index": 0, "reason": "no userId"}, {"index": 1, "reason": "no userId"},
@@ -55,9 +59,11 @@ def test_minute_counts_of_the_last_hour(state_url):
         return values
 
     assert counts["accepted"] == only((at["a"], 3), (at["b"], 2), (at["c"], 1))
-    assert counts["forwarded"] == only((at["a"], 2), (at["b"], 1))
-    assert counts["pending"] == only((at["a"], 1), (at["c"], 1))
-    assert counts["refused"] == only((at["b"], 1))
+    # Skipped messages (the settings send nothing for them) are not counted as forwarded.
+    assert counts["forwarded"] == only((at["b"], 2))
+    assert counts["refused"] == only((at["c"], 1))
+    assert counts["lag_avg"][minute(at["b"])] == 3.0 and counts["lag_max"][minute(at["b"])] == 4.0
+    assert [i for i, lag in enumerate(counts["lag_avg"]) if lag is not None] == [minute(at["b"])]
     assert set(counts["rejected"]) == {"no userId", "bad type"}
     assert sum(counts["rejected"]["no userId"]) == 2 and sum(counts["rejected"]["bad type"]) == 1
     assert {i for i, n in enumerate(counts["rejected"]["no userId"]) if n} <= {minute(before), minute(after)}
@@ -70,5 +76,6 @@ def test_minute_counts_of_an_unused_ingest_are_zeros(state_url):
         counts = minute_counts(store, time.time(), minutes=15)
     finally:
         store.close()
-    assert counts["accepted"] == counts["forwarded"] == counts["pending"] == counts["refused"] == [0] * 15
+    assert counts["accepted"] == counts["forwarded"] == counts["refused"] == [0] * 15
+    assert counts["lag_avg"] == counts["lag_max"] == [None] * 15
     assert counts["rejected"] == {}
