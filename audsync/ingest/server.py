@@ -161,6 +161,8 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     port = ingest.port if port is None else port
     setting = "--host/--port" if (host, port) != (ingest.host, ingest.port) else f"{config.path}: ingest.host/port"
     sock = bind(host, port, setting)
+    # From here on a stop signal stops serve cleanly, even one that arrives while it is starting.
+    signals = _StopSignals()
     try:
         for revision in migrate.upgrade(config.state.url):
             log.info("state database: applied migration %s", revision)
@@ -184,7 +186,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
                 access_log=False, server_header=False, timeout_graceful_shutdown=GRACEFUL_STOP_S,
             ))
             _route_uvicorn_logs()
-            _stop_on_signals(server, forwarder)
+            signals.attach(server, forwarder)
             if forwarder is not None:
                 forwarder.start()
             else:
@@ -213,22 +215,40 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     return 0
 
 
-def _stop_on_signals(server: uvicorn.Server, forwarder: "Forwarder | None") -> None:
-    def on_signal(signum: int, frame: object) -> None:
+class _StopSignals:
+    """SIGTERM and SIGINT: the first stops serve cleanly (see `serve`), a second exits at once. A
+    signal that arrives before the server and forwarder exist (serve is still starting) stops them
+    as soon as they are attached."""
+
+    def __init__(self) -> None:
+        self.server: uvicorn.Server | None = None
+        self.forwarder: "Forwarder | None" = None
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def attach(self, server: uvicorn.Server, forwarder: "Forwarder | None") -> None:
+        self.server, self.forwarder = server, forwarder
+        if self.requested:
+            self._stop()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
-        if server.should_exit:
+        if self.requested:
             log.warning("%s again: exiting at once; unanswered clients send their messages again", name)
             for handler in logging.getLogger("audsync").handlers:
                 handler.flush()
             os._exit(128 + signum)
         log.info("%s: stopping: no new connections, answering the requests in flight "
                  "(a second signal exits at once)", name)
-        server.should_exit = True
-        if forwarder is not None:
-            forwarder.begin_stop(FORWARD_DRAIN_S, STOP_WITHIN_S)
+        self.requested = True
+        self._stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def _stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.forwarder is not None:
+            self.forwarder.begin_stop(FORWARD_DRAIN_S, STOP_WITHIN_S)
 
 
 def _route_uvicorn_logs() -> None:

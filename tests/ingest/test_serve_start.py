@@ -81,3 +81,12 @@ def test_several_servers_share_one_postgresql_state(tmp_path, pg_url, servers):
     first, second = servers(config), servers(config)
     assert first.port and second.port
     assert first.stop() == 0 and second.stop() == 0
+
+
+def test_a_stop_signal_while_serve_is_starting_stops_it_cleanly(tmp_path, state_url, servers):
+    # The first migration's log line comes after serve took the stop signals over and before it
+    # serves: a service manager's SIGTERM then must not kill it mid-start with the signal.
+    proc = servers(write_config(tmp_path, state_url, ingest=f'write_keys = ["{WRITE_KEY}"]\nforward = true\n'))
+    proc.wait_for("state database: applied migration 0001")
+    assert proc.stop() == 0, proc.output()
+    assert "stopped cleanly" in proc.output()
