@@ -8,8 +8,9 @@ migrations and then bulk SQL:
              each audience with 1% of its size pending and 0.5% rejected (with their rejections)
   ingest     --messages messages stored over the last 24 hours (ingest_dedup; 15% of them in the
              last hour), 2% of the last hour still pending and 0.1% refused by Amplitude in the
-             log (with 20,000 older refused rows), and 50,000 validation rejections over 30
-             days (5% in the last hour, five reasons)
+             log (with 20,000 older refused rows), what the forwarders settled per minute
+             over the day, and 50,000 validation rejections over 30 days (5% in the last hour,
+             five reasons)
 What it measures, in-process with the daemon's StatusPage (the same object serve and the daemon
 use, its store opened once, as they do): the wall time of GET / and of GET /audiences/{key} for
 the big audience, the first (cold: a fresh connection pool and, on PostgreSQL, cold plans) and
@@ -108,6 +109,10 @@ def build(url: str, config_path: Path, members: int, messages: int, runs: int) -
                    "'{}', CASE WHEN i % 20 = 0 THEN 'rejected' ELSE 'pending' END, 1, "
                    "CASE WHEN i % 20 = 0 THEN 'invalid user_properties' END, "
                    "CASE WHEN i % 20 = 0 THEN :t END FROM {s}", kept, t=now, n=kept)
+            # what the forwarders settled: a row per minute of the day, as they leave it
+            insert("INSERT INTO ingest_forward_minutes (minute, forwarded, skipped, refused, lag_sum, lag_max) "
+                   "SELECT :m - 60 * i, :per, 0, i % 2, :per * 0.4, 1.5 FROM {s}", 1440,
+                   m=int(now // 60) * 60, per=messages // 1440)
             reasons = " ".join(f"WHEN {k} THEN '{r}'" for k, r in enumerate(REASONS))
             insert("INSERT INTO ingest_rejections (received_at, source, reason, message_index, message_id, example) "
                    f"SELECT :t - 86400 * 30 + (86400.0 * 30 - 3600) * i / 47500, 'wk-x', CASE i % 5 {reasons} END, "

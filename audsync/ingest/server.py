@@ -47,7 +47,7 @@ SQLITE_SERVE_LEASE = "audsync serve"
 SQLITE_SERVE_LEASE_TTL_S = 60
 # serve's SQLite connections write at the ends of its tables and at scattered places of a few
 # indexes; the operating system's file cache serves the rest. A small cache per pooled connection
-# keeps serve's memory flat as the events store grows (64 MB each grew it by hundreds of MB).
+# keeps serve's memory flat as the events store grows (the sync's large caches grew with it).
 SQLITE_CACHE_MB = 8
 PRUNE_EVERY_S = 3600  # events past keep_events_days, messageIds past the 24 h dedup window, ...
 
