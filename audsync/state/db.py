@@ -48,7 +48,10 @@ def make_engine(url: str, *, sqlite_cache_mb: int = SQLITE_CACHE_MB) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         _check_directory(parsed.database)
-        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        # Last in, first out: the connections a process needs at once are the ones it reuses, and
+        # the pool's others (with their page caches) stay cold instead of each filling in turn.
+        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                                  pool_use_lifo=True)
         _sqlite_events(engine, sqlite_cache_mb)
     elif backend == "postgresql":
         if parsed.drivername == "postgresql":
