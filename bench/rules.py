@@ -419,17 +419,44 @@ class Hand:
                 SELECT person AS user_id FROM pv GROUP BY person HAVING count(DISTINCT mid) >= 3
                 EXCEPT SELECT person FROM orders"""
         if key == "pro_big_spenders":
+            # trait('plan') as the rule defines it (audsync/rules/compile.py, DESIGN.md section 7): the
+            # latest identify up to the run's start, by timestamp then message id, that set a plan,
+            # an identify with only an anonymous id counting for the user its latest link names.
+            # Segment's `users` table would be no answer: it holds the traits as last loaded, ordered
+            # by load and not by timestamp, with no instant to evaluate as of, and without the
+            # identifies that carried only an anonymous id.
+            big_links = """big_links AS MATERIALIZED (
+                SELECT l.anon, l.user_id FROM links l WHERE l.user_id IN (SELECT person FROM big))"""
             if self.layout == "audsync":
-                # The latest identify that set a plan, per big spender, through (user_id, timestamp).
-                return f"""WITH {self.links}, {self.big_spenders()}
-                    SELECT b.person AS user_id FROM big b
-                    WHERE (SELECT i.traits::jsonb ->> 'plan' FROM events i
-                           WHERE i.user_id = b.person AND i.type = 'identify' AND i.timestamp <= :as_of
-                             AND i.traits::jsonb ->> 'plan' IS NOT NULL
-                           ORDER BY i.timestamp DESC, i.message_id DESC LIMIT 1) = 'pro'"""
-            # Segment's users table holds each user's latest traits.
-            return f"""WITH {self.links}, {self.big_spenders()}
-                SELECT b.person AS user_id FROM big b JOIN seg.users u ON u.id = b.person WHERE u.plan = 'pro'"""
+                # The identify rows by the (type, timestamp) index, gathered first: left to itself,
+                # PostgreSQL looks each big spender up through the (user_id, timestamp) index, which
+                # reads every event of the profile, and takes longer.
+                return f"""WITH {self.links}, {self.big_spenders()}, {big_links},
+                    identifies AS MATERIALIZED (
+                        SELECT i.user_id, i.anonymous_id, i.traits, i.timestamp, i.message_id FROM events i
+                        WHERE i.type = 'identify' AND i.timestamp <= :as_of),
+                    plans AS (
+                        SELECT DISTINCT ON (person) person, plan FROM (
+                            SELECT i.user_id AS person, i.traits::jsonb ->> 'plan' AS plan, i.timestamp, i.message_id
+                            FROM identifies i WHERE i.user_id IN (SELECT person FROM big)
+                            UNION ALL
+                            SELECT bl.user_id, i.traits::jsonb ->> 'plan', i.timestamp, i.message_id FROM identifies i
+                            JOIN big_links bl ON bl.anon = i.anonymous_id WHERE i.user_id IS NULL) AS p
+                        WHERE plan IS NOT NULL
+                        ORDER BY person, timestamp DESC, message_id DESC)
+                    SELECT person AS user_id FROM plans WHERE plan = 'pro'"""
+            # No index in a Segment warehouse: one pass over identifies, keeping the big spenders' rows.
+            return f"""WITH {self.links}, {self.big_spenders()}, {big_links},
+                plans AS (
+                    SELECT DISTINCT ON (person) person, plan FROM (
+                        SELECT i.user_id AS person, i.plan, i.timestamp, i.id FROM seg.identifies i
+                        WHERE i.user_id IN (SELECT person FROM big) AND i.plan IS NOT NULL AND i.timestamp <= :as_of
+                        UNION ALL
+                        SELECT bl.user_id, i.plan, i.timestamp, i.id FROM seg.identifies i
+                        JOIN big_links bl ON bl.anon = i.anonymous_id
+                        WHERE i.user_id IS NULL AND i.plan IS NOT NULL AND i.timestamp <= :as_of) AS p
+                    ORDER BY person, timestamp DESC, id DESC)
+                SELECT person AS user_id FROM plans WHERE plan = 'pro'"""
         raise KeyError(key)
 
     def params(self, as_of: datetime) -> dict:

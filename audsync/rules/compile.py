@@ -98,15 +98,19 @@ class Compiled:
 
 def compile_rule(rule, *, kind: str, warehouse: Warehouse, as_of: datetime,
                  include_anonymous: bool = False,
-                 audiences: Mapping[str, sa.FromClause] | None = None) -> Compiled:
+                 audiences: Mapping[str, sa.FromClause] | None = None,
+                 shared: dict | None = None) -> Compiled:
     """Compile a parsed rule (parse_rule(text, kind)) into one query. `as_of` is the run's start (a
     naive datetime is UTC). `audiences` maps other audiences' keys to selectables with a `user_id`
-    column of their members: `trait(key)` of such a key is membership."""
+    column of their members: `trait(key)` of such a key is membership. `shared`, one dict for the
+    rules compiled into one query (an audience and those it reads inline), lets them use one CTE of
+    the identity links where they read the same events: the database builds it once."""
     if kind not in ("audience", "computed_trait"):
         raise ValueError(f"kind must be 'audience' or 'computed_trait', not {kind!r}")
     as_of = as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of.astimezone(timezone.utc)
     layout = layout_for(warehouse.layout, warehouse.schema, warehouse.tables, warehouse.columns, warehouse.numeric)
-    compiler = _Compiler(layout, as_of, include_anonymous, dict(audiences or {}))
+    compiler = _Compiler(layout, as_of, include_anonymous, dict(audiences or {}),
+                         shared if shared is not None else {}, (warehouse.layout, warehouse.schema))
     if kind == "audience":
         if not _is_condition(rule):
             raise ConfigError("an audience rule must end in a condition")
@@ -156,8 +160,10 @@ class _CteField(Field):
 
 class _Compiler:
     def __init__(self, layout: Layout, as_of: datetime, include_anonymous: bool,
-                 audiences: dict[str, sa.FromClause]):
+                 audiences: dict[str, sa.FromClause], shared: dict, events: tuple):
         self.layout = layout
+        self.shared = shared
+        self.events = events
         self.as_of = as_of
         self.anonymous = include_anonymous
         self.audiences = audiences
@@ -169,6 +175,8 @@ class _Compiler:
         self._guard = True
         self._traits: set = set()   # CTEs of trait values
         self._members: set = set()  # CTEs of other audiences' members
+        self._candidates = None     # the CTE every member must be in, when it is another audience's
+        self._presence_only: set = set()  # counts whose comparisons hold alike for every count >= 1
 
     # -- profiles ---------------------------------------------------------------------------------
 
@@ -183,6 +191,13 @@ class _Compiler:
         if self._links_built:
             return self._links
         self._links_built = True
+        key = ("links", self.events, self.as_of)
+        if key not in self.shared:
+            self.shared[key] = self._build_links()
+        self._links = self.shared[key]
+        return self._links
+
+    def _build_links(self):
         parts = [sa.select(r.anonymous_id.label("anonymous_id"), r.user_id.label("user_id"),
                            r.timestamp.label("ts"), r.message_id.label("mid"))
                  .where(r.anonymous_id.is_not(None), r.user_id.is_not(None),
@@ -194,8 +209,7 @@ class _Compiler:
         rank = sa.func.row_number().over(partition_by=rows.c.anonymous_id,
                                          order_by=(rows.c.ts.desc(), rows.c.mid.desc()))
         ranked = sa.select(rows.c.anonymous_id, rows.c.user_id, rank.label("rn")).subquery(self.name("ranked_links"))
-        self._links = sa.select(ranked.c.anonymous_id, ranked.c.user_id).where(ranked.c.rn == 1).cte(self.name("links"))
-        return self._links
+        return sa.select(ranked.c.anonymous_id, ranked.c.user_id).where(ranked.c.rn == 1).cte(self.name("links"))
 
     def profile(self, rows: Rows):
         """(FROM clause, profile expression, conditions) of `rows`: the profile each row counts for."""
@@ -211,6 +225,23 @@ class _Compiler:
         person = sa.case((user_id.is_not(None), sa.literal("u:", sa.String()) + sa.cast(user_id, sa.String())),
                          else_=sa.literal("a:", sa.String()) + sa.cast(rows.anonymous_id, sa.String()))
         return frm, person, [sa.or_(user_id.is_not(None), rows.anonymous_id.is_not(None))]
+
+    def candidates_rows(self, rows: Rows, columns, conds):
+        """SELECT columns(person) FROM rows WHERE conds, for the profiles in self._candidates only (user
+        profiles: members of another audience). Rows with a user id are matched to the candidates
+        directly, and only anonymous-only rows go through the links, those of candidates: not every
+        row through a join with every link before the candidates are kept."""
+        candidates = sa.select(self._candidates.c.person)
+        known = self.member_id(rows.user_id)
+        identified = sa.select(*columns(known)).select_from(rows.table).where(
+            rows.user_id.is_not(None), known.in_(candidates), *conds)
+        links = self.links()
+        if links is None:
+            return identified
+        linked = self.member_id(links.c.user_id)
+        return sa.union_all(identified, sa.select(*columns(linked)).select_from(
+            rows.table.join(links, links.c.anonymous_id == rows.anonymous_id)).where(
+            rows.user_id.is_(None), linked.in_(candidates), *conds))
 
     def member_id(self, user_id):
         """A member list's user_id as a profile expression."""
@@ -293,6 +324,13 @@ class _Compiler:
 
     def _value_cte(self, node):
         number = node in self._numbers
+        if isinstance(node, t.Count) and node in self._presence_only:
+            # Only "any events or none" matters: count(*) tells that without counting distinct message
+            # ids, which sorts the stream per profile.
+            src = self.stream(node.stream)
+            if src is None:
+                return None
+            return sa.select(src.c.person, sa.func.count().label("v")).group_by(src.c.person).cte(self.name("any"))
         if isinstance(node, _NUMERIC):
             grouped = self.grouped(node)
             if grouped is None:
@@ -371,13 +409,23 @@ class _Compiler:
         field = rows.field(node)
         if isinstance(field, NullField):
             return None
-        frm, person, conds = self.profile(rows)
-        columns = [person.label("person"), rows.message_id.label("mid"), rows.timestamp.label("ts"),
+
+        def columns(person):
+            out = [person.label("person"), rows.message_id.label("mid"), rows.timestamp.label("ts"),
                    field.value().label("v"), field.text().label("t")]
-        if number:
-            columns.append(field.number().label("n"))
-        src = sa.select(*columns).select_from(frm).where(
-            *rows.filters, *conds, rows.timestamp <= self.layout.instant(self.as_of)).subquery(self.name("identifies"))
+            return out + [field.number().label("n")] if number else out
+
+        conds = [*rows.filters, rows.timestamp <= self.layout.instant(self.as_of)]
+        if self._candidates is None or self.layout.user_index:
+            frm, person, profiled = self.profile(rows)
+            if self._candidates is not None:
+                # Matched on the profile, after the links, so that the database finds them among the
+                # identify rows, not through the user_id index (Layout.user_index).
+                profiled = [*profiled, person.in_(sa.select(self._candidates.c.person))]
+            src = sa.select(*columns(person)).select_from(frm).where(*conds, *profiled)
+        else:
+            src = self.candidates_rows(rows, columns, conds)
+        src = src.subquery(self.name("identifies"))
         kept = [c for c in src.c if c.key in ("v", "t", "n")]
         cte = self.pick_one(src, kept, (src.c.ts.desc(), src.c.mid.desc()), src.c.t.is_not(None), "trait")
         self._traits.add(cte)
@@ -498,6 +546,15 @@ class _Compiler:
             self._guard = False
             test = self.compare(field, rule.op, rule.right, counts=isinstance(rule.left, _COUNTS))
             return self.output(select.having(test))
+        counts = {c.left for c in compares if isinstance(c.left, t.Count)}
+        self._presence_only = {n for n in counts
+                               if all(_alike_from_one(c, self.as_of) for c in compares if c.left == n)}
+        # When a member must be a member of another audience, those members are the candidates, and
+        # traits are read for them only: the latest identify per profile is a sort of every identify
+        # otherwise, to keep a few hundred.
+        members = [n for n in _required(rule, self) if isinstance(n, t.Trait) and n.key in self.audiences]
+        if members:
+            self._candidates = self.value_cte(members[0])
         ctes = {}
         for c in compares:
             ctes[c.left] = self.value_cte(c.left)
@@ -616,6 +673,20 @@ def _empty_holds(node, compiler: _Compiler) -> bool:
     if isinstance(node.left, _COUNTS):
         return _holds(0, node.op, node.right, compiler.as_of)
     return node.op is t.Op.IS_NULL
+
+
+def _alike_from_one(c: t.Compare, as_of) -> bool:
+    """Whether a comparison of a count gives the same answer for every count from 1 up: a count
+    compared only so needs no counting, only whether the profile has an event."""
+    value = c.right.value if isinstance(c.right, t.Literal) else None
+    values = [v for v in (value if isinstance(value, tuple) else (value,))
+              if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    top = max(values, default=0)
+    if top > 1000:
+        return False
+    # Between two constants a comparison with them changes nowhere: checking each count up to
+    # the largest constant and one past it covers every count.
+    return len({_holds(k, c.op, c.right, as_of) for k in range(1, int(top) + 3)}) == 1
 
 
 def _holds(value: int, op: t.Op, right, as_of) -> bool:

@@ -77,6 +77,7 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
     _rule_of(audience, config)
     by_key = {a.key: a for a in config.audiences}
     warnings: list[str] = []
+    shared: dict = {}  # what the rules compiled into this one query build once (compile_rule)
 
     def build(current: AudienceConfig, through: tuple[str, ...]) -> Any:  # the Compiled of `current`
         spec = current.source
@@ -92,7 +93,7 @@ def compile_audience(config: Config, audience: AudienceConfig, as_of: datetime, 
                                 warehouse=Warehouse(layout=spec.layout, schema=spec.schema,
                                                     **_shape(spec, tables)),
                                 as_of=as_of, include_anonymous=current.include_anonymous,
-                                audiences=references or None)
+                                audiences=references or None, shared=shared)
         chain = ""
         if through:
             via = "".join(f" through {quoted(name)}" for name in through[:-1])

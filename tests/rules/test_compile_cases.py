@@ -62,7 +62,20 @@ SHOP = [
     track("Order Completed", "u11", total=999, ago=-1),              # after as_of: not yet
     track("Order Completed", "u12", total=10, gift=True, ago=4),
 ]
-EVENT_SETS = {"shop": SHOP}
+# Traits read for the members of another audience only: an identify with only an anonymous id
+# still counts for the member it is linked to.
+PLANS = [
+    identify("u1", plan="pro", ago=10),
+    identify("u2", "a2", plan="free", ago=10),
+    identify(None, "a2", plan="pro", ago=5),           # u2's latest plan, through a2's link
+    identify("u3", plan="pro", ago=10),
+    identify("u3", plan="free", ago=3),
+    identify("u4", plan="pro", ago=10),                # not in the audience read
+    identify("u5", "a5", plan="free", ago=10),
+    identify(None, "a5", plan="pro", ago=5),           # u5 is not in it either
+    track("Order Completed", None, "a2", total=20, ago=1),
+]
+EVENT_SETS = {"shop": SHOP, "plans": PLANS}
 
 KNOWN = {"u1", "u2", "u3", "u4", "u5", "u6", "u8", "u9", "u10", "u12"}
 ORDERED = {"u1", "u2", "u4", "u10", "u12"}
@@ -142,6 +155,17 @@ CASES = [
     # other audiences
     Case("trait('vip') AND event('Order Completed').count() >= 1", {"u1"}, audiences={"vip": ["u1", "u3"]}),
     Case("NOT trait('vip')", KNOWN - {"u1", "u3"}, audiences={"vip": ["u1", "u3"]}),
+    Case("trait('vip') AND trait('plan') = 'pro'", {"u1", "u2"}, events="plans",
+         audiences={"vip": ["u1", "u2", "u3"]}),
+    Case("trait('vip') AND trait('plan') = 'pro'", {("u1", None), ("u2", None)}, events="plans",
+         include_anonymous=True, audiences={"vip": ["u1", "u2", "u3"]}),
+    Case("trait('vip') AND NOT (trait('plan') = 'pro') AND event('Order Completed').count() >= 1", set(),
+         events="plans", audiences={"vip": ["u1", "u2", "u3"]}),
+    # a count compared only as "any or none", and one whose duplicate message must count once
+    Case("event('Order Completed').count() >= 1 AND NOT (event('Product Viewed').count() > 0)",
+         ORDERED - {"u2"}),
+    Case("event('Order Completed').within(30 days).count() >= 1 AND event('Order Completed').within(30 days)"
+         ".count() <= 1", {"u2", "u4", "u10", "u12"}),
     # an event no table holds
     Case("event('Never Happened').count() >= 1", set(), warning="Never Happened"),
     Case("event('Never Happened').count() = 0", KNOWN, warning="Never Happened"),
