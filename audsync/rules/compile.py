@@ -206,10 +206,9 @@ class _Compiler:
         if not parts:
             return None
         rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery(self.name("link_rows"))
-        rank = sa.func.row_number().over(partition_by=rows.c.anonymous_id,
-                                         order_by=(rows.c.ts.desc(), rows.c.mid.desc()))
-        ranked = sa.select(rows.c.anonymous_id, rows.c.user_id, rank.label("rn")).subquery(self.name("ranked_links"))
-        return sa.select(ranked.c.anonymous_id, ranked.c.user_id).where(ranked.c.rn == 1).cte(self.name("links"))
+        return sqlfuncs.first_per((rows.c.anonymous_id, rows.c.user_id), rows.c.anonymous_id,
+                                  (rows.c.ts.desc(), rows.c.mid.desc()), name=self.name("ranked_links")) \
+            .cte(self.name("links"))
 
     def profile(self, rows: Rows):
         """(FROM clause, profile expression, conditions) of `rows`: the profile each row counts for."""
@@ -374,12 +373,8 @@ class _Compiler:
 
     def pick_one(self, src, kept, order, where, prefix):
         """Per person, the row first in `order`: a CTE (person, v, t[, n])."""
-        rank = sa.func.row_number().over(partition_by=src.c.person, order_by=order)
-        select = sa.select(src.c.person, *kept, rank.label("rn"))
-        if where is not None:
-            select = select.where(where)
-        ranked = select.subquery(self.name("ranked"))
-        return sa.select(*(c for c in ranked.c if c.key != "rn")).where(ranked.c.rn == 1).cte(self.name(prefix))
+        return sqlfuncs.first_per((src.c.person, *kept), src.c.person, order, where,
+                                  name=self.name("ranked")).cte(self.name(prefix))
 
     def likely_size(self, cte) -> int:
         """Which CTE likely has the fewest rows: members of another audience, then profiles with
