@@ -206,10 +206,9 @@ class _Compiler:
         if not parts:
             return None
         rows = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery(self.name("link_rows"))
-        rank = sa.func.row_number().over(partition_by=rows.c.anonymous_id,
-                                         order_by=(rows.c.ts.desc(), rows.c.mid.desc()))
-        ranked = sa.select(rows.c.anonymous_id, rows.c.user_id, rank.label("rn")).subquery(self.name("ranked_links"))
-        return sa.select(ranked.c.anonymous_id, ranked.c.user_id).where(ranked.c.rn == 1).cte(self.name("links"))
+        return sqlfuncs.first_per((rows.c.anonymous_id, rows.c.user_id), rows.c.anonymous_id,
+                                  (rows.c.ts.desc(), rows.c.mid.desc()), name=self.name("ranked_links")) \
+            .cte(self.name("links"))
 
     def profile(self, rows: Rows):
         """(FROM clause, profile expression, conditions) of `rows`: the profile each row counts for."""
@@ -222,32 +221,53 @@ class _Compiler:
             user_id = sa.func.coalesce(rows.user_id, links.c.user_id)
         if not self.anonymous:
             return frm, user_id, [user_id.is_not(None)]
-        person = sa.case((user_id.is_not(None), sa.literal("u:", sa.String()) + sa.cast(user_id, sa.String())),
-                         else_=sa.literal("a:", sa.String()) + sa.cast(rows.anonymous_id, sa.String()))
+        person = sa.case((user_id.is_not(None), self.member_id(user_id)), else_=self.anonymous_id(rows.anonymous_id))
         return frm, person, [sa.or_(user_id.is_not(None), rows.anonymous_id.is_not(None))]
 
-    def candidates_rows(self, rows: Rows, columns, conds):
-        """SELECT columns(person) FROM rows WHERE conds, for the profiles in self._candidates only (user
-        profiles: members of another audience). Rows with a user id are matched to the candidates
-        directly, and only anonymous-only rows go through the links, those of candidates: not every
-        row through a join with every link before the candidates are kept."""
-        candidates = sa.select(self._candidates.c.person)
+    def split_rows(self, rows: Rows, columns, conds, only=None):
+        """SELECT columns(person) FROM rows WHERE conds, as two parts joined by UNION ALL: rows with a
+        user id, whose profile is that user, and anonymous-only rows, which alone go through the links.
+        Not every row through a join with every link, which sorts or hashes the whole stream by
+        anonymous id to give most rows the user id they already have. `only`, a select of profiles
+        (user profiles: members of another audience), keeps the rows of those profiles."""
         known = self.member_id(rows.user_id)
-        identified = sa.select(*columns(known)).select_from(rows.table).where(
-            rows.user_id.is_not(None), known.in_(candidates), *conds)
+        identified = sa.select(*columns(known)).select_from(rows.table).where(rows.user_id.is_not(None), *conds)
+        if only is not None:
+            identified = identified.where(known.in_(only))
         links = self.links()
-        if links is None:
+        if links is None and (only is not None or not self.anonymous):
             return identified
-        linked = self.member_id(links.c.user_id)
-        return sa.union_all(identified, sa.select(*columns(linked)).select_from(
-            rows.table.join(links, links.c.anonymous_id == rows.anonymous_id)).where(
-            rows.user_id.is_(None), linked.in_(candidates), *conds))
+        # The anonymous-only rows first, then their links: PostgreSQL cannot estimate how many links
+        # are left after keeping the latest (it guesses 200), and would otherwise plan a join that
+        # builds the links once per parallel worker, or probes an index once per link.
+        rows_of = sa.select(*columns(rows.anonymous_id)).select_from(rows.table).where(
+            rows.user_id.is_(None), rows.anonymous_id.is_not(None), *conds) \
+            .cte(self.name("anonymous")).prefix_with("MATERIALIZED", dialect="postgresql")
+        rest = [c for c in rows_of.c if c.key != "person"]
+        if links is None:
+            frm, person = rows_of, self.anonymous_id(rows_of.c.person)
+        elif self.anonymous and only is None:
+            frm = rows_of.outerjoin(links, links.c.anonymous_id == rows_of.c.person)
+            person = sa.case((links.c.user_id.is_not(None), self.member_id(links.c.user_id)),
+                             else_=self.anonymous_id(rows_of.c.person))
+        else:
+            frm = rows_of.join(links, links.c.anonymous_id == rows_of.c.person)
+            person = self.member_id(links.c.user_id)
+        anonymous = sa.select(person.label("person"), *rest).select_from(frm)
+        if only is not None:
+            anonymous = anonymous.where(person.in_(only))
+        return sa.union_all(identified, anonymous)
 
     def member_id(self, user_id):
         """A member list's user_id as a profile expression."""
         if not self.anonymous:
             return user_id
         return sa.literal("u:", sa.String()) + sa.cast(user_id, sa.String())
+
+    @staticmethod
+    def anonymous_id(anonymous_id):
+        """An anonymous-only profile's anonymous_id as a profile expression (with include_anonymous)."""
+        return sa.literal("a:", sa.String()) + sa.cast(anonymous_id, sa.String())
 
     def everyone(self):
         parts = []
@@ -274,8 +294,7 @@ class _Compiler:
             if message not in self.warnings:
                 self.warnings.append(message)
             return None
-        frm, person, conds = self.profile(rows)
-        conds = [*rows.filters, *conds, rows.timestamp <= self.layout.instant(self.as_of)]
+        conds = [*rows.filters, rows.timestamp <= self.layout.instant(self.as_of)]
         window = stream.window
         if isinstance(window, t.Within):
             conds.append(rows.timestamp >= self.layout.instant(self.as_of - window.duration.timedelta))
@@ -284,11 +303,17 @@ class _Compiler:
             conds.append(rows.timestamp <= self.layout.instant(self.as_of - window.start.timedelta))
         for condition in stream.conditions:
             conds.append(self.condition(condition, lambda node, rows=rows: rows.field(node)))
-        columns = [person.label("person"), rows.message_id.label("mid"), rows.timestamp.label("ts")]
-        for form in fields:
-            field = rows.field(form[1])
-            columns.append({"t": field.text, "n": field.number, "v": field.value}[form[0]]().label(form[0]))
-        return sa.select(*columns).select_from(frm).where(*conds).subquery(self.name("events"))
+        read = [(form[0], rows.field(form[1])) for form in fields]
+
+        def columns(person):
+            return [person.label("person"), rows.message_id.label("mid"), rows.timestamp.label("ts"),
+                    *({"t": field.text, "n": field.number, "v": field.value}[form]().label(form)
+                      for form, field in read)]
+
+        if self.layout.split_streams:
+            return self.split_rows(rows, columns, conds).subquery(self.name("events"))
+        frm, person, profiled = self.profile(rows)
+        return sa.select(*columns(person)).select_from(frm).where(*conds, *profiled).subquery(self.name("events"))
 
     def grouped(self, node):
         """A numeric reducer as (SELECT person ... GROUP BY person, aggregate), or None."""
@@ -374,12 +399,8 @@ class _Compiler:
 
     def pick_one(self, src, kept, order, where, prefix):
         """Per person, the row first in `order`: a CTE (person, v, t[, n])."""
-        rank = sa.func.row_number().over(partition_by=src.c.person, order_by=order)
-        select = sa.select(src.c.person, *kept, rank.label("rn"))
-        if where is not None:
-            select = select.where(where)
-        ranked = select.subquery(self.name("ranked"))
-        return sa.select(*(c for c in ranked.c if c.key != "rn")).where(ranked.c.rn == 1).cte(self.name(prefix))
+        return sqlfuncs.first_per((src.c.person, *kept), src.c.person, order, where,
+                                  name=self.name("ranked")).cte(self.name(prefix))
 
     def likely_size(self, cte) -> int:
         """Which CTE likely has the fewest rows: members of another audience, then profiles with
@@ -424,7 +445,7 @@ class _Compiler:
                 profiled = [*profiled, person.in_(sa.select(self._candidates.c.person))]
             src = sa.select(*columns(person)).select_from(frm).where(*conds, *profiled)
         else:
-            src = self.candidates_rows(rows, columns, conds)
+            src = self.split_rows(rows, columns, conds, only=sa.select(self._candidates.c.person))
         src = src.subquery(self.name("identifies"))
         kept = [c for c in src.c if c.key in ("v", "t", "n")]
         cte = self.pick_one(src, kept, (src.c.ts.desc(), src.c.mid.desc()), src.c.t.is_not(None), "trait")

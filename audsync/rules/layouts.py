@@ -248,6 +248,13 @@ class Layout(abc.ABC):
     # migration): a few hundred profiles' identifies are then cheaper to find among all identify
     # rows than through that index, which reads each profile's every event.
     user_index: bool = False
+    # Whether a stream's rows with a user id and its anonymous-only rows are read apart (two scans,
+    # UNION ALL), only the latter joined to the links. A warehouse has no index: a scan for each part
+    # spares sorting or hashing every row by anonymous id for the join, which PostgreSQL did for the
+    # joined form at 10M events. The audsync layout finds a stream's rows through its (event,
+    # timestamp) index, and one read of them, joined, measured the cheaper there (bench/RESULTS.md,
+    # 2026-12-06, 22:39-22:50 UTC).
+    split_streams: bool = True
 
     def __init__(self, schema: str | None, tables: frozenset[str] | None,
                  columns: Mapping[str, frozenset[str]] | None = None,
@@ -297,6 +304,7 @@ class AudsyncLayout(Layout):
     name = "audsync"
     value_json = True
     user_index = True
+    split_streams = False
 
     def _rows(self, *filters) -> Rows:
         e = sa.table("events", *(sa.column(c) for c in (

@@ -24,6 +24,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.selectable import Select
+
+try:  # SQLAlchemy 2.1; 2.0 spells it select.distinct(expr), which 2.1 deprecates
+    from sqlalchemy.dialects.postgresql import distinct_on
+except ImportError:  # pragma: no cover
+    distinct_on = None
 
 _JSON_DIALECTS = "SQLite, PostgreSQL and DuckDB"
 
@@ -471,3 +477,38 @@ for _dialect, _sql in {
     "bigquery": "SAFE_CAST({} AS FLOAT64)",
 }.items():
     compiles(to_number, *([_dialect] if _dialect else []))(_template(_sql))
+
+
+# --- the first row per key -------------------------------------------------------------------------
+
+class _FirstPer(Select):
+    """A Select of row_number() = 1 per key that compiles as SELECT DISTINCT ON where the database has
+    it (`distinct_on`, the same columns by the same names). Built by `first_per`."""
+
+    # The DISTINCT ON form is an attribute, outside the statement's cache key: never cached.
+    inherit_cache = False
+    distinct_on: Select
+
+
+def first_per(columns, key, order, where=None, name: str = "ranked") -> Select:
+    """SELECT `columns` (of one FROM, each with a name), keeping per `key` the row first in `order`.
+    PostgreSQL and DuckDB: DISTINCT ON (key) ... ORDER BY key, order (one sort and a Unique); the
+    others (SQLite, Snowflake, BigQuery, Redshift, which lacks DISTINCT ON though it speaks
+    PostgreSQL's dialect): row_number() OVER (PARTITION BY key ORDER BY order) = 1 in a subquery.
+    Rows that tie on `order` leave either one, alike in both."""
+    rank = sa.func.row_number().over(partition_by=key, order_by=order)
+    ranked = sa.select(*columns, rank.label("rn"))
+    plain = sa.select(*columns)
+    if where is not None:
+        ranked, plain = ranked.where(where), plain.where(where)
+    ranked = ranked.subquery(name)
+    out = _FirstPer(*(c for c in ranked.c if c.key != "rn")).where(ranked.c.rn == 1)
+    plain = plain.ext(distinct_on(key)) if distinct_on is not None else plain.distinct(key)
+    out.distinct_on = plain.order_by(key, *order)
+    return out
+
+
+@compiles(_FirstPer, "postgresql")
+@compiles(_FirstPer, "duckdb")
+def _first_per_distinct_on(element, compiler, **kw):
+    return compiler.process(element.distinct_on, **kw)

@@ -113,6 +113,21 @@ def test_every_case_compiles_to_the_warehouse_dialect_and_parses_there(name):
     assert result["failures"] == []
 
 
+@pytest.mark.parametrize("dialect,distinct_on", [("postgresql", True), ("duckdb", True), ("sqlite", False)])
+def test_the_first_row_per_key_is_distinct_on_where_the_database_has_it(dialect, distinct_on):
+    # The latest link per anonymous id and the mode per profile: one sort and a Unique on PostgreSQL
+    # and DuckDB, row_number() = 1 elsewhere. (The answers are alike: test_conformance runs them all.)
+    from duckdb_engine import Dialect as DuckDBDialect
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    target = {"postgresql": postgresql.dialect, "duckdb": DuckDBDialect, "sqlite": sqlite.dialect}[dialect]()
+    compiled = compile_rule(parse_rule("event('Product Viewed').mode(property('category'), 2)", "computed_trait"),
+                            kind="computed_trait", warehouse=Warehouse("segment", "seg"), as_of=AS_OF)
+    sql = str(compiled.query.compile(dialect=target))
+    assert sql.count("DISTINCT ON") == (2 if distinct_on else 0)
+    assert sql.count("row_number()") == (0 if distinct_on else 2)
+
+
 # --- promises of the interface ----------------------------------------------------------------------
 
 def test_a_missing_event_table_is_zero_occurrences_with_a_warning_naming_it():
