@@ -240,19 +240,9 @@ class json_string(FunctionElement):
 compiles(json_string)(_json_unsupported)
 
 
-@compiles(json_string, "sqlite")
-def _json_string_sqlite(element, compiler, **kw):
-    return f"json_quote({compiler.process(list(element.clauses)[0], **kw)})"
-
-
-@compiles(json_string, "postgresql")
-def _json_string_pg(element, compiler, **kw):
-    return f"CAST(to_json(CAST({compiler.process(list(element.clauses)[0], **kw)} AS TEXT)) AS TEXT)"
-
-
-@compiles(json_string, "duckdb")
-def _json_string_duckdb(element, compiler, **kw):
-    return f"CAST(to_json(CAST({compiler.process(list(element.clauses)[0], **kw)} AS VARCHAR)) AS VARCHAR)"
+compiles(json_string, "sqlite")(_template("json_quote({})"))
+compiles(json_string, "postgresql")(_template("CAST(to_json(CAST({} AS TEXT)) AS TEXT)"))
+compiles(json_string, "duckdb")(_template("CAST(to_json(CAST({} AS VARCHAR)) AS VARCHAR)"))
 
 
 # --- substring search, case-sensitive everywhere -------------------------------------------------
@@ -302,9 +292,7 @@ def _sorted_json_array(element, compiler, **kw):
     return f"JSON_ARRAYAGG({value} ORDER BY {value})"
 
 
-@compiles(sorted_json_array, "sqlite")
-def _sorted_json_array_sqlite(element, compiler, **kw):
-    return f"json_group_array({compiler.process(list(element.clauses)[0], **kw)})"
+compiles(sorted_json_array, "sqlite")(_template("json_group_array({})"))
 
 
 @compiles(sorted_json_array, "postgresql")
@@ -387,19 +375,9 @@ def _instant_pg(element, compiler, **kw):
             f"<= {last_day} THEN CAST({value} AS TIMESTAMP WITH TIME ZONE) END END")
 
 
-@compiles(instant, "duckdb")
-def _instant_duckdb(element, compiler, **kw):
-    return f"TRY_CAST({compiler.process(list(element.clauses)[0], **kw)} AS TIMESTAMPTZ)"
-
-
-@compiles(instant, "snowflake")
-def _instant_snowflake(element, compiler, **kw):
-    return f"TRY_TO_TIMESTAMP_TZ({compiler.process(list(element.clauses)[0], **kw)})"
-
-
-@compiles(instant, "bigquery")
-def _instant_bigquery(element, compiler, **kw):
-    return f"SAFE_CAST({compiler.process(list(element.clauses)[0], **kw)} AS TIMESTAMP)"
+compiles(instant, "duckdb")(_template("TRY_CAST({} AS TIMESTAMPTZ)"))
+compiles(instant, "snowflake")(_template("TRY_TO_TIMESTAMP_TZ({})"))
+compiles(instant, "bigquery")(_template("SAFE_CAST({} AS TIMESTAMP)"))
 
 
 @compiles(instant, "sqlite")
