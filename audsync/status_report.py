@@ -17,15 +17,19 @@ from .state.runs import INTERRUPTED
 from .sync import lease_name
 
 
-def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[dict[str, Any]]:
+def status(config: Config, *, runs: int = 3, now: float | None = None,
+           store: StateStore | None = None) -> list[dict[str, Any]]:
     """Per configured audience: members, last runs with counts, next run, pending and rejected
-    users and the top rejection reasons. Shows no secret: the destination is a hash."""
+    users and the top rejection reasons. Shows no secret: the destination is a hash. `store`: an
+    open store of a migrated state (the status page's, read at every view), else one is opened."""
     from .daemon.schedules import next_run
 
     now = time.time() if now is None else now
     destination = config.amplitude.destination_id
-    initialised = migrate.current(config.state.url) is not None
-    store = StateStore(config.state.url) if initialised else None
+    own = store is None
+    if own:
+        store = StateStore(config.state.url) if migrate.current(config.state.url) is not None else None
+    reading = store if store is not None and (own or _migrated(store)) else None
     result = []
     try:
         for audience in config.audiences:
@@ -38,19 +42,25 @@ def status(config: Config, *, runs: int = 3, now: float | None = None) -> list[d
                 # A rule audience's rule as written (DESIGN.md section 7); None for other sources.
                 "rule": audience.source.rule if audience.source.type == "rule" else None,
             }
-            row = store.find_audience(destination, audience.key) if store else None
+            row = reading.find_audience(destination, audience.key) if reading else None
             if row is not None:
                 entry["synced"] = row.first_synced_at is not None
-                entry.update(store.audience_counts(row.id))
+                entry.update(reading.audience_counts(row.id))
                 entry["top_rejection_reasons"] = [
-                    {"reason": reason, "users": n} for reason, n in store.top_rejection_reasons(row.id)]
-                entry["last_runs"] = [_run_entry(r) for r in store.last_runs(row.id, runs)]
-                _show_dead_run(store, lease_name(config, audience), entry["last_runs"], now)
+                    {"reason": reason, "users": n} for reason, n in reading.top_rejection_reasons(row.id)]
+                entry["last_runs"] = [_run_entry(r) for r in reading.last_runs(row.id, runs)]
+                _show_dead_run(reading, lease_name(config, audience), entry["last_runs"], now)
             result.append(entry)
     finally:
-        if store is not None:
+        if own and store is not None:
             store.close()
     return result
+
+
+def _migrated(store: StateStore) -> bool:
+    """Whether migrations ever ran on the state (an unmigrated one has no audience to show)."""
+    with store._conn(write=False) as conn:
+        return sa.inspect(conn).has_table("alembic_version")
 
 
 def _show_dead_run(store: StateStore, lease: str, runs: list[dict[str, Any]], now: float) -> None:
@@ -70,23 +80,27 @@ def _run_entry(row: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def ingest_status(config: Config, *, examples: int = 5, now: float | None = None) -> dict[str, Any] | None:
+def ingest_status(config: Config, *, examples: int = 5, now: float | None = None,
+                  store: StateStore | None = None) -> dict[str, Any] | None:
     """The ingest at a glance: backlog, in flight, stored in the last day, rejections by reason
     and the latest examples. None when it is not in use: no write keys configured and no trace
     of ingest in the state database (so that audiences-only setups are not cluttered). Shows no
-    secret: a source is a fingerprint of its write key."""
+    secret: a source is a fingerprint of its write key. `store`: as for status()."""
     now = time.time() if now is None else now
     configured = bool(config.ingest.write_keys)
     stats = None
-    if migrate.current(config.state.url) is not None:
-        store = StateStore(config.state.url)
+    own = store is None
+    if own:
+        store = StateStore(config.state.url) if migrate.current(config.state.url) is not None else None
+    if store is not None:
         try:
             with store._conn(write=False) as conn:
                 migrated = sa.inspect(conn).has_table("ingest_log")
             if migrated:
                 stats = IngestLog(store).status(examples=examples, now=now)
         finally:
-            store.close()
+            if own:
+                store.close()
     if not configured and (stats is None or not stats.used):
         return None
     if stats is None:  # configured, never served: the tables come with the first `audsync serve`

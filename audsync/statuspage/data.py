@@ -75,7 +75,7 @@ def source_of(audience: AudienceConfig) -> Source:
 def overview(config: Config, store: StateStore, now: float, *, only: AudienceConfig | None = None) -> Overview:
     """Every configured audience (or `only` that one) and, on the whole page, the ingest."""
     chosen = config if only is None else dataclasses.replace(config, audiences=(only,))
-    entries = status(chosen, runs=HISTORY_RUNS, now=now)
+    entries = status(chosen, runs=HISTORY_RUNS, now=now, store=store)
     destination = config.amplitude.destination_id
     views = []
     for audience, entry in zip(chosen.audiences, entries):
@@ -84,7 +84,7 @@ def overview(config: Config, store: StateStore, now: float, *, only: AudienceCon
         views.append(AudienceView(entry, source_of(audience), examples, run_charts(entry["last_runs"])))
     result = Overview(now, views, None, None)
     if only is None:
-        result.ingest = ingest_status(config, now=now)
+        result.ingest = ingest_status(config, now=now, store=store)
         if result.ingest is not None and _has_ingest_tables(store):
             result.minutes = minute_counts(store, now, INGEST_MINUTES)
             result.ingest_charts, result.rejected_last_hour = ingest_charts(result.minutes)
