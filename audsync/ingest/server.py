@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import uvicorn
 
+from .._memory import FreeMemoryReleaser
 from ..config import Config
 from ..errors import AudsyncError, BusyError, ConfigError
 from .app import IngestApp
@@ -49,6 +50,7 @@ SQLITE_SERVE_LEASE_TTL_S = 60
 # indexes; the operating system's file cache serves the rest. A small cache per pooled connection
 # keeps serve's memory flat as the events store grows (the sync's large caches grew with it).
 SQLITE_CACHE_MB = 8
+RELEASE_FREE_MEMORY_S = 30  # see audsync._memory: without it serve's RSS climbs for as long as it runs
 PRUNE_EVERY_S = 3600  # events past keep_events_days, messageIds past the 24 h dedup window, ...
 
 
@@ -176,6 +178,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
         ingest_log = IngestLog(store, keep_events_days=ingest.keep_events_days)
         committer = GroupCommitter(ingest_log)
         holding.enter_context(_pruning(ingest_log))
+        holding.enter_context(FreeMemoryReleaser(RELEASE_FREE_MEMORY_S))
         metrics = IngestMetrics(ingest_log)
         forwarder = Forwarder(ingest_log, config, metrics=metrics) if ingest.forward else None
         try:

@@ -38,6 +38,8 @@ POSTGRESQL_FLOOR = (12,)
 # connection keeps its cache as long as it is pooled, so a process's memory grows by this much per
 # pooled connection as the database grows past it.
 SQLITE_CACHE_MB = 64
+# The WAL's length, in 4 KB pages, at which a commit checkpoints it (SQLite's default is 1,000).
+SQLITE_CHECKPOINT_PAGES = 10_000
 
 
 def make_engine(url: str, *, sqlite_cache_mb: int = SQLITE_CACHE_MB) -> Engine:
@@ -132,6 +134,10 @@ def _sqlite_events(engine: Engine, cache_mb: int) -> None:
         _enter_wal_mode(cursor)
         # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last ones.
         cursor.execute("PRAGMA synchronous = NORMAL")
+        # A checkpoint copies each page changed since the last one back to the database and waits
+        # for the disk, in whichever commit crosses the mark: with SQLite's 1,000 pages that is
+        # nearly every commit of a busy serve, and the same index pages copied again and again.
+        cursor.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_CHECKPOINT_PAGES}")
         cursor.execute(f"PRAGMA cache_size = -{int(cache_mb) * 1024}")
         # The staged source lives in temporary tables, whose default cache is small: a larger one
         # makes an incremental sync of millions of users faster, for more peak memory.

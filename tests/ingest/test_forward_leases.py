@@ -10,7 +10,7 @@ import sys
 import time
 
 from audsync.config import load
-from audsync.ingest.forward import Forwarder, worker_name
+from audsync.ingest.forward import GATHER_S, Forwarder, worker_name
 from audsync.state import migrate
 from audsync.state.ingest import IngestLog
 from audsync.state.leases import process_name
@@ -89,5 +89,31 @@ def test_a_restart_takes_back_what_a_dead_process_of_this_host_held(tmp_path, st
             forwarder.stop(drain_s=5, within_s=10)
         assert sorted(e["user_id"] for e in amplitude.events) == ["user-dead1", "user-prev1"]
         assert log.lease_holders() == sorted([live, away, container])
+    finally:
+        store.close()
+
+
+def test_a_trickle_of_messages_is_forwarded_in_rounds_of_several(tmp_path, state_url, amplitude):
+    """Single-event requests arrive one by one: the forwarder gathers them into rounds of many
+    (each round's claim and settle cost as much for one message as for hundreds)."""
+    config, store, log = opened(tmp_path, state_url, amplitude)
+    try:
+        forwarder = Forwarder(log, config)
+        forwarder.start()
+        try:
+            sent = 120
+            started = time.monotonic()
+            for n in range(sent):
+                log.append([[message(f"user-trickle{n}", n)]])  # one user each: one request a round
+                time.sleep(0.005)
+            arriving_s = time.monotonic() - started
+            deadline = time.monotonic() + 15
+            while len(amplitude.events) < sent and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            forwarder.stop(drain_s=5, within_s=10)
+        assert sorted(e["event_properties"]["n"] for e in amplitude.events) == list(range(sent))
+        # A round every GATHER_S at most (one request each), not one per message.
+        assert len(amplitude.requests) <= arriving_s / GATHER_S + 3 < sent / 3, (len(amplitude.requests), arriving_s)
     finally:
         store.close()
