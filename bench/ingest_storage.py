@@ -146,7 +146,7 @@ def forget_with_driver(store: StoreBase) -> int:
 def claim_and_settle(log: IngestLog) -> int:
     settled = 0
     while claimed := log.claim("bench", SETTLE_ROUND, 60.0):
-        log.settle([m.id for m in claimed], lags=[0.0] * len(claimed))
+        log.settle("bench", claimed, lags=[0.0] * len(claimed))
         settled += len(claimed)
     return settled
 

@@ -96,7 +96,7 @@ class Forwarder:
         self._stop_by = 0.0                     # monotonic: stop() returns by then
         self._done = threading.Event()
         self._lock = threading.Lock()
-        self._held: list[int] = []              # ids of the round in flight, not yet settled
+        self._held: list[ClaimedMessage] = []   # the round in flight, not yet settled
         self._thread = threading.Thread(target=self._run, name="ingest forwarder", daemon=True)
         self._renewer = threading.Thread(target=self._renew, name="ingest lease renewal", daemon=True)
 
@@ -135,7 +135,7 @@ class Forwarder:
                 log.warning("the forwarder did not finish in time: %d messages go again on the next start",
                             len(held))
                 try:
-                    self.log.release(held)
+                    self.log.release(self.worker, held)
                 except AudsyncError as exc:  # the leases run out instead
                     log.error("could not give back %d claimed messages: %s", len(held), exc)
             return False
@@ -182,19 +182,19 @@ class Forwarder:
         if not claimed:
             return IDLE_POLL_S
         with self._lock:
-            self._held = [m.id for m in claimed]
+            self._held = claimed
         messages: list[_Message] = []
-        refused: list[tuple[int, str]] = []
-        forwarded: list[int] = []
+        refused: list[tuple[ClaimedMessage, str]] = []
+        forwarded: list[ClaimedMessage] = []
         operations: list[tuple[_Message, dict]] = []
         for claimed_message in claimed:
             try:
                 ops = translate(claimed_message.message, self.config.amplitude)
             except ValidationError as exc:
-                refused.append((claimed_message.id, f"invalid: {exc}"))
+                refused.append((claimed_message, f"invalid: {exc}"))
                 continue
             if not ops:  # filtered out by the settings or the message's integrations
-                forwarded.append(claimed_message.id)
+                forwarded.append(claimed_message)
                 continue
             message = _Message(claimed_message, len(ops))
             messages.append(message)
@@ -214,12 +214,12 @@ class Forwarder:
         lags = []
         for message in messages:
             if message.left == 0 and message.status == DELIVERED:
-                forwarded.append(message.claimed.id)
+                forwarded.append(message.claimed)
                 lags.append(message.acknowledged_at - message.claimed.received_at)
             elif message.left == 0 and message.status == REJECTED:
-                refused.append((message.claimed.id, str(message.reason)))
+                refused.append((message.claimed, str(message.reason)))
             else:
-                released.append(message.claimed.id)
+                released.append(message.claimed)
         if self._settle(forwarded, refused, released, skipped, lags):
             self.metrics.on_forwarded(lags, skipped)
             self.metrics.on_forward_rejected([reason for _, reason in refused])
@@ -238,16 +238,14 @@ class Forwarder:
             return 0.0
         return max(0.0, GATHER_S - (time.monotonic() - started))
 
-    def _settle(self, forwarded: list[int], refused: list[tuple[int, str]], released: list[int], skipped: int,
-                lags: list[float]) -> bool:
+    def _settle(self, forwarded: list[ClaimedMessage], refused: list[tuple[ClaimedMessage, str]],
+                released: list[ClaimedMessage], skipped: int, lags: list[float]) -> bool:
         """Records the round; a state database that refuses is asked again until it answers or the
         forwarder stops (then the leases run out and the messages go again: False)."""
         counts = len(forwarded), len(refused)
         while True:
             try:
-                self.log.settle(forwarded, refused, skipped=skipped, lags=lags)
-                forwarded, refused, skipped, lags = [], [], 0, []
-                self.log.release(released)
+                self.log.settle(self.worker, forwarded, refused, released=released, skipped=skipped, lags=lags)
                 break
             except AudsyncError as exc:
                 if self._stopping.is_set():

@@ -39,7 +39,7 @@ EVENT_TYPES = frozenset({"track", "page", "screen", "identify", "group", "alias"
 PENDING, REJECTED = "pending", "rejected"
 
 _LOG_COLUMNS = ("message_id", "source", "type", "user_id", "anonymous_id", "partition_key", "received_at", "body",
-                "status", "attempts")
+                "status")
 _REJECTION_COLUMNS = ("received_at", "source", "reason", "message_index", "message_id", "example")
 _EVENT_COLUMNS = ("message_id", "source", "type", "event", "user_id", "anonymous_id", "group_id", "previous_id",
                   "timestamp", "received_at", "properties", "traits", "context")
@@ -52,7 +52,6 @@ class ClaimedMessage(NamedTuple):
     message_id: str
     partition_key: str
     source: str | None
-    attempts: int        # times it was handed out, this one included
     received_at: float
     message: dict[str, Any]
 
@@ -124,7 +123,7 @@ class IngestLog:
             ids.append(message_id)
             received.append(received_at)
             log_rows.append((message_id, source, kind, user_id, anonymous_id, partition_key(user_id, anonymous_id),
-                             received_at, body, PENDING, 0))
+                             received_at, body, PENDING))
             event_rows.append(event)
         return Prepared(ids, received, log_rows, event_rows)
 
@@ -187,46 +186,38 @@ class IngestLog:
 
     # ------------------------------------------------------------------ forwarding
     def claim(self, worker: str, limit: int, lease_s: float) -> list[ClaimedMessage]:
-        """Hands `worker` up to `limit` pending messages, oldest first, of users no other
+        """Hands `worker` the first `limit` pending messages, oldest first, of users no other
         forwarder holds; it holds those users for `lease_s` seconds (renew() extends them) until
-        it settles or releases every message it was handed. A user whose lease expired is taken
-        over with their messages. Another claim by the same worker skips the users it holds, so
-        a user's messages are in at most one batch at a time."""
+        it settles or releases what it was handed. A user whose lease expired is taken over with
+        their messages. Another claim by the same worker skips the users it holds, so a user's
+        messages are in at most one batch at a time.
+
+        Nothing is written to the messages: each user's lease records the claim, with the last id
+        it read (handed_upto), and every pending message of the user up to it was handed out."""
         dialect = self.store.dialect
         with self._bookkeeping() as conn:
             dialect.begin_claim(conn)
             now = float(conn.execute(sa.text(f"SELECT {dialect.now}")).scalar_one())
-            keys = list(dict.fromkeys(conn.execute(sa.text(
-                "SELECT l.partition_key FROM ingest_log l WHERE l.status = 'pending' AND NOT EXISTS "
-                "(SELECT 1 FROM ingest_partitions p WHERE p.partition_key = l.partition_key AND p.expires_at >= :now) "
-                "ORDER BY l.id LIMIT :n"), {"now": now, "n": limit}).scalars()))
-            if not keys:
-                return []
-            # Sorted, so that two claims lock the users they both want in the same order; a user
-            # another claim took meanwhile is not answered (its lease is live) and is skipped.
-            held = list(conn.execute(sa.text(
-                f"INSERT INTO ingest_partitions (partition_key, claimed_by, expires_at) "
-                f"SELECT c0, :w, :now + :lease FROM ({dialect.json_rows(('text',))}) j WHERE true "
-                "ON CONFLICT (partition_key) DO UPDATE SET claimed_by = excluded.claimed_by, "
-                "expires_at = excluded.expires_at WHERE ingest_partitions.expires_at < :now "
-                "RETURNING partition_key"),
-                {"rows": _rows(sorted(keys)), "w": worker, "now": now,
-                 "lease": float(lease_s)}).scalars())
-            if not held:
-                return []
             rows = conn.execute(sa.text(
-                "UPDATE ingest_log SET claimed_by = :w, attempts = attempts + 1 WHERE id IN "
-                f"({dialect.first_pending_sql()}) "
-                "RETURNING id, message_id, partition_key, source, attempts, received_at, body"),
-                {"w": worker, "n": limit, "rows": _rows(held)}).all()
-            handed = {row[2] for row in rows}
-            if empty := [key for key in held if key not in handed]:
-                # Users whose messages all fell past the limit: not held for nothing.
-                conn.execute(sa.text(
-                    f"DELETE FROM ingest_partitions WHERE claimed_by = :w AND {dialect.in_rows('partition_key')}"),
-                    {"w": worker, "rows": _rows(empty)})
-        return sorted((ClaimedMessage(int(r[0]), r[1], r[2], r[3], int(r[4]), float(r[5]), orjson.loads(r[6]))
-                       for r in rows), key=lambda m: m.id)
+                "SELECT l.id, l.message_id, l.partition_key, l.source, l.received_at, l.body FROM ingest_log l "
+                "WHERE l.status = 'pending' AND NOT EXISTS (SELECT 1 FROM ingest_partitions p "
+                "WHERE p.partition_key = l.partition_key AND p.expires_at >= :now) ORDER BY l.id LIMIT :n"),
+                {"now": now, "n": limit}).all()
+            if not rows:
+                return []
+            # Sorted, so that two claims lock the users they both want in the same order. A user
+            # another claim took since this one read the log is not answered (their lease is
+            # live): their messages are not handed out.
+            held = set(conn.execute(sa.text(
+                "INSERT INTO ingest_partitions (partition_key, claimed_by, expires_at, handed_upto) "
+                f"SELECT c0, :w, :now + :lease, :upto FROM ({dialect.json_rows(('text',))}) j WHERE true "
+                "ON CONFLICT (partition_key) DO UPDATE SET claimed_by = excluded.claimed_by, "
+                "expires_at = excluded.expires_at, handed_upto = excluded.handed_upto "
+                "WHERE ingest_partitions.expires_at < :now RETURNING partition_key"),
+                {"rows": _rows(sorted({row[2] for row in rows})), "w": worker, "now": now,
+                 "lease": float(lease_s), "upto": int(rows[-1][0])}).scalars())
+        return [ClaimedMessage(int(r[0]), r[1], r[2], r[3], float(r[4]), orjson.loads(r[5]))
+                for r in rows if r[2] in held]
 
     def renew(self, worker: str, lease_s: float) -> int:
         """Extends the leases `worker` still holds (a forwarder waiting out an Amplitude outage
@@ -237,58 +228,57 @@ class IngestLog:
                 f"UPDATE ingest_partitions SET expires_at = {now} + :lease WHERE claimed_by = :w "
                 f"AND expires_at >= {now}"), {"w": worker, "lease": float(lease_s)}).rowcount)
 
-    def settle(self, forwarded_ids: Sequence[int], rejected: Sequence[tuple[int, str]] = (), *, skipped: int = 0,
-               lags: Sequence[float] = (), now: float | None = None) -> None:
-        """Amplitude's answers: forwarded messages leave the log (the events store keeps them);
-        rejected ones stay as "rejected" with the reason. Settled whoever holds them now (an
-        acknowledgement is a fact even from a forwarder whose lease ran out); a user is free for
-        other forwarders once their holder has no message of theirs in flight.
+    def settle(self, worker: str, forwarded: Sequence[ClaimedMessage],
+               rejected: Sequence[tuple[ClaimedMessage, str]] = (), *, released: Sequence[ClaimedMessage] = (),
+               skipped: int = 0, lags: Sequence[float] = (), now: float | None = None) -> None:
+        """The end of `worker`'s batch, in one transaction: Amplitude's answers, and the users of
+        every message in it freed for other forwarders. Forwarded messages leave the log (the
+        events store keeps them); rejected ones stay as "rejected" with the reason; released ones
+        (sent nothing, or not acknowledged) stay pending, first in line. An acknowledgement is
+        settled whoever holds the message now (it is a fact even from a forwarder whose lease ran
+        out); only the worker's own leases end.
 
         `skipped` of the forwarded ones were sent nothing (the settings filter them out); `lags`
         are the others' forward lags in seconds. Both go to the minute of `now` in
         ingest_forward_minutes."""
-        ids = [int(i) for i in forwarded_ids] + [int(i) for i, _ in rejected]
-        if not ids:
+        users = sorted({m.partition_key for m in (*forwarded, *released)} | {m.partition_key for m, _ in rejected})
+        if not users:
             return
         now = time.time() if now is None else now
         dialect = self.store.dialect
         with self._bookkeeping() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO ingest_forward_minutes (minute, forwarded, skipped, refused, lag_sum, lag_max) "
-                "VALUES (:minute, :forwarded, :skipped, :refused, :lag_sum, :lag_max) ON CONFLICT (minute) DO UPDATE "
-                "SET forwarded = ingest_forward_minutes.forwarded + excluded.forwarded, "
-                "skipped = ingest_forward_minutes.skipped + excluded.skipped, "
-                "refused = ingest_forward_minutes.refused + excluded.refused, "
-                "lag_sum = ingest_forward_minutes.lag_sum + excluded.lag_sum, "
-                "lag_max = CASE WHEN excluded.lag_max > ingest_forward_minutes.lag_max THEN excluded.lag_max "
-                "ELSE ingest_forward_minutes.lag_max END"),
-                {"minute": int(now // 60) * 60, "forwarded": len(forwarded_ids) - skipped, "skipped": skipped,
-                 "refused": len(rejected), "lag_sum": float(sum(lags)), "lag_max": float(max(lags, default=0.0))})
-            holders = self._holders(conn, ids)
-            if forwarded_ids:
+            dialect.begin_claim(conn)  # the leases by their primary key, as claims lock them
+            if forwarded or rejected:
+                conn.execute(sa.text(
+                    "INSERT INTO ingest_forward_minutes (minute, forwarded, skipped, refused, lag_sum, lag_max) "
+                    "VALUES (:minute, :forwarded, :skipped, :refused, :lag_sum, :lag_max) "
+                    "ON CONFLICT (minute) DO UPDATE "
+                    "SET forwarded = ingest_forward_minutes.forwarded + excluded.forwarded, "
+                    "skipped = ingest_forward_minutes.skipped + excluded.skipped, "
+                    "refused = ingest_forward_minutes.refused + excluded.refused, "
+                    "lag_sum = ingest_forward_minutes.lag_sum + excluded.lag_sum, "
+                    "lag_max = CASE WHEN excluded.lag_max > ingest_forward_minutes.lag_max THEN excluded.lag_max "
+                    "ELSE ingest_forward_minutes.lag_max END"),
+                    {"minute": int(now // 60) * 60, "forwarded": len(forwarded) - skipped, "skipped": skipped,
+                     "refused": len(rejected), "lag_sum": float(sum(lags)), "lag_max": float(max(lags, default=0.0))})
+            if forwarded:
                 conn.execute(sa.text(f"DELETE FROM ingest_log WHERE {dialect.in_rows('id', 'int')}"),
-                    {"rows": _rows([int(i) for i in forwarded_ids])})
+                             {"rows": _rows([m.id for m in forwarded])})
             if rejected:
                 conn.execute(sa.text(
-                    "UPDATE ingest_log SET status = 'rejected', reason = j.c1, claimed_by = NULL, "
+                    "UPDATE ingest_log SET status = 'rejected', reason = j.c1, "
                     f"settled_at = :now FROM ({dialect.json_rows(('int', 'text'))}) j "
                     "WHERE ingest_log.id = j.c0 AND ingest_log.status = 'pending'"),
-                    {"rows": orjson.dumps([[int(i), str(reason)] for i, reason in rejected]).decode(),
+                    {"rows": orjson.dumps([[m.id, str(reason)] for m, reason in rejected]).decode(),
                      "now": time.time()})
-        self._free(holders)
-
-    def release(self, ids: Sequence[int]) -> None:
-        """Messages a forwarder was handed and did not send (it is stopping): pending again, and
-        their users free for any forwarder, first in line."""
-        if not ids:
-            return
-        dialect = self.store.dialect
-        with self._bookkeeping() as conn:
-            holders = self._holders(conn, ids)
             conn.execute(sa.text(
-                f"UPDATE ingest_log SET claimed_by = NULL WHERE status = 'pending' AND {dialect.in_rows('id', 'int')}"),
-                {"rows": _rows([int(i) for i in ids])})
-        self._free(holders)
+                f"DELETE FROM ingest_partitions WHERE claimed_by = :w AND {dialect.in_rows('partition_key')}"),
+                {"w": worker, "rows": _rows(users)})
+
+    def release(self, worker: str, messages: Sequence[ClaimedMessage]) -> None:
+        """Messages `worker` was handed and did not send (it is stopping): their users are free
+        for any forwarder, and the messages, still pending, first in line."""
+        self.settle(worker, (), released=messages)
 
     def lease_holders(self) -> list[str]:
         """The forwarders holding users now, live leases or not."""
@@ -300,11 +290,8 @@ class IngestLog:
         its messages are pending for anyone at once rather than when its leases run out. Answers
         how many users it held."""
         with self._bookkeeping() as conn:
-            freed = int(conn.execute(sa.text("DELETE FROM ingest_partitions WHERE claimed_by = :w"),
-                                     {"w": worker}).rowcount)
-            conn.execute(sa.text(
-                "UPDATE ingest_log SET claimed_by = NULL WHERE claimed_by = :w AND status = 'pending'"), {"w": worker})
-        return freed
+            return int(conn.execute(sa.text("DELETE FROM ingest_partitions WHERE claimed_by = :w"),
+                                    {"w": worker}).rowcount)
 
     @contextlib.contextmanager
     def _bookkeeping(self) -> Iterator[sa.Connection]:
@@ -312,33 +299,6 @@ class IngestLog:
         with self.store._conn() as conn:
             self.store.dialect.begin_forwarder_bookkeeping(conn)
             yield conn
-
-    def _holders(self, conn: sa.Connection, ids: Sequence[int]) -> list[tuple[str, str]]:
-        return [tuple(r) for r in conn.execute(sa.text(
-            "SELECT DISTINCT partition_key, claimed_by FROM ingest_log WHERE claimed_by IS NOT NULL AND "
-            f"{self.store.dialect.in_rows('id', 'int')}"),
-            {"rows": _rows([int(i) for i in ids])})]
-
-    def _free(self, holders: list[tuple[str, str]]) -> None:
-        """Ends the leases of `holders` (user, forwarder) that have nothing of the user in flight
-        any more. A transaction of its own, after the settling one: a claim taking over an
-        expired user locks the lease first and the messages next, and settling in the other
-        order within one transaction could deadlock with it. Lost (a crash in between), a lease
-        only runs out."""
-        by_worker: dict[str, list[str]] = {}
-        for key, worker in sorted(holders):
-            by_worker.setdefault(worker, []).append(key)
-        if not by_worker:
-            return
-        dialect = self.store.dialect
-        with self._bookkeeping() as conn:
-            dialect.begin_claim(conn)
-            for worker, keys in by_worker.items():  # one worker, nearly always
-                conn.execute(sa.text(
-                    f"DELETE FROM ingest_partitions WHERE claimed_by = :w AND {dialect.in_rows('partition_key')} "
-                    "AND NOT EXISTS (SELECT 1 FROM ingest_log l "
-                    "WHERE l.partition_key = ingest_partitions.partition_key AND l.status = 'pending' "
-                    "AND l.claimed_by = :w)"), {"w": worker, "rows": _rows(keys)})
 
     # ------------------------------------------------------------------ pruning and status
     def prune(self, now: float | None = None, *, batch: int = PRUNE_BATCH) -> dict[str, int]:
@@ -400,11 +360,12 @@ class IngestLog:
         dialect = self.store.dialect
         pending, oldest = self.backlog()
         with self.store._conn(write=False) as conn:
-            # From the leases (a few forwarders' users), each user's pending messages on the
-            # (partition_key, status, id) index: a join lets SQLite's planner scan the whole log.
+            # From the leases (a few forwarders' users), each user's pending messages up to what
+            # the claim read, on the (partition_key, status, id) index: a join lets SQLite's
+            # planner scan the whole log.
             in_flight = conn.execute(sa.text(
                 "SELECT coalesce(sum((SELECT count(*) FROM ingest_log l WHERE l.partition_key = p.partition_key "
-                "AND l.status = 'pending' AND l.claimed_by = p.claimed_by)), 0) FROM ingest_partitions p "
+                "AND l.status = 'pending' AND l.id <= p.handed_upto)), 0) FROM ingest_partitions p "
                 f"WHERE p.expires_at >= {dialect.now}")).scalar_one()
             rejected = conn.execute(sa.text(
                 "SELECT reason, count(*) AS n FROM ingest_rejections GROUP BY reason ORDER BY n DESC, reason "

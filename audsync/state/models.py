@@ -160,8 +160,8 @@ class IngestMessage(Base):
     A forwarded message leaves the log (the events store keeps the event); one Amplitude rejected
     for good stays as "rejected" with its reason (`settled_at`). Order per user (`partition_key`:
     "u" + user_id, else "a" + anonymous_id, as identities elsewhere) is the order of `id`.
-    `claimed_by` names the forwarder the message was last handed to; whether that claim still
-    holds is its user's lease in ingest_partitions (audsync.state.ingest).
+    Whether a forwarder holds the message is its user's lease in ingest_partitions: a claim
+    writes nothing here (audsync.state.ingest).
     """
 
     __tablename__ = "ingest_log"
@@ -181,16 +181,15 @@ class IngestMessage(Base):
     received_at: Mapped[float] = mapped_column(Float)
     body: Mapped[str] = mapped_column(Text)  # the message as JSON, with the server's receivedAt and timestamp
     status: Mapped[str] = mapped_column(String(16))  # pending | rejected
-    attempts: Mapped[int] = mapped_column(Integer)  # times handed to a forwarder
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    claimed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     settled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class IngestPartition(Base):
     """A user (partition key) whose messages a forwarder has in flight, until it settles or
     releases them or its lease expires: the lock that keeps one user's messages in one sender's
-    hands, in order, across several servers."""
+    hands, in order, across several servers. The messages in flight are the user's pending ones
+    up to `handed_upto`, the last ingest_log id the claim read."""
 
     __tablename__ = "ingest_partitions"
     __table_args__ = ({"sqlite_with_rowid": False},)
@@ -198,6 +197,7 @@ class IngestPartition(Base):
     partition_key: Mapped[str] = mapped_column(IdText, primary_key=True)
     claimed_by: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[float] = mapped_column(Float)
+    handed_upto: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class IngestSeen(Base):

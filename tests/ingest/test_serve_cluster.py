@@ -69,8 +69,7 @@ def test_killing_one_of_two_servers_mid_stream_loses_nothing_and_keeps_each_user
         fake.delay_s = 1.0
 
         def holders() -> list[int]:
-            held = " ".join(r["claimed_by"] for r in rows(
-                pg_url, "SELECT DISTINCT claimed_by FROM ingest_log WHERE status = 'pending' AND claimed_by IS NOT NULL"))
+            held = " ".join(r["claimed_by"] for r in rows(pg_url, "SELECT DISTINCT claimed_by FROM ingest_partitions"))
             return [i for i, proc in enumerate(procs) if f":{proc.pid}:" in held]
 
         victim = wait_until(holders, timeout=20, what="a server holding users")[0]

@@ -56,8 +56,8 @@ def test_append_stores_every_new_message_once_in_one_transaction(store, log):
     assert flags == [[True, True], [True, False, False]]
     assert [r[0] for r in rows(store, "SELECT message_id FROM ingest_log ORDER BY id")] == ["m1", "m2", "m3"]
     assert count(store, "events") == 3
-    assert rows(store, "SELECT source, partition_key, status, attempts FROM ingest_log WHERE message_id = 'm3'") \
-        == [("api", "uu1", "pending", 0)]
+    assert rows(store, "SELECT source, partition_key, status FROM ingest_log WHERE message_id = 'm3'") \
+        == [("api", "uu1", "pending")]
 
 
 def test_a_message_id_seen_in_the_last_24_hours_is_acknowledged_not_stored_again(store, log):
@@ -207,7 +207,7 @@ def test_rejections_are_counted_by_reason_with_the_latest_examples(store, log):
 def test_status_counts_the_backlog_in_flight_and_forwarding_rejections(store, log):
     log.append([[msg("m1", "u1"), msg("m2", "u2"), msg("m3", "u3")]])
     claimed = log.claim("w", limit=2, lease_s=30)
-    log.settle([], rejected=[(claimed[0].id, "invalid user_id")])
+    log.settle("w", [], rejected=[(claimed[0], "invalid user_id")])
     status = log.status()
     assert (status.pending, status.in_flight) == (2, 1)
     assert status.forward_rejected == {"invalid user_id": 1}
@@ -224,7 +224,7 @@ def test_a_claim_hands_out_whole_users_oldest_first_to_one_worker(store, log):
     _append_interleaved(log)
     a = log.claim("A", limit=3, lease_s=30)
     users_a = {m.partition_key for m in a}
-    assert [m.message_id for m in a] == ["0-0", "1-0", "2-0"] and all(m.attempts == 1 for m in a)
+    assert [m.message_id for m in a] == ["0-0", "1-0", "2-0"]
     assert a[0].message["messageId"] == "0-0" and users_a == {"uu0", "uu1", "uu2"}
     b = log.claim("B", limit=100, lease_s=30)
     assert {m.partition_key for m in b} == {"uu3", "uu4"} and len(b) == 8
@@ -232,7 +232,7 @@ def test_a_claim_hands_out_whole_users_oldest_first_to_one_worker(store, log):
     assert log.claim("A", limit=100, lease_s=30) == []
     everything = {m.message_id for m in a + b}
     # A's users' later messages stay until A settles its batch; then they are free.
-    log.settle([m.id for m in a])
+    log.settle("A", a)
     rest = log.claim("B", limit=100, lease_s=30)
     assert {m.partition_key for m in rest} == users_a
     assert everything.isdisjoint(m.message_id for m in rest)
@@ -244,10 +244,10 @@ def test_a_claim_hands_out_whole_users_oldest_first_to_one_worker(store, log):
 def test_released_messages_go_first_to_the_next_claim(store, log):
     _append_interleaved(log, users=2, per_user=2)
     a = log.claim("A", limit=10, lease_s=30)
-    log.release([m.id for m in a])
+    log.release("A", a)
     assert log.status().in_flight == 0
     b = log.claim("B", limit=10, lease_s=30)
-    assert [m.id for m in b] == [m.id for m in a] and all(m.attempts == 2 for m in b)
+    assert [m.id for m in b] == [m.id for m in a]
 
 
 def test_an_expired_lease_lets_another_worker_take_the_user_over(store, log):
@@ -260,9 +260,9 @@ def test_an_expired_lease_lets_another_worker_take_the_user_over(store, log):
         time.sleep(0.1)
     assert [m.message_id for m in b] == ["0-0", "0-1", "0-2"]  # A's unsettled ones first, in order
     # A's late acknowledgement still counts; B then holds the user until it settles the rest.
-    log.settle([m.id for m in a])
+    log.settle("A", a)
     assert log.claim("C", limit=10, lease_s=30) == []
-    log.settle([b[2].id])
+    log.settle("B", [b[2]])
     assert log.status().pending == 0
 
 
@@ -304,7 +304,7 @@ def test_two_concurrent_workers_never_hold_a_user_at_once_and_keep_each_users_or
                         handed.setdefault(m.partition_key, []).append(int(m.message_id.split("-")[1]))
                     for m in batch:  # before settling: the lease ends only after
                         in_flight.pop(m.partition_key, None)
-                wlog.settle([m.id for m in batch])
+                wlog.settle(name, batch)
         except Exception as exc:  # noqa: BLE001 (reported below)
             errors.append(repr(exc))
         finally:
@@ -341,7 +341,7 @@ def test_prune_removes_rejected_messages_and_expired_leases(store):
     log = IngestLog(store)
     log.append([[msg("m1", "u1"), msg("m2", "u2")]])
     first, second = log.claim("A", limit=2, lease_s=0.01)
-    log.settle([], rejected=[(first.id, "bad")])
+    log.settle("A", [], rejected=[(first, "bad")])
     time.sleep(0.2)
     deleted = log.prune(time.time() + 31 * DAY)
     assert deleted["ingest_log"] == 1 and deleted["ingest_partitions"] >= 1

@@ -7,7 +7,7 @@ from audsync.state.models import metadata
 
 
 def test_upgrade_applies_every_migration_once_and_then_nothing(state_url):
-    assert migrate.upgrade(state_url) == ["0001", "0002", "0003", "0004"]
+    assert migrate.upgrade(state_url) == ["0001", "0002", "0003", "0004", "0005"]
     assert migrate.upgrade(state_url) == []
     assert migrate.current(state_url) == migrate.head()
 
@@ -37,7 +37,7 @@ def test_two_processes_upgrading_at_once_apply_each_migration_once(state_url):
         p.join(60)
         assert p.exitcode == 0
     results = sorted([queue.get(timeout=5), queue.get(timeout=5)])
-    assert results == [[], ["0001", "0002", "0003", "0004"]]
+    assert results == [[], ["0001", "0002", "0003", "0004", "0005"]]
 
 
 def test_sqlite_state_tables_are_keyed_without_rowid(sqlite_url):

@@ -94,11 +94,11 @@ def _ingest(config: Config, now: float) -> None:
                           "receivedAt": at, "timestamp": at, "properties": {}} for u in users]], ["wk-src"])
         claimed = log.claim("page-test", 10, 60)
         # the three of 12 minutes ago forwarded, one of 3 minutes ago refused, one still pending
-        first = [m.id for m in claimed if m.received_at < now - 600]
-        later = [m.id for m in claimed if m.received_at >= now - 600]
+        first = [m for m in claimed if m.received_at < now - 600]
+        later = [m for m in claimed if m.received_at >= now - 600]
         # forwarded two minutes ago, with their lags
-        log.settle(first, [(later[0], "invalid user_properties")], lags=FORWARD_LAGS, now=now - 120)
-        log.release(later[1:])
+        log.settle("page-test", first, [(later[0], "invalid user_properties")], released=later[1:],
+                   lags=FORWARD_LAGS, now=now - 120)
         log.record_rejections([{"index": 0, "reason": "userId or anonymousId is required", "example": {}},
                                {"index": 1, "reason": "type must be one of track, page", "example": {}}], "wk-src")
     finally:

@@ -31,14 +31,14 @@ def test_minute_counts_of_the_last_hour(state_url):
         log.append([_messages(at["b"], ["user-d", "user-e"])])
         log.append([_messages(at["c"], ["user-f"])])
         log.append([first[:1]])  # a resend of a stored messageId is acknowledged, not stored again
-        claimed = {m.message["userId"]: m.id for m in log.claim("w", 1000, 60)}
+        claimed = {m.message["userId"]: m for m in log.claim("w", 1000, 60)}
         forwarded = [i for u, i in claimed.items() if u.startswith("old-") or u in ("user-a", "user-b", "user-d")]
         # Settled in three minutes of the window (by the time of Amplitude's answer, not of arrival);
         # the old messages two hours ago, before it.
-        log.settle(forwarded[:120], skipped=20, lags=[1.0] * 100, now=now - 7100)
-        log.settle(forwarded[120:122], lags=[2.0, 4.0], now=at["b"])
-        log.settle(forwarded[122:], [(claimed["user-e"], "invalid user_properties")], skipped=1, now=at["c"])
-        log.release([claimed["user-c"], claimed["user-f"]])
+        log.settle("w", forwarded[:120], skipped=20, lags=[1.0] * 100, now=now - 7100)
+        log.settle("w", forwarded[120:122], lags=[2.0, 4.0], now=at["b"])
+        log.settle("w", forwarded[122:], [(claimed["user-e"], "invalid user_properties")], skipped=1, now=at["c"])
+        log.release("w", [claimed["user-c"], claimed["user-f"]])
         before = time.time()
         log.record_rejections([{"index": 0, "reason": "no userId"}, {"index": 1, "reason": "no userId"},
                                {"index": 2, "reason": "bad type"}])
