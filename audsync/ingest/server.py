@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -51,6 +52,10 @@ SQLITE_SERVE_LEASE_TTL_S = 60
 # keeps serve's memory flat as the events store grows (the sync's large caches grew with it).
 SQLITE_CACHE_MB = 8
 RELEASE_FREE_MEMORY_S = 30  # see audsync._memory: without it serve's RSS climbs for as long as it runs
+# Every request and claim makes thousands of short-lived dicts; with the collector's default first
+# threshold (700) it would run every few messages, and its full passes walk every object the
+# process keeps. Objects alive once serve has started are left out of its passes (gc.freeze).
+GC_THRESHOLDS = (20_000, 50, 100)
 PRUNE_EVERY_S = 3600  # events past keep_events_days, messageIds past the 24 h dedup window, ...
 
 
@@ -197,6 +202,9 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
             log.info("serving the Segment tracking API on http://%s:%d (state: %s)", host,
                      sock.getsockname()[1], store.dialect.name,
                      extra={"host": host, "port": sock.getsockname()[1]})
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
             asyncio.run(server.serve(sockets=[sock]))
         finally:
             try:
