@@ -42,7 +42,8 @@ _PROBES = frozenset({"/metrics", "/healthz"})
 
 
 class Committer(Protocol):  # audsync.state.ingest.GroupCommitter
-    def submit(self, messages: list[dict], source: str | None = None) -> Any: ...  # a concurrent Future
+    def submit(self, messages: list[dict], source: str | None = None, *,
+               loop: asyncio.AbstractEventLoop | None = None) -> Any: ...  # a future of `loop`
 
 
 class RejectionLog(Protocol):  # audsync.state.ingest.IngestLog
@@ -201,7 +202,7 @@ class IngestApp:
         source = source_of(key)
         if accepted.messages:
             try:
-                stored = await asyncio.wrap_future(self.committer.submit(accepted.messages, source))
+                stored = await self.committer.submit(accepted.messages, source, loop=asyncio.get_running_loop())
             except AudsyncError as exc:
                 log.error("could not store %d messages: %s", len(accepted.messages), exc)
                 raise RequestError(503, "unavailable", "the messages could not be stored; retry later") from None

@@ -14,6 +14,7 @@ has a single writer: the same statements then simply run one at a time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
@@ -406,7 +407,7 @@ class GroupCommitter:
         self.log = log
         self.max_wait_s = max_wait_s
         self.max_messages = max_messages
-        self._queue: queue.SimpleQueue[tuple[Prepared, Future] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Prepared, Future | asyncio.Future] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ingest group commit", daemon=True)
@@ -418,11 +419,16 @@ class GroupCommitter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, messages: Sequence[dict[str, Any]], source: str | None = None) -> "Future[list[bool]]":
+    def submit(self, messages: Sequence[dict[str, Any]], source: str | None = None, *,
+               loop: asyncio.AbstractEventLoop | None = None) -> "Future[list[bool]] | asyncio.Future[list[bool]]":
         """Queues one request's messages (see IngestLog.prepare, whose ValidationError is raised
-        here, to the one caller). Raises StateError once close() was called."""
+        here, to the one caller). Raises StateError once close() was called.
+
+        Called on an event loop's thread with `loop`, it answers a future of that loop: the
+        futures of one commit are then resolved in one call into the loop, which wakes once per
+        group rather than once per request."""
         prepared = self.log.prepare(messages, source)
-        future: Future[list[bool]] = Future()
+        future: Future[list[bool]] | asyncio.Future[list[bool]] = loop.create_future() if loop else Future()
         with self._lock:
             if self._closed:
                 raise StateError("ingest: the server is stopping and no longer stores messages")
@@ -460,28 +466,48 @@ class GroupCommitter:
                 size += len(item[0].message_ids)
             self._commit(group)
 
-    def _commit(self, group: list[tuple[Prepared, Future]]) -> None:
+    def _commit(self, group: list[tuple[Prepared, Future | asyncio.Future]]) -> None:
         try:
             flags = self.log.commit([prepared for prepared, _ in group])
         except BaseException as exc:  # every request of the group learns it; the thread goes on
-            for _, future in group:
-                _resolve(future, exc=exc)
+            _resolve_all([(future, None, exc) for _, future in group])
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
                 raise
             return
-        for (_, future), stored in zip(group, flags):
-            _resolve(future, result=stored)
+        _resolve_all([(future, stored, None) for (_, future), stored in zip(group, flags)])
 
 
-def _resolve(future: Future, *, result: Any = None, exc: BaseException | None = None) -> None:
+def _resolve_all(answers: list[tuple[Future | asyncio.Future, Any, BaseException | None]]) -> None:
+    """Resolves futures from the committer's thread: an event loop's futures in one call into it."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for future, result, exc in answers:
+        if isinstance(future, asyncio.Future):
+            by_loop.setdefault(future.get_loop(), []).append((future, result, exc))
+        else:
+            _resolve(future, result, exc)
+    for loop, loop_answers in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve_each, loop_answers)
+        except RuntimeError:  # the loop is closed: no one waits for these
+            pass
+
+
+def _resolve_each(answers: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for answer in answers:
+        _resolve(*answer)
+
+
+def _resolve(future: Future | asyncio.Future, result: Any, exc: BaseException | None) -> None:
     # A request whose client went away may have cancelled its future: what it sent is stored all
     # the same (it was never acknowledged, and its resend is deduplicated).
+    if future.done():
+        return
     try:
         if exc is not None:
             future.set_exception(exc)
         else:
             future.set_result(result)
-    except InvalidStateError:
+    except (InvalidStateError, asyncio.InvalidStateError):  # cancelled in between, on another thread
         pass
 
 

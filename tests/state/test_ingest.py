@@ -1,6 +1,7 @@
 """The ingest tables of `audsync serve` (audsync.state.ingest), on SQLite and PostgreSQL: storing
 in group commits with dedup, the events store, rejections, claims by user with leases, pruning."""
 
+import asyncio
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -155,6 +156,41 @@ def test_a_failed_commit_fails_every_request_of_its_group(state_url):
         committer.close()
     finally:
         unmigrated.close()
+
+
+async def _requests_on_a_loop(committer, sends):
+    """serve's way: each request awaits a future of its event loop; the last client goes away."""
+    loop = asyncio.get_running_loop()
+    futures = [committer.submit(batch, loop=loop) for batch in sends]
+    futures[-1].cancel()
+    return await asyncio.gather(*futures[:-1], return_exceptions=True)
+
+
+def test_an_event_loops_requests_are_answered_on_their_loop_after_the_commit(store, log):
+    committer = GroupCommitter(log, max_wait_s=0.05)
+    release = _hold_write_lock(store)
+    timer = threading.Timer(0.5, release)  # the commit waits for the lock meanwhile
+    timer.start()
+    try:
+        started = time.monotonic()
+        answers = asyncio.run(_requests_on_a_loop(committer, [[msg("a1"), msg("a2")], [msg("a1")], [msg("a3")]]))
+        assert time.monotonic() - started >= 0.4
+    finally:
+        timer.join()
+        committer.close()
+    assert answers == [[True, True], [False]]
+    assert count(store, "ingest_log") == 3  # the cancelled request's message too: a resend is deduplicated
+
+
+def test_a_failed_commit_fails_every_request_on_the_loop(state_url):
+    unmigrated = open_store(state_url)  # no tables: the commit fails
+    try:
+        committer = GroupCommitter(IngestLog(unmigrated), max_wait_s=0.05)
+        answers = asyncio.run(_requests_on_a_loop(committer, [[msg("b1")], [msg("b2")], [msg("b3")]]))
+        committer.close()
+    finally:
+        unmigrated.close()
+    assert len(answers) == 2 and all(isinstance(a, StateError) for a in answers)
 
 
 def test_close_commits_what_was_submitted_then_refuses_more(store, log):
