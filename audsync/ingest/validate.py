@@ -136,11 +136,28 @@ def accept(body: dict, endpoint: str, received_at: datetime, settings: Amplitude
     return Accepted(messages, rejected)
 
 
+# settings -> its translatable copy, by id; the settings object is held so its id is not reused.
+_TRANSLATABLE: dict[int, tuple[AmplitudeSettings, AmplitudeSettings]] = {}
+
+
 def _translatable(settings: AmplitudeSettings) -> AmplitudeSettings:
     """The settings messages are checked with. An alias is a valid Segment call whether or not
     Amplitude gets it: with enable_alias off the forwarder sends nothing for it, but it is still
-    accepted and kept, so its shape is checked as if the setting were on."""
-    return settings if settings.enable_alias else dataclasses.replace(settings, enable_alias=True)
+    accepted and kept, so its shape is checked as if the setting were on.
+
+    The copy is kept: serve passes the same settings with every request, and a copy per request
+    (dataclasses.replace re-runs the settings' __init__) would also make the mapping core rebuild
+    its per-settings tables for every request, a cost a one-message request feels."""
+    if settings.enable_alias:
+        return settings
+    held = _TRANSLATABLE.get(id(settings))
+    if held is not None and held[0] is settings:
+        return held[1]
+    if len(_TRANSLATABLE) >= 16:  # many short-lived settings objects (tests): forget the old ones
+        _TRANSLATABLE.clear()
+    checked = dataclasses.replace(settings, enable_alias=True)
+    _TRANSLATABLE[id(settings)] = (settings, checked)
+    return checked
 
 
 def normalise(item: Any, kind: str | None, shared: dict, sent_at: Any, received_at: datetime, received: str,
