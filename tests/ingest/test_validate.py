@@ -104,6 +104,14 @@ def test_min_id_length_follows_the_amplitude_settings():
     assert one(message, "identify", AmplitudeSettings(min_id_length=5)).rejected
 
 
+def test_settings_objects_made_one_after_another_are_each_honoured():
+    # Short-lived settings objects reuse each other's ids: what is kept per settings must not leak.
+    message = {"type": "identify", "userId": "abc"}
+    for _ in range(40):
+        assert one(message, "identify", AmplitudeSettings(min_id_length=3)).messages
+        assert one(message, "identify", AmplitudeSettings(min_id_length=5)).rejected
+
+
 def test_what_the_mapping_core_refuses_is_rejected():
     [rejected] = one({"event": "Order Completed", "userId": "user-0001",
                       "properties": {"products": "not a list"}}).rejected
