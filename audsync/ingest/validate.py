@@ -125,30 +125,51 @@ def accept(body: dict, endpoint: str, received_at: datetime, settings: Amplitude
             raise RequestError(400, "message_too_large",
                                f"{where} is over {MAX_MESSAGE_BYTES // 1024} KB (Exceed payload limit)")
     received = _iso(received_at)
+    # Read once: every message of the batch without a sentAt of its own shares it.
+    batch_sent_ms = iso_ms(sent_at) if sent_at.__class__ is str else None
     checked = _translatable(settings)
     messages: list[dict] = []
     rejected: list[Rejection] = []
     for index, item in enumerate(items):
         try:
-            messages.append(normalise(item, kind, shared, sent_at, received_at, received, checked, client_ip))
+            messages.append(normalise(item, kind, shared, sent_at, received_at, received, checked, client_ip,
+                                      batch_sent_ms))
         except ValidationError as exc:
             rejected.append(Rejection(index, str(exc), item))
     return Accepted(messages, rejected)
 
 
+# settings -> its translatable copy, by id; the settings object is held so its id is not reused.
+_TRANSLATABLE: dict[int, tuple[AmplitudeSettings, AmplitudeSettings]] = {}
+
+
 def _translatable(settings: AmplitudeSettings) -> AmplitudeSettings:
     """The settings messages are checked with. An alias is a valid Segment call whether or not
     Amplitude gets it: with enable_alias off the forwarder sends nothing for it, but it is still
-    accepted and kept, so its shape is checked as if the setting were on."""
-    return settings if settings.enable_alias else dataclasses.replace(settings, enable_alias=True)
+    accepted and kept, so its shape is checked as if the setting were on.
+
+    The copy is kept: serve passes the same settings with every request, and a copy per request
+    (dataclasses.replace re-runs the settings' __init__) would also make the mapping core rebuild
+    its per-settings tables for every request, a cost a one-message request feels."""
+    if settings.enable_alias:
+        return settings
+    held = _TRANSLATABLE.get(id(settings))
+    if held is not None and held[0] is settings:
+        return held[1]
+    if len(_TRANSLATABLE) >= 16:  # many short-lived settings objects (tests): forget the old ones
+        _TRANSLATABLE.clear()
+    checked = dataclasses.replace(settings, enable_alias=True)
+    _TRANSLATABLE[id(settings)] = (settings, checked)
+    return checked
 
 
 def normalise(item: Any, kind: str | None, shared: dict, sent_at: Any, received_at: datetime, received: str,
-              settings: AmplitudeSettings, client_ip: str | None = None) -> dict:
+              settings: AmplitudeSettings, client_ip: str | None = None, batch_sent_ms: int | None = None) -> dict:
     """One message as it is stored: its type set, the batch's context and integrations merged
     under its own, `writeKey` removed, `messageId` given when missing, `receivedAt` and
     `originalTimestamp` set and `timestamp` corrected for the client's clock skew. Raises
-    ValidationError, starting with the field at fault, for a message that cannot be accepted."""
+    ValidationError, starting with the field at fault, for a message that cannot be accepted.
+    `batch_sent_ms` is `sent_at` already read, when it is a valid date-time."""
     if not isinstance(item, dict):
         raise ValidationError(f"message: must be a JSON object, not {type_name(item)}", field="message")
     message = dict(item)
@@ -177,7 +198,7 @@ def normalise(item: Any, kind: str | None, shared: dict, sent_at: Any, received_
         if isinstance(message_id, bool) or not isinstance(message_id, (int, float)):
             raise ValidationError(f"messageId: must be a string, not {type_name(message_id)}", field="messageId")
         message["messageId"] = str(message_id)
-    _set_times(message, sent_at, received_at, received)
+    _set_times(message, sent_at, received_at, received, batch_sent_ms)
     _fill_ip(message, client_ip)
     # What the mapping core refuses would never reach Amplitude. A message its integrations keep
     # from Amplitude is translated to nothing before its ids are read: those are checked anyway,
@@ -191,17 +212,19 @@ def _present(value: Any) -> bool:
     return value is not None and value != ""
 
 
-def _set_times(message: dict, batch_sent_at: Any, received_at: datetime, received: str) -> None:
+def _set_times(message: dict, batch_sent_at: Any, received_at: datetime, received: str,
+               batch_sent_ms: int | None = None) -> None:
     """Segment's four timestamps (reference section 5): the client's `timestamp` becomes
     `originalTimestamp`, and `timestamp = receivedAt - (sentAt - originalTimestamp)`."""
     original_text = message.get("timestamp")
     if original_text is None:
         original_text = message.get("originalTimestamp")
     sent_text = message.get("sentAt")
-    if sent_text is None:
+    own_sent = sent_text is not None
+    if not own_sent:
         sent_text = batch_sent_at
     original = _ms(original_text, "timestamp" if "timestamp" in message else "originalTimestamp")
-    sent = _ms(sent_text, "sentAt")
+    sent = _ms(sent_text, "sentAt") if own_sent or batch_sent_ms is None else batch_sent_ms
     message["receivedAt"] = received
     if original is None:
         message["timestamp"] = received  # "Segment servers will timestamp the requests"
@@ -209,6 +232,9 @@ def _set_times(message: dict, batch_sent_at: Any, received_at: datetime, receive
     message["originalTimestamp"] = original_text
     if sent is not None:
         message["sentAt"] = sent_text
+        if sent == original:  # sent as it happened: the corrected time is receivedAt itself
+            message["timestamp"] = received
+            return
         try:
             corrected = received_at - timedelta(milliseconds=sent - original)
         except OverflowError:

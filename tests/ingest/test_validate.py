@@ -104,6 +104,14 @@ def test_min_id_length_follows_the_amplitude_settings():
     assert one(message, "identify", AmplitudeSettings(min_id_length=5)).rejected
 
 
+def test_settings_objects_made_one_after_another_are_each_honoured():
+    # Short-lived settings objects reuse each other's ids: what is kept per settings must not leak.
+    message = {"type": "identify", "userId": "abc"}
+    for _ in range(40):
+        assert one(message, "identify", AmplitudeSettings(min_id_length=3)).messages
+        assert one(message, "identify", AmplitudeSettings(min_id_length=5)).rejected
+
+
 def test_what_the_mapping_core_refuses_is_rejected():
     [rejected] = one({"event": "Order Completed", "userId": "user-0001",
                       "properties": {"products": "not a list"}}).rejected
@@ -233,3 +241,25 @@ def test_sent_at_that_is_not_a_date_rejects_the_message():
            "sentAt": "9999-12-31T00:00:00Z"}
     [too_far] = accept(batch(far), "batch", RECEIVED, SETTINGS).rejected
     assert too_far.reason.startswith("sentAt: ")
+
+
+def test_a_batch_s_sent_at_serves_every_message_without_its_own():
+    messages = [{"type": "track", "event": "E", "userId": "user-0001", "timestamp": stamp}
+                for stamp in ("2026-03-01T12:10:00.000Z", "2026-03-01T12:09:58.000Z")]
+    messages.append({**messages[1], "sentAt": "2026-03-01T12:09:59.000Z"})
+    sent, earlier, own = accept(batch(*messages, sentAt="2026-03-01T12:10:00.000Z"), "batch", RECEIVED,
+                                SETTINGS).messages
+    assert sent["timestamp"] == sent["receivedAt"] == "2026-03-01T12:00:00.500Z"  # sent as it happened
+    assert sent["sentAt"] == earlier["sentAt"] == "2026-03-01T12:10:00.000Z"
+    assert earlier["timestamp"] == "2026-03-01T11:59:58.500Z"
+    assert own["timestamp"] == "2026-03-01T11:59:59.500Z"
+
+
+def test_a_batch_s_invalid_sent_at_rejects_only_the_messages_that_use_it_after_their_timestamp():
+    good = {"type": "track", "event": "E", "userId": "user-0001", "timestamp": "2026-03-01T12:09:58.000Z"}
+    body = batch(good, {**good, "sentAt": "2026-03-01T12:10:00.000Z"}, {**good, "timestamp": "soon"},
+                 sentAt="later")
+    accepted = accept(body, "batch", RECEIVED, SETTINGS)
+    assert [message["timestamp"] for message in accepted.messages] == ["2026-03-01T11:59:58.500Z"]
+    assert [(r.index, r.reason) for r in accepted.rejected] == [
+        (0, "sentAt: 'later' is not an ISO 8601 date-time"), (2, "timestamp: 'soon' is not an ISO 8601 date-time")]
