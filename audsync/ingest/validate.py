@@ -126,7 +126,7 @@ def accept(body: dict, endpoint: str, received_at: datetime, settings: Amplitude
                                f"{where} is over {MAX_MESSAGE_BYTES // 1024} KB (Exceed payload limit)")
     received = _iso(received_at)
     # Read once: every message of the batch without a sentAt of its own shares it.
-    batch_sent_ms = iso_ms(sent_at) if sent_at.__class__ is str else None
+    batch_sent_ms = iso_ms(sent_at) if isinstance(sent_at, str) else None
     checked = _translatable(settings)
     messages: list[dict] = []
     rejected: list[Rejection] = []
@@ -232,9 +232,6 @@ def _set_times(message: dict, batch_sent_at: Any, received_at: datetime, receive
     message["originalTimestamp"] = original_text
     if sent is not None:
         message["sentAt"] = sent_text
-        if sent == original:  # sent as it happened: the corrected time is receivedAt itself
-            message["timestamp"] = received
-            return
         try:
             corrected = received_at - timedelta(milliseconds=sent - original)
         except OverflowError:
