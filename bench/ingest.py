@@ -621,6 +621,9 @@ def scenario_soak(target, fake: Fake, folder: Path, args, prefix: str) -> dict:
     last = sizes[times >= times.max() - window].mean()
     slope = float(np.polyfit(times / 60, sizes, 1)[0]) if times.size >= 3 else None
     row.update({"rss first": float(first), "rss last": float(last), "rss slope": slope, "window": window})
+    # The whole curve, a sample a minute: a climb that levels off reads differently from one that goes on.
+    print("  soak: serve RSS (MB) by minute: " + " ".join(f"{m:.0f}" for t, m in samples
+                                                        if int(t) % 60 < RSS_EVERY_S), file=sys.stderr, flush=True)
     return row
 
 
