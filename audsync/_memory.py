@@ -37,7 +37,8 @@ def release_free_memory() -> bool:
 
 
 class FreeMemoryReleaser:
-    """Calls release_free_memory every `every_s` seconds on a thread of its own (start, stop)."""
+    """Calls release_free_memory every `every_s` seconds on a thread of its own, while the
+    context it is entered in lasts."""
 
     def __init__(self, every_s: float):
         self.every_s = every_s

@@ -51,7 +51,7 @@ SQLITE_SERVE_LEASE_TTL_S = 60
 # indexes; the operating system's file cache serves the rest. A small cache per pooled connection
 # keeps serve's memory flat as the events store grows (the sync's large caches grew with it).
 SQLITE_CACHE_MB = 8
-RELEASE_FREE_MEMORY_S = 30  # see audsync._memory: without it serve's RSS climbs for as long as it runs
+RELEASE_FREE_MEMORY_S = 30  # freed C-heap pages go back to the system this often (audsync._memory)
 # Every request and claim makes thousands of short-lived dicts; with the collector's default first
 # threshold (700) it would run every few messages, and its full passes walk every object the
 # process keeps. Objects alive once serve has started are left out of its passes (gc.freeze).
