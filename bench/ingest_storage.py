@@ -39,6 +39,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -78,7 +79,7 @@ def timed(label: str, count: int, work) -> dict:
     return {"row": row, "result": result}
 
 
-def fresh_database(state: str, folder: Path, pg_url: str) -> tuple[str, callable]:
+def fresh_database(state: str, folder: Path, pg_url: str) -> tuple[str, Callable[[], None]]:
     if state == "sqlite":
         url = f"sqlite:///{folder / f'ingest-{uuid.uuid4().hex[:6]}.db'}"
         return url, lambda: None
@@ -127,10 +128,8 @@ def forget_with_driver(store: StoreBase) -> int:
     with store.engine.connect() as sa_conn:
         raw = sa_conn.connection.driver_connection
         ids = [row[0] for row in raw.execute("SELECT id FROM ingest_log ORDER BY id").fetchall()]
-        if store.dialect.name == "sqlite":
-            raw.execute("COMMIT") if raw.in_transaction else None
-        else:
-            raw.commit()
+        if store.dialect.name == "postgresql":
+            raw.commit()  # the read's transaction (serve's sqlite3 connections are in autocommit)
         for start in range(0, len(ids), SETTLE_ROUND):
             chunk = ids[start:start + SETTLE_ROUND]
             if store.dialect.name == "sqlite":

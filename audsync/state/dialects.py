@@ -117,12 +117,6 @@ class Dialect(abc.ABC):
         leases, what was forwarded): losing its commit in a crash only sends messages again, with
         the same insert_id, so it need not wait for the disk."""
 
-    def first_pending_sql(self) -> str:
-        """A SELECT of the ids of the first :n pending ingest_log messages of the partition keys
-        in the JSON rows bound to :rows (see json_rows), oldest first."""
-        return ("SELECT id FROM ingest_log WHERE status = 'pending' AND partition_key IN "
-                f"(SELECT c0 FROM ({self.json_rows(('text',))}) j) ORDER BY id LIMIT :n")
-
     @staticmethod
     def _insert_everyone(conn: Connection, selects: list[str], params: dict[str, Any], *, upsert: bool,
                          ordered: bool) -> Counter[str]:
@@ -431,12 +425,6 @@ class PostgresDialect(Dialect):
         conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
         conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
         conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
-
-    def first_pending_sql(self) -> str:
-        # Per key, the first :n of its messages from the (partition_key, id) index: the planner
-        # otherwise filtered a scan of the whole log by the keys, reading every backlogged row.
-        return (f"SELECT l.id FROM ({self.json_rows(('text',))}) j CROSS JOIN LATERAL (SELECT id FROM ingest_log "
-                "WHERE partition_key = j.c0 AND status = 'pending' ORDER BY id LIMIT :n) l ORDER BY l.id LIMIT :n")
 
     def insert_many(self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
         # COPY: several times faster than an INSERT per row, even pipelined.
